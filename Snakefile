@@ -1,0 +1,29 @@
+# servingbench: which LLM serving framework to run, for this model and workload, on this GPU.
+#   GPU host:  snakemake --cores 1 --use-singularity --singularity-args="--nv"
+#   CPU demo:  snakemake --cores 1 --configfile configs/cpu.yaml
+# No `configfile:` directive on purpose: Snakemake deep-merges it with --configfile, which
+# would leak config.yaml's arms and models into configs/cpu.yaml. common.smk loads
+# config.yaml only when no --configfile was given.
+
+include: "rules/common.smk"
+
+
+rule all:
+    input:
+        "report/index.html",
+
+
+include: "rules/models.smk"
+include: "rules/workloads.smk"
+include: "rules/measure.smk"
+include: "rules/sweeps.smk"
+include: "rules/report.smk"
+
+
+onsuccess:
+    stop_pooled_servers()
+
+
+onerror:
+    stop_pooled_servers()
+    render_partial_report()

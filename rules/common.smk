@@ -1,0 +1,92 @@
+# Shared helpers: validate the config, name the matrix, resolve specs for the measuring rules.
+import json
+import os
+import re
+import subprocess
+
+from servingbench import config as sbc
+
+CONFIG_PATH = workflow.configfiles[-1] if workflow.configfiles else "config.yaml"
+CFG = sbc.parse_config(config, CONFIG_PATH) if config else sbc.load_config(CONFIG_PATH)
+RESULTS = "results"
+ARMS, MODELS, TASKS, MODES = list(CFG.frameworks), list(CFG.models), list(CFG.tasks), list(CFG.modes)
+SWEEPS = [s for s in ("concurrency", "context") if getattr(CFG.sweeps, s) is not None]
+
+# Cells that share a server run back to back: one priority per (arm, model), highest first.
+SERVER_ORDER = {(a, m): i for i, (a, m) in enumerate((a, m) for a in ARMS for m in MODELS)}
+# Environment, not params: switching reuse on or off must not rerun finished cells.
+if CFG.run.server_reuse:
+    os.environ["SERVINGBENCH_POOL"] = f"{RESULTS}/servers"
+    os.environ["SERVINGBENCH_POOL_IDLE_S"] = str(CFG.run.server_idle_timeout_s)
+else:
+    os.environ.pop("SERVINGBENCH_POOL", None)
+
+
+def _alt(names):
+    return "|".join(re.escape(n) for n in names)
+
+
+wildcard_constraints:
+    arm=_alt(ARMS),
+    model=_alt(MODELS),
+    task=_alt(TASKS),
+    mode="sync|stream",
+
+
+def cell_targets():
+    return expand(f"{RESULTS}/cells/{{arm}}/{{model}}/{{task}}/{{mode}}.json",
+                  arm=ARMS, model=MODELS, task=TASKS, mode=MODES)
+
+
+def sweep_targets():
+    return expand(f"{RESULTS}/sweeps/{{arm}}/{{model}}/{{sweep}}.json", arm=ARMS, model=MODELS, sweep=SWEEPS)
+
+
+def get_priority(arm, model):
+    return len(SERVER_ORDER) - SERVER_ORDER[(arm, model)]
+
+
+def get_cell_spec(wildcards):
+    return sbc.cell_spec(CFG, wildcards.arm, wildcards.model, wildcards.task, wildcards.mode).to_json()
+
+
+def get_sweep_spec(wildcards):
+    make = {"concurrency": sbc.concurrency_sweep_spec, "context": sbc.context_sweep_spec}[wildcards.sweep]
+    return make(CFG, wildcards.arm, wildcards.model).to_json()
+
+
+def get_sweep_workload(wildcards):
+    task = "context" if wildcards.sweep == "context" else CFG.sweeps.concurrency.task
+    return f"{RESULTS}/workloads/{wildcards.model}/{task}.jsonl"
+
+
+def get_image(arm):
+    image = sbc.image_for(CFG, arm)
+    return f"docker://{image}" if image and "://" not in image else (image or None)
+
+
+def get_model_params(wildcards):
+    """What defines a prepared model dir: a change reruns prepare_model (and what follows)."""
+    return json.dumps({"model": CFG.models[wildcards.model].model_dump(), "weights": CFG.weights},
+                      sort_keys=True)
+
+
+def get_workload_params(wildcards):
+    """What defines a workload: its task's ranges, generation caps, sizes and seed."""
+    task = wildcards.task
+    keys = {"seed": CFG.run.seed, "requests": CFG.run.requests_per_cell, "warmup": CFG.run.warmup_requests,
+            "levels": CFG.run.cell_concurrency, "sweeps": CFG.sweeps.model_dump()}
+    if task != "context":
+        keys.update(task=CFG.tasks[task].model_dump(), generation=CFG.generation[wildcards.model][task].model_dump())
+    return json.dumps(keys, sort_keys=True)
+
+
+def stop_pooled_servers():
+    subprocess.run(["servingbench", "stop-servers", "--results", RESULTS], check=False)
+
+
+def render_partial_report():
+    """After a failed run (e.g. --keep-going with failed cells): a report that shows them."""
+    subprocess.run(["servingbench", "aggregate", "--config", CONFIG_PATH, "--results", RESULTS], check=False)
+    subprocess.run(["servingbench", "report", "--config", CONFIG_PATH, "--results", RESULTS,
+                    "--out", "report/index.html"], check=False)

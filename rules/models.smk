@@ -1,0 +1,15 @@
+# Make models/{model}/ ready offline (GGUF conversion, hub copy, or dummy-weight architecture).
+
+
+rule prepare_model:
+    output:
+        directory("models/{model}"),
+    params:
+        model=get_model_params,
+        config=CONFIG_PATH,
+    log:
+        "results/logs/models/{model}.log",
+    container:
+        get_image("transformers-naive")
+    shell:
+        "servingbench prepare-model --config {params.config} --model {wildcards.model} --out {output} > {log} 2>&1"

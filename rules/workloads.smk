@@ -1,0 +1,20 @@
+# Deterministic prompt sets, counted with each model's own tokenizer.
+
+
+rule build_workload:
+    input:
+        model="models/{model}",
+    output:
+        "results/workloads/{model}/{task}.jsonl",
+    wildcard_constraints:
+        task=_alt(TASKS + ["context"]),
+    params:
+        workload=get_workload_params,
+        config=CONFIG_PATH,
+    log:
+        "results/logs/workloads/{model}/{task}.log",
+    container:
+        get_image("transformers-naive")
+    shell:
+        "servingbench build-workload --config {params.config} --model {wildcards.model} --task {wildcards.task}"
+        " --model-dir {input.model} --out {output} > {log} 2>&1"

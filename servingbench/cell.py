@@ -1,0 +1,285 @@
+"""Run one cell (or sweep) against a real server and write its result file atomically.
+
+Start the server, wait for readiness, then for each measured window: warm up (not counted),
+measure with the monitors on, summarise. Stop the server's whole tree whatever happens. A
+failed cell leaves no result file: only its server log and a failure record saying why.
+Runtime module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import itertools
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import httpx
+
+from servingbench import provenance
+from servingbench.client import LoadClient, RequestRecord, WindowPlan
+from servingbench.frameworks import get_adapter
+from servingbench.frameworks.base import Adapter
+from servingbench.lifecycle import ServerProcess, ServerStartError, redact, secret_values, start_server
+from servingbench.metrics import window_summary
+from servingbench.monitor import GPU, Monitor
+from servingbench.results import (
+    CELL_SCHEMA,
+    FAILURE_SCHEMA,
+    atomic_write_json,
+    atomic_write_jsonl,
+    failure_path,
+    requests_path,
+    server_log_path,
+)
+from servingbench.spec import CellSpec, PromptItem, read_workload
+
+
+class CellFailed(RuntimeError):
+    """A cell could not produce an honest result; the message names the cell and the cause."""
+
+    def __init__(self, cell_id: str, category: str, reason: str) -> None:
+        super().__init__(f"cell {cell_id} failed ({category}): {reason}")
+        self.cell_id, self.category, self.reason = cell_id, category, reason
+
+
+@dataclass
+class ServerHandle:
+    """A ready server and what the result records about it (fresh start or reused).
+
+    ``release`` hands a pooled server back; without it the cell owns the server and stops it.
+    """
+
+    proc: ServerProcess
+    reused: bool
+    startup_s: float | None
+    started_at: str
+    release: Callable[[], None] | None = None
+
+    def close(self) -> None:
+        if self.release is not None:
+            self.release()
+        else:
+            self.proc.stop()
+
+
+ServerProvider = Callable[[Adapter, CellSpec, Path], ServerHandle]
+
+
+def fresh_server(adapter: Adapter, spec: CellSpec, log_path: Path) -> ServerHandle:
+    """Start a dedicated server for this cell (the default: no reuse)."""
+    started_at = provenance.now_iso()
+    proc = start_server(adapter, spec.server, log_path, spec.server_start_timeout_s)
+    return ServerHandle(proc=proc, reused=False, startup_s=proc.startup_s, started_at=started_at)
+
+
+class Progress:
+    """One progress line per cell on stderr: requests done, errors, ETA."""
+
+    def __init__(self, cell_id: str, total: int, stream: Any = None) -> None:
+        self.cell_id, self.total, self.done, self.errors = cell_id, total, 0, 0
+        self.out = stream or sys.stderr
+        self.tty = hasattr(self.out, "isatty") and self.out.isatty()
+        self.t0 = time.monotonic()
+        self._last = 0.0
+
+    def update(self, rec: RequestRecord) -> None:
+        self.done += 1
+        self.errors += 0 if rec.ok else 1
+        now = time.monotonic()
+        if self.tty or now - self._last >= 5.0 or self.done == self.total:
+            self._last = now
+            rate = self.done / max(now - self.t0, 1e-9)
+            eta = (self.total - self.done) / rate if rate > 0 else 0.0
+            line = (f"[{self.cell_id}] {self.done}/{self.total} requests, {self.errors} errors, "
+                    f"ETA {eta:5.0f} s")
+            print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=self.out, flush=True)
+
+    def close(self) -> None:
+        if self.tty:
+            print(file=self.out, flush=True)
+
+
+def _token_counter(model_dir: str) -> Callable[[str], int] | None:
+    """Tokenizer fallback for output counts, where transformers is importable (optional)."""
+    try:
+        tok = importlib.import_module("transformers").AutoTokenizer.from_pretrained(model_dir)
+    except Exception:
+        return None
+    return lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
+
+
+def _cycle(items: list[PromptItem]) -> Iterator[PromptItem]:
+    return itertools.cycle(items)
+
+
+_PROM = re.compile(r"^(vllm:time_to_first_token_seconds_(?:sum|count))(?:\{[^}]*\})?\s+([0-9.eE+-]+)", re.M)
+
+
+async def server_ttft_totals(client: httpx.AsyncClient, path: str | None) -> tuple[float, float] | None:
+    """(sum seconds, count) of the server's own TTFT histogram, summed over label sets."""
+    if not path:
+        return None
+    try:
+        resp = await client.get(path)
+    except httpx.HTTPError:
+        return None
+    if resp.status_code != 200:
+        return None
+    totals = {"vllm:time_to_first_token_seconds_sum": 0.0, "vllm:time_to_first_token_seconds_count": 0.0}
+    found = False
+    for name, value in _PROM.findall(resp.text):
+        totals[name] += float(value)
+        found = True
+    if not found:
+        return None
+    return totals["vllm:time_to_first_token_seconds_sum"], totals["vllm:time_to_first_token_seconds_count"]
+
+
+def plan_windows(spec: CellSpec, items: list[PromptItem]) -> list[tuple[WindowPlan, WindowPlan | None]]:
+    """(measured window, its warm-up) pairs. Context sweeps: one window per prompt length."""
+    stream = spec.mode == "stream"
+    plans: list[tuple[WindowPlan, WindowPlan | None]] = []
+    if spec.kind == "sweep_context":
+        by_len: dict[int, list[PromptItem]] = {}
+        for it in items:
+            by_len.setdefault(int(it.extra.get("prompt_tokens_target", it.prompt_tokens)), []).append(it)
+        for w, (length, group) in enumerate(sorted(by_len.items())):
+            warm = WindowPlan(items=group[:spec.warmup_requests], concurrency=1, stream=stream, warmup=True)
+            meas = WindowPlan(items=[group[i % len(group)] for i in range(spec.requests)],
+                              concurrency=1, stream=stream, window=w, seed=spec.seed + w,
+                              prompt_tokens_target=length)
+            plans.append((meas, warm if warm.items else None))
+        return plans
+    source = _cycle(items)
+    for w, level in enumerate(spec.concurrency_levels):
+        warm_items = [next(source) for _ in range(spec.warmup_requests)]
+        meas_items = [next(source) for _ in range(spec.requests)]
+        warm = WindowPlan(items=warm_items, concurrency=min(level, max(1, len(warm_items))), stream=stream,
+                          warmup=True) if warm_items else None
+        meas = WindowPlan(items=meas_items, concurrency=level, stream=stream, window=w,
+                          request_rate=spec.request_rate, seed=spec.seed + w)
+        plans.append((meas, warm))
+    return plans
+
+
+async def _measure(spec: CellSpec, adapter: Adapter, base_url: str, items: list[PromptItem],
+                   progress: Progress, alive: Callable[[], bool]) -> tuple[list[dict], list[RequestRecord]]:
+    windows: list[dict[str, Any]] = []
+    records: list[RequestRecord] = []
+    max_conn = max(spec.concurrency_levels)
+    async with LoadClient(base_url, adapter, spec.server, spec.generation, spec.output_length_policy,
+                          spec.request_timeout_s, max_connections=max_conn,
+                          count_tokens=_token_counter(spec.server.model_dir)) as client:
+        for meas, warm in plan_windows(spec, items):
+            if warm is not None:
+                await client.run_window(warm)
+            before = await server_ttft_totals(client._client, adapter.server_metrics_path())
+            recs, window_s = await client.run_window(meas, on_done=progress.update)
+            after = await server_ttft_totals(client._client, adapter.server_metrics_path())
+            summary = window_summary(recs, window_s, meas.concurrency, meas.stream, meas.prompt_tokens_target)
+            if before and after and after[1] > before[1]:
+                summary["server_ttft_ms_mean"] = 1000.0 * (after[0] - before[0]) / (after[1] - before[1])
+            windows.append(summary)
+            records.extend(recs)
+            if not alive():
+                raise CellFailed(spec.cell_id(), "server_exited", "the server process died during the measurement")
+    return windows, records
+
+
+def write_failure(out_path: Path, spec: CellSpec, category: str, reason: str, log: Path | None) -> Path:
+    path = failure_path(out_path)
+    atomic_write_json(path, {
+        "schema": FAILURE_SCHEMA, "kind": spec.kind, "cell": _cell_keys(spec), "category": category,
+        "reason": redact(reason, secret_values()), "log": str(log) if log else None, "at": provenance.now_iso(),
+    })
+    return path
+
+
+def _cell_keys(spec: CellSpec) -> dict[str, str]:
+    return {"arm": spec.arm, "framework": spec.server.framework, "model": spec.model,
+            "task": spec.task, "mode": spec.mode}
+
+
+def default_provider() -> ServerProvider:
+    """The server pool when ``SERVINGBENCH_POOL`` names a state folder, else a fresh server."""
+    from servingbench.pool import pool_from_env, pooled_server
+
+    pool = pool_from_env()
+    return pooled_server(pool) if pool is not None else fresh_server
+
+
+def run_cell(spec: CellSpec, workload: str | Path, out_path: str | Path, results_dir: str | Path = "results",
+             provider: ServerProvider | None = None, progress_stream: Any = None) -> dict[str, Any]:
+    """Measure one cell or sweep and write ``out_path`` (+ requests file). Raises CellFailed."""
+    provider = provider or default_provider()
+    out_path = Path(out_path)
+    log_path = server_log_path(out_path, results_dir)
+    failure_path(out_path).unlink(missing_ok=True)
+    adapter = get_adapter(spec.arm)
+    gpu = GPU() if spec.server.device == "cuda" else None
+    started_at = provenance.now_iso()
+    handle: ServerHandle | None = None
+    try:
+        items = read_workload(str(workload))
+        before_load = gpu.used_bytes() if gpu and gpu.available else None
+        handle = provider(adapter, spec, log_path)
+        after_load = gpu.used_bytes() if gpu and gpu.available else None
+        monitor = Monitor(lambda: handle.proc.pid, gpu, spec.monitor_interval_s).start()
+        total = sum(len(m.items) for m, _ in plan_windows(spec, items))
+        progress = Progress(spec.cell_id(), total, progress_stream)
+        try:
+            windows, records = asyncio.run(_measure(spec, adapter, handle.proc.base_url, items,
+                                                    progress, handle.proc.alive))
+        finally:
+            monitor.stop()
+            progress.close()
+        if not any(w["completed"] for w in windows):
+            errors = {k: v for w in windows for k, v in w["errors"].items()}
+            raise CellFailed(spec.cell_id(), "requests_failed", f"no request completed; errors: {errors}")
+        out_tokens = sum(w["output_tokens_actual_total"] for w in windows)
+        result = {
+            "schema": CELL_SCHEMA, "kind": spec.kind, "status": "ok", "cell": _cell_keys(spec),
+            "weights": spec.server.weights, "device": spec.server.device,
+            "spec": _spec_dict(spec), "windows": windows,
+            "memory": monitor.summary(before_load, after_load, out_tokens),
+            "server": {
+                "reused": handle.reused, "pooled": handle.release is not None, "startup_s": handle.startup_s, "started_at": handle.started_at,
+                "pid": handle.proc.pid, "command": handle.proc.command(), "log": str(log_path),
+                "server_settings": {"gpu_memory_utilization": spec.server.gpu_memory_utilization,
+                                    "prefix_caching": spec.server.prefix_caching,
+                                    "server_args": list(spec.server.server_args)},
+            },
+            "provenance": {**provenance.collect(spec.server.framework, gpu.info if gpu else None,
+                                                spec.config_hash, spec.server.image, spec.server.profile),
+                           "started_at": started_at, "finished_at": provenance.now_iso()},
+            "requests_file": requests_path(out_path).name,
+        }
+        atomic_write_jsonl(requests_path(out_path), [r.to_dict() for r in records])
+        atomic_write_json(out_path, result)  # last: its existence means the cell is complete
+        return result
+    except CellFailed as exc:
+        write_failure(out_path, spec, exc.category, exc.reason, log_path)
+        raise
+    except ServerStartError as exc:
+        write_failure(out_path, spec, exc.category, str(exc), log_path)
+        raise CellFailed(spec.cell_id(), exc.category, f"{exc} (log: {log_path})") from None
+    except (KeyboardInterrupt, SystemExit):
+        write_failure(out_path, spec, "interrupted", "interrupted by a signal", log_path)
+        raise
+    except Exception as exc:
+        write_failure(out_path, spec, "error", f"{type(exc).__name__}: {exc}", log_path)
+        raise CellFailed(spec.cell_id(), "error", f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        if handle is not None:
+            handle.close()
+
+
+def _spec_dict(spec: CellSpec) -> dict[str, Any]:
+    import json
+
+    return json.loads(spec.to_json())

@@ -1,0 +1,240 @@
+"""The ``servingbench`` command. Thin: each subcommand parses arguments and calls one package
+function. Host-only modules (pydantic, pandas, Jinja2) are imported inside the commands that
+need them, so ``run-cell --spec`` works inside a framework container with the runtime alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
+def command(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    COMMANDS[fn.__name__.removeprefix("cmd_").replace("_", "-")] = fn
+    return fn
+
+
+def _load(path: str):
+    from servingbench.config import load_config
+
+    return load_config(path)
+
+
+def _terminate_on_sigterm() -> None:
+    """Turn SIGTERM (Snakemake interrupted, a cluster pre-emption) into SystemExit so that
+    ``finally`` blocks stop the server tree and no partial file is left."""
+    def handler(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+@command
+def cmd_cells(a: argparse.Namespace) -> int:
+    from servingbench.config import expand_cells
+
+    for cell in expand_cells(_load(a.config)):
+        print(json.dumps(cell))
+    return 0
+
+
+@command
+def cmd_validate(a: argparse.Namespace) -> int:
+    from servingbench.config import expand_cells
+
+    cfg = _load(a.config)
+    print(f"{a.config}: ok ({len(expand_cells(cfg))} cells)")
+    return 0
+
+
+def _spec_from_args(a: argparse.Namespace):
+    from servingbench.spec import CellSpec
+
+    if a.spec:
+        text = Path(a.spec[1:]).read_text() if a.spec.startswith("@") else a.spec
+        return CellSpec.from_json(text)
+    if not a.config:
+        raise SystemExit("run-cell: give --spec JSON (what the Snakemake rule passes) or --config with the cell names")
+    from servingbench import config as c
+
+    cfg = _load(a.config)
+    if a.sweep == "concurrency":
+        return c.concurrency_sweep_spec(cfg, a.framework, a.model)
+    if a.sweep == "context":
+        return c.context_sweep_spec(cfg, a.framework, a.model)
+    return c.cell_spec(cfg, a.framework, a.model, a.task, a.mode)
+
+
+def _default_workload(results: str, spec) -> str:
+    name = "context" if spec.kind == "sweep_context" else spec.task
+    return str(Path(results) / "workloads" / spec.model / f"{name}.jsonl")
+
+
+@command
+def cmd_run_cell(a: argparse.Namespace) -> int:
+    from servingbench.cell import CellFailed, run_cell
+
+    _terminate_on_sigterm()
+    spec = _spec_from_args(a)
+    try:
+        run_cell(spec, a.workload or _default_workload(a.results, spec), a.out, a.results)
+    except CellFailed as exc:
+        print(f"servingbench: {exc}", file=sys.stderr)
+        return 1
+    print(f"servingbench: {spec.cell_id()} -> {a.out}", file=sys.stderr)
+    return 0
+
+
+@command
+def cmd_measure(a: argparse.Namespace) -> int:
+    """Measure an already-running server (a deployed endpoint): no server is started."""
+    from servingbench.cell import CellFailed, run_cell
+    from servingbench.pool import external_server
+
+    _terminate_on_sigterm()
+    spec = _spec_from_args(a)
+    try:
+        run_cell(spec, a.workload or _default_workload(a.results, spec), a.out, a.results,
+                 provider=external_server(a.url))
+    except CellFailed as exc:
+        print(f"servingbench: {exc}", file=sys.stderr)
+        return 1
+    print(f"servingbench: {spec.cell_id()} at {a.url} -> {a.out}", file=sys.stderr)
+    return 0
+
+
+@command
+def cmd_prepare_model(a: argparse.Namespace) -> int:
+    from servingbench.models import prepare_model
+
+    print(prepare_model(_load(a.config), a.model, a.out))
+    return 0
+
+
+@command
+def cmd_build_workload(a: argparse.Namespace) -> int:
+    from servingbench import workloads
+
+    cfg = _load(a.config)
+    model_dir = a.model_dir or f"models/{a.model}"
+    if a.task == "context":
+        workloads.build_context_workload(cfg, a.model, model_dir, a.out)
+    else:
+        workloads.build_workload(cfg, a.model, a.task, model_dir, a.out)
+    return 0
+
+
+@command
+def cmd_aggregate(a: argparse.Namespace) -> int:
+    from servingbench.aggregate import aggregate, write_summary
+
+    df = aggregate(_load(a.config), a.results)
+    write_summary(df, a.results)
+    print(f"{Path(a.results) / 'summary.csv'}: {len(df)} rows")
+    return 0
+
+
+@command
+def cmd_report(a: argparse.Namespace) -> int:
+    from servingbench.report import render_report
+
+    out = render_report(_load(a.config), a.results, a.out)
+    print(out)
+    return 0
+
+
+@command
+def cmd_publish(a: argparse.Namespace) -> int:
+    from servingbench.publish import publish
+
+    print(publish(a.results, a.report, a.config, a.out))
+    return 0
+
+
+@command
+def cmd_compare(a: argparse.Namespace) -> int:
+    from servingbench.compare import compare_main
+
+    print(compare_main(a.run_a, a.run_b))
+    return 0
+
+
+@command
+def cmd_stop_servers(a: argparse.Namespace) -> int:
+    from servingbench.pool import ServerPool
+
+    stopped = ServerPool(Path(a.results) / "servers").stop_all()
+    print(f"stopped {stopped} pooled server(s)")
+    return 0
+
+
+def _cell_args(p: argparse.ArgumentParser, need_out: bool = True) -> None:
+    p.add_argument("--config", help="config YAML (host side)")
+    p.add_argument("--spec", help="resolved cell spec as JSON, or @file (what the Snakemake rule passes)")
+    p.add_argument("--framework", help="arm, e.g. vllm, transformers-serve")
+    p.add_argument("--model")
+    p.add_argument("--task")
+    p.add_argument("--mode", choices=["sync", "stream"])
+    p.add_argument("--sweep", choices=["concurrency", "context"], help="run a sweep instead of a cell")
+    p.add_argument("--workload", help="workload JSONL (default: RESULTS/workloads/MODEL/TASK.jsonl)")
+    p.add_argument("--results", default="results", help="results folder (default: results)")
+    p.add_argument("--out", required=need_out, help="result file to write")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="servingbench", description="Benchmark LLM serving frameworks.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    for name in ("cells", "validate"):
+        p = sub.add_parser(name, help={"cells": "print the expanded matrix, one JSON object per cell",
+                                       "validate": "validate a config and exit"}[name])
+        p.add_argument("--config", default="config.yaml")
+    _cell_args(sub.add_parser("run-cell", help="start a server, measure one cell or sweep, stop it"))
+    p = sub.add_parser("measure", help="measure an already-running server (no server is started)")
+    _cell_args(p)
+    p.add_argument("--url", required=True, help="base URL of the running server, e.g. http://127.0.0.1:8000")
+    p = sub.add_parser("prepare-model", help="make models/MODEL ready offline")
+    p.add_argument("--config", default="config.yaml")
+    p.add_argument("--model", required=True)
+    p.add_argument("--out", required=True)
+    p = sub.add_parser("build-workload", help="write a deterministic prompt set")
+    p.add_argument("--config", default="config.yaml")
+    p.add_argument("--model", required=True)
+    p.add_argument("--task", required=True, help="a task name, or 'context' for the context-length sweep")
+    p.add_argument("--model-dir")
+    p.add_argument("--out", required=True)
+    for name, help_ in (("aggregate", "build results/summary.csv"), ("report", "render report/index.html")):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--config", default="config.yaml")
+        p.add_argument("--results", default="results")
+        if name == "report":
+            p.add_argument("--out", default="report/index.html")
+    p = sub.add_parser("publish", help="write a ready-to-publish folder or .tar.gz")
+    p.add_argument("--config", default="config.yaml")
+    p.add_argument("--results", default="results")
+    p.add_argument("--report", default="report/index.html")
+    p.add_argument("--out", default="publish/servingbench-report.tar.gz")
+    p = sub.add_parser("compare", help="what changed between two results folders")
+    p.add_argument("run_a")
+    p.add_argument("run_b")
+    p = sub.add_parser("stop-servers", help="stop every pooled server of a results folder")
+    p.add_argument("--results", default="results")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ValueError as exc:  # ConfigError and friends: one clear line, no traceback
+        print(f"servingbench: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

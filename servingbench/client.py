@@ -1,0 +1,230 @@
+"""The load generator: asyncio + httpx, one connection pool, per-request timestamps.
+
+Definitions (DESIGN §3): ``dispatch`` is stamped with ``perf_counter_ns`` after the request is
+built and after any wait for a concurrency slot, right before httpx sends it; TTFT is dispatch
+to the first event carrying generated text; E2E is dispatch to the last byte (sync) or the last
+content event (stream). Runtime module: standard library + httpx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterable
+
+import httpx
+
+from servingbench.frameworks.base import (
+    TOKENS_FROM_TOKENIZER,
+    TOKENS_UNKNOWN,
+    Adapter,
+    Completion,
+)
+from servingbench.spec import GenerationParams, PromptItem, ServerSpec
+from servingbench.sse import SSEParser
+
+NS_PER_MS = 1_000_000
+
+
+@dataclass
+class RequestRecord:
+    """Everything measured about one request (one line of ``*.requests.jsonl``)."""
+
+    prompt_id: str
+    window: int = 0
+    concurrency: int = 1
+    warmup: bool = False
+    dispatch_ns: int = 0
+    queue_ms: float = 0.0
+    ttft_ms: float | None = None
+    e2e_ms: float | None = None
+    event_offsets_ms: list[float] = field(default_factory=list)
+    output_tokens_requested: int = 0
+    output_tokens_forced: bool = False
+    output_tokens: int | None = None
+    output_tokens_source: str = TOKENS_UNKNOWN
+    prompt_tokens: int = 0
+    server_prompt_tokens: int | None = None
+    http_status: int | None = None
+    error: str | None = None
+    finish_reason: str | None = None
+    server_timing: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class WindowPlan:
+    """One measured window: which prompts, how many at once, open or closed loop."""
+
+    items: list[PromptItem]
+    concurrency: int
+    stream: bool
+    window: int = 0
+    warmup: bool = False
+    request_rate: float = 0.0  # > 0: Poisson arrivals at this rate, at most `concurrency` in flight
+    seed: int = 0
+    prompt_tokens_target: int | None = None  # context sweep: the prompt length of this window
+
+
+TokenCounter = Callable[[str], int]
+
+
+class LoadClient:
+    """Sends requests to one server through one httpx connection pool."""
+
+    def __init__(self, base_url: str, adapter: Adapter, server: ServerSpec, gen: GenerationParams,
+                 policy: str, timeout_s: float, max_connections: int = 256,
+                 count_tokens: TokenCounter | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.adapter = adapter
+        self.server = server
+        self.gen = gen
+        self.policy = policy
+        self.timeout_s = timeout_s
+        self.count_tokens = count_tokens
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        # trust_env=False: a proxy variable on a GPU host must never route benchmark traffic.
+        self._client = httpx.AsyncClient(base_url=self.base_url, limits=limits, trust_env=False,
+                                         timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 30.0)))
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def __aenter__(self) -> "LoadClient":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
+    # -- one request --------------------------------------------------------------------------
+    async def send(self, item: PromptItem, stream: bool, rec: RequestRecord) -> RequestRecord:
+        """Send one request and fill ``rec``; never raises for request-level failures."""
+        tokens, forced = self.adapter.effective_output_tokens(item, self.gen, self.policy)
+        rec.output_tokens_requested, rec.output_tokens_forced = tokens, forced
+        rec.prompt_tokens = item.prompt_tokens
+        spec = self.adapter.build_request(self.server, item, self.gen, tokens, forced, stream)
+        request = self._client.build_request(spec.method, spec.path, json=spec.json)
+        try:
+            done = await asyncio.wait_for(self._exchange(request, stream, rec), timeout=self.timeout_s)
+        except asyncio.TimeoutError:
+            rec.error = f"timeout after {self.timeout_s:g} s"
+            return rec
+        except httpx.HTTPError as exc:
+            rec.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            return rec
+        self._take(rec, done)
+        if rec.error is None and rec.output_tokens is None and self.count_tokens and done.text:
+            rec.output_tokens = self.count_tokens(done.text)
+            rec.output_tokens_source = TOKENS_FROM_TOKENIZER
+        return rec
+
+    async def _exchange(self, request: httpx.Request, stream: bool, rec: RequestRecord) -> Completion:
+        rec.dispatch_ns = t0 = time.perf_counter_ns()
+        resp = await self._client.send(request, stream=stream)
+        try:
+            rec.http_status = resp.status_code
+            if not stream or resp.status_code >= 400:
+                body = await resp.aread()
+                t_end = time.perf_counter_ns()
+                done = self.adapter.parse_response(resp.status_code, resp.headers, body)
+                if done.error is None and resp.status_code >= 400:
+                    done.error = f"HTTP {resp.status_code}"
+                rec.e2e_ms = (t_end - t0) / NS_PER_MS
+                return done
+            return await self._read_stream(resp, t0, rec)
+        finally:
+            await resp.aclose()
+
+    async def _read_stream(self, resp: httpx.Response, t0: int, rec: RequestRecord) -> Completion:
+        parser, reader = SSEParser(), self.adapter.stream_reader()
+        offsets: list[float] = []
+        ended = False
+        async for chunk in resp.aiter_raw():
+            now = time.perf_counter_ns()
+            for payload in parser.feed(chunk):
+                upd = reader.feed(payload)
+                if upd.text:
+                    offsets.append((now - t0) / NS_PER_MS)
+                if upd.done:
+                    ended = True
+        for payload in parser.flush():
+            upd = reader.feed(payload)
+            ended = ended or upd.done
+        done = reader.result()
+        if done.error is None and not ended:
+            if self.adapter.stream_has_done_marker or done.finish_reason is None:
+                done.error = "stream ended before its end marker (cut off)"
+        rec.event_offsets_ms = offsets
+        if offsets:
+            rec.ttft_ms, rec.e2e_ms = offsets[0], offsets[-1]
+        elif done.error is None:
+            done.error = "stream carried no generated text"
+        return done
+
+    @staticmethod
+    def _take(rec: RequestRecord, done: Completion) -> None:
+        rec.error = rec.error or done.error
+        rec.output_tokens = done.output_tokens
+        rec.output_tokens_source = done.output_tokens_source
+        rec.server_prompt_tokens = done.prompt_tokens
+        rec.finish_reason = done.finish_reason
+        rec.server_timing = dict(done.server_timing)
+
+    # -- one window ---------------------------------------------------------------------------
+    async def run_window(self, plan: WindowPlan,
+                         on_done: Callable[[RequestRecord], None] | None = None) -> tuple[list[RequestRecord], float]:
+        """Run a window; return its records (in completion order) and its wall time in seconds."""
+        records: list[RequestRecord] = []
+        start = time.perf_counter_ns()
+
+        async def one(item: PromptItem, scheduled_ns: int) -> None:
+            rec = RequestRecord(prompt_id=item.id, window=plan.window, concurrency=plan.concurrency,
+                                warmup=plan.warmup)
+            await self.send(item, plan.stream, rec)
+            rec.queue_ms = max(0.0, (rec.dispatch_ns - scheduled_ns) / NS_PER_MS) if rec.dispatch_ns else 0.0
+            records.append(rec)
+            if on_done is not None:
+                on_done(rec)
+
+        if plan.request_rate > 0:
+            await self._open_loop(plan, one)
+        else:
+            await self._closed_loop(plan, one)
+        return records, (time.perf_counter_ns() - start) / 1e9
+
+    @staticmethod
+    async def _closed_loop(plan: WindowPlan, one: Callable[[PromptItem, int], Any]) -> None:
+        queue: Iterable[PromptItem] = iter(plan.items)
+
+        async def worker() -> None:
+            for item in queue:  # shared iterator: each worker takes the next prompt when free
+                await one(item, time.perf_counter_ns())
+
+        await asyncio.gather(*(worker() for _ in range(min(plan.concurrency, len(plan.items)))))
+
+    @staticmethod
+    async def _open_loop(plan: WindowPlan, one: Callable[[PromptItem, int], Any]) -> None:
+        rng = random.Random(plan.seed)
+        slots = asyncio.Semaphore(plan.concurrency)
+        t = time.perf_counter_ns()
+        tasks = []
+
+        async def gated(item: PromptItem, scheduled: int) -> None:
+            async with slots:  # time waiting here is client queueing, recorded as queue_ms
+                await one(item, scheduled)
+
+        for item in plan.items:
+            t += int(rng.expovariate(plan.request_rate) * 1e9)
+            delay = (t - time.perf_counter_ns()) / 1e9
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.ensure_future(gated(item, t)))
+        await asyncio.gather(*tasks)

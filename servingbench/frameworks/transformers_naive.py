@@ -1,0 +1,101 @@
+"""``transformers-naive``: the seed users' own set-up, a small HTTP server of ours around
+``model.generate`` (see ``transformers_naive_server``), one request at a time.
+
+Its protocol is ours: ``POST /generate`` answers JSON; ``POST /generate_stream`` answers SSE
+with one ``data: {"text": ...}`` event per streamer chunk, a final event with the token
+counts, then ``data: [DONE]``. Length is forced with ``min_new_tokens``.
+"""
+
+from __future__ import annotations
+
+import sys
+import json
+from typing import Mapping
+
+from servingbench.frameworks.base import (
+    TOKENS_FROM_SERVER,
+    TOKENS_UNKNOWN,
+    Adapter,
+    Completion,
+    HttpRequest,
+    Launch,
+    StreamReader,
+    StreamUpdate,
+)
+from servingbench.spec import GenerationParams, PromptItem, ServerSpec
+
+
+def _completion(data: dict, error: str | None = None) -> Completion:
+    tokens = data.get("generated_tokens")
+    return Completion(text=data.get("text", ""), output_tokens=tokens,
+                      output_tokens_source=TOKENS_FROM_SERVER if tokens is not None else TOKENS_UNKNOWN,
+                      prompt_tokens=data.get("prompt_tokens"), finish_reason=data.get("finish_reason"),
+                      error=error or data.get("error"))
+
+
+class NaiveStreamReader(StreamReader):
+    def __init__(self) -> None:
+        self._parts: list[str] = []
+        self._final: dict = {}
+        self._error: str | None = None
+
+    def feed(self, data: str) -> StreamUpdate:
+        if data.strip() == "[DONE]":
+            return StreamUpdate(done=True)
+        try:
+            event = json.loads(data)
+        except ValueError:
+            self._error = f"malformed stream event: {data[:200]!r}"
+            return StreamUpdate(error=self._error, done=True)
+        if event.get("error"):
+            self._error = str(event["error"])
+            return StreamUpdate(error=self._error, done=True)
+        if "generated_tokens" in event:
+            self._final = event
+            return StreamUpdate()
+        text = event.get("text") or ""
+        if text:
+            self._parts.append(text)
+        return StreamUpdate(text=text)
+
+    def result(self) -> Completion:
+        done = _completion({**self._final, "text": "".join(self._parts)}, self._error)
+        return done
+
+
+class TransformersNaiveAdapter(Adapter):
+    name = "transformers-naive"
+    framework = "transformers"
+    can_force_output_length = True
+    health_path = "/health"
+
+    def launch(self, server: ServerSpec, host: str, port: int) -> Launch:
+        argv = [sys.executable, "-m", "servingbench.frameworks.transformers_naive_server",
+                "--model", server.model_dir, "--host", host, "--port", str(port),
+                "--device", server.device, "--dtype", server.dtype, "--weights", server.weights,
+                *server.server_args]
+        return Launch(argv=argv, env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+                                      "HF_HUB_DISABLE_UPDATE_CHECK": "1"})
+
+    def build_request(self, server: ServerSpec, item: PromptItem, gen: GenerationParams,
+                      output_tokens: int, force_length: bool, stream: bool) -> HttpRequest:
+        body = {"prompt": item.prompt, "max_new_tokens": output_tokens,
+                "temperature": gen.temperature, "top_p": gen.top_p, "do_sample": True}
+        if force_length:
+            body["min_new_tokens"] = output_tokens
+        return HttpRequest("POST", "/generate_stream" if stream else "/generate", body)
+
+    def parse_response(self, status: int, headers: Mapping[str, str], body: bytes) -> Completion:
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return Completion(error=f"HTTP {status}: body is not JSON: {body[:200]!r}")
+        if status >= 400:
+            return Completion(error=f"HTTP {status}: {data.get('error', data)}")
+        return _completion(data)
+
+    def stream_reader(self) -> StreamReader:
+        return NaiveStreamReader()
+
+
+ADAPTER = TransformersNaiveAdapter()

@@ -1,0 +1,183 @@
+"""The naive Transformers server: what a careful engineer writes around ``model.generate``.
+
+One model, one request at a time (a lock; further requests wait in their handler threads),
+a sync endpoint and an SSE stream endpoint fed by ``TextIteratorStreamer``. No batching, no
+paged attention: this is the baseline the seed users ran. It runs only where torch and
+transformers are installed (the Transformers image, or the CPU environment).
+
+    python -m servingbench.frameworks.transformers_naive_server --model DIR --port 8000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, TextIteratorStreamer
+
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32, "auto": "auto"}
+
+
+class Generator:
+    """Holds the model; ``generate`` runs one request at a time."""
+
+    def __init__(self, model_dir: str, device: str, dtype: str, weights: str) -> None:
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        torch_dtype = DTYPES[dtype]
+        if weights == "dummy" and not _has_weights(model_dir):
+            # The real architecture with random weights: decode cost does not depend on values.
+            config = AutoConfig.from_pretrained(model_dir)
+            with torch.device(device):
+                self.model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
+        else:
+            self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype).to(device)
+        self.model.eval()
+        self.device = device
+        self.lock = threading.Lock()
+
+    def _kwargs(self, req: dict[str, Any]) -> dict[str, Any]:
+        inputs = self.tokenizer(req["prompt"], return_tensors="pt").to(self.device)
+        kw: dict[str, Any] = dict(**inputs, max_new_tokens=int(req.get("max_new_tokens", 64)),
+                                  do_sample=bool(req.get("do_sample", True)),
+                                  temperature=float(req.get("temperature", 1.0)),
+                                  top_p=float(req.get("top_p", 1.0)),
+                                  pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id)
+        if req.get("min_new_tokens"):
+            kw["min_new_tokens"] = int(req["min_new_tokens"])
+        return kw
+
+    def _finish(self, kw: dict[str, Any], output: torch.Tensor) -> dict[str, Any]:
+        prompt_len = kw["input_ids"].shape[1]
+        new = output[0, prompt_len:]
+        eos = self.tokenizer.eos_token_id
+        hit_eos = eos is not None and len(new) > 0 and int(new[-1]) == eos
+        return {"prompt_tokens": int(prompt_len), "generated_tokens": int(len(new)),
+                "finish_reason": "stop" if hit_eos else "length"}
+
+    def generate(self, req: dict[str, Any]) -> dict[str, Any]:
+        with self.lock, torch.inference_mode():
+            kw = self._kwargs(req)
+            output = self.model.generate(**kw)
+            result = self._finish(kw, output)
+            result["text"] = self.tokenizer.decode(output[0, kw["input_ids"].shape[1]:], skip_special_tokens=True)
+            return result
+
+    def stream(self, req: dict[str, Any], emit) -> dict[str, Any]:
+        with self.lock:
+            kw = self._kwargs(req)
+            streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+            holder: dict[str, Any] = {}
+
+            def run() -> None:
+                with torch.inference_mode():
+                    try:
+                        holder["output"] = self.model.generate(**kw, streamer=streamer)
+                    except Exception as exc:  # reported to the client as a stream error event
+                        holder["error"] = f"{type(exc).__name__}: {exc}"
+                        streamer.end()
+
+            worker = threading.Thread(target=run, daemon=True)
+            worker.start()
+            for text in streamer:
+                if text:
+                    emit({"text": text})
+            worker.join()
+            if "error" in holder:
+                raise RuntimeError(holder["error"])
+            return self._finish(kw, holder["output"])
+
+
+def _has_weights(model_dir: str) -> bool:
+    from pathlib import Path
+
+    return any(Path(model_dir).glob("*.safetensors")) or any(Path(model_dir).glob("*.bin"))
+
+
+def make_handler(gen: Generator) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, fmt: str, *args: Any) -> None:  # one line per request on stderr
+            super().log_message(fmt, *args)
+
+        def _json(self, status: int, data: dict[str, Any]) -> None:
+            body = json.dumps(data).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            if self.path == "/health":
+                self._json(200, {"status": "ok"})
+            else:
+                self._json(404, {"error": f"no route {self.path}"})
+
+        def _body(self) -> dict[str, Any] | None:
+            try:
+                req = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+            except ValueError:
+                self._json(400, {"error": "body is not JSON"})
+                return None
+            if not isinstance(req, dict) or not isinstance(req.get("prompt"), str):
+                self._json(422, {"error": "field 'prompt' (string) is required"})
+                return None
+            return req
+
+        def do_POST(self) -> None:
+            if self.path not in ("/generate", "/generate_stream"):
+                self._json(404, {"error": f"no route {self.path}"})
+                return
+            req = self._body()
+            if req is None:
+                return
+            if self.path == "/generate":
+                try:
+                    self._json(200, gen.generate(req))
+                except Exception as exc:
+                    self._json(500, {"error": f"{type(exc).__name__}: {exc}"})
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-cache")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
+
+            def emit(event: dict[str, Any]) -> None:
+                self.wfile.write(b"data: " + json.dumps(event).encode() + b"\n\n")
+                self.wfile.flush()
+
+            try:
+                emit(gen.stream(req, emit))
+            except Exception as exc:
+                emit({"error": f"{type(exc).__name__}: {exc}"})
+            self.wfile.write(b"data: [DONE]\n\n")
+            self.wfile.flush()
+
+    return Handler
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=8000)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float16", choices=sorted(DTYPES))
+    ap.add_argument("--weights", default="real", choices=["real", "dummy"])
+    args = ap.parse_args(argv)
+    gen = Generator(args.model, args.device, args.dtype, args.weights)
+    server = ThreadingHTTPServer((args.host, args.port), make_handler(gen))
+    server.daemon_threads = True
+    print(f"transformers-naive serving {args.model} on http://{args.host}:{args.port}", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""``transformers serve``: Transformers' own OpenAI-compatible server (Transformers >= 4.55).
+
+It answers 422 to fields it does not know (``ignore_eos``, ``min_tokens``), so forced length
+goes through ``generation_config``, a JSON string that replaces the model's generation
+config. Its streams have no ``[DONE]``: they end after a final chunk with usage. Continuous
+batching is bounded here: unbounded it took 20 GiB on a 24 GiB machine (DESIGN §4).
+The seed-era Transformers (PyTorch 2.1) has no ``serve`` command: this arm needs the
+``current`` container profile on a GPU host.
+"""
+
+from __future__ import annotations
+
+import sys
+import json
+from typing import Mapping
+
+from servingbench.frameworks import openai_api
+from servingbench.frameworks.base import Adapter, Completion, HttpRequest, Launch, StreamReader
+from servingbench.spec import GenerationParams, PromptItem, ServerSpec
+
+# KV-cache bound for continuous batching: 512 blocks x 32 tokens = 16k tokens in flight.
+CB_NUM_BLOCKS = "512"
+CB_MAX_BATCH_TOKENS = "2048"
+
+
+class TransformersServeAdapter(Adapter):
+    name = "transformers-serve"
+    framework = "transformers"
+    can_force_output_length = True
+    health_path = "/health"
+    stream_has_done_marker = False
+
+    def launch(self, server: ServerSpec, host: str, port: int) -> Launch:
+        if server.weights == "dummy" and not server.model_dir:
+            raise ValueError("transformers-serve needs a model directory with (random) weights")
+        argv = [sys.executable, "-m", "transformers.cli.transformers", "serve", server.model_dir,
+                "--host", host, "--port", str(port), "--device", server.device,
+                "--dtype", server.dtype, "--log-level", "info"]
+        args = list(server.server_args)
+        if "--continuous-batching" in args:
+            if not any(a.startswith("--cb-num-blocks") for a in args):
+                args += ["--cb-num-blocks", CB_NUM_BLOCKS]
+            if not any(a.startswith("--cb-max-batch-tokens") for a in args):
+                tokens = str(server.max_batch_tokens) if server.max_batch_tokens else CB_MAX_BATCH_TOKENS
+                args += ["--cb-max-batch-tokens", tokens]
+        env = {"HF_HUB_DISABLE_UPDATE_CHECK": "1", "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1",
+               "TRANSFORMERS_OFFLINE": "1"}
+        return Launch(argv=argv + args, env=env)
+
+    def build_request(self, server: ServerSpec, item: PromptItem, gen: GenerationParams,
+                      output_tokens: int, force_length: bool, stream: bool) -> HttpRequest:
+        # The model field must equal the path the server was started with.
+        body = openai_api.completion_body(server.model_dir, item, gen, output_tokens, stream)
+        body.pop("stream_options", None)  # not supported; usage always ends the stream
+        if force_length:
+            body["generation_config"] = json.dumps({
+                "max_new_tokens": output_tokens, "min_new_tokens": output_tokens,
+                "do_sample": True, "temperature": gen.temperature, "top_p": gen.top_p,
+            })
+        return HttpRequest("POST", openai_api.COMPLETIONS, body)
+
+    def parse_response(self, status: int, headers: Mapping[str, str], body: bytes) -> Completion:
+        return openai_api.parse_completion(status, headers, body)
+
+    def stream_reader(self) -> StreamReader:
+        return openai_api.OpenAIStreamReader()
+
+
+ADAPTER = TransformersServeAdapter()

@@ -1,0 +1,186 @@
+"""Background samplers: host RSS of the server's whole process tree (psutil) and, when an
+NVIDIA GPU is visible, device memory, utilisation, power and energy (pynvml).
+
+On a machine without a GPU the GPU part says why it has no figures; it never reports zeros
+as measurements. Runtime module: standard library + psutil + pynvml.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import psutil
+
+
+def tree_rss_bytes(root_pid: int) -> tuple[int, int]:
+    """(summed RSS in bytes, process count) of a process and all its descendants."""
+    try:
+        root = psutil.Process(root_pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0, 0
+    total, count = 0, 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+            count += 1
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return total, count
+
+
+class GPU:
+    """A thin pynvml handle for device 0 (or the first visible device); None-safe."""
+
+    def __init__(self, index: int = 0) -> None:
+        self.handle: Any = None
+        self.unavailable_reason: str | None = None
+        self.info: dict[str, Any] = {}
+        try:
+            import pynvml  # nvidia-ml-py
+
+            pynvml.nvmlInit()
+            self.nvml = pynvml
+            self.handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        except Exception as exc:  # NVML missing, no driver, no device: all mean "no GPU here"
+            self.unavailable_reason = f"no NVIDIA GPU visible (pynvml: {exc})"
+            return
+        n = self.nvml
+        name = n.nvmlDeviceGetName(self.handle)
+        self.info = {
+            "device_name": name.decode() if isinstance(name, bytes) else name,
+            "driver": _s(n.nvmlSystemGetDriverVersion()),
+            "cuda_driver": _cuda_version(n),
+            "device_total_bytes": int(n.nvmlDeviceGetMemoryInfo(self.handle).total),
+        }
+
+    @property
+    def available(self) -> bool:
+        return self.handle is not None
+
+    def used_bytes(self) -> int:
+        return int(self.nvml.nvmlDeviceGetMemoryInfo(self.handle).used)
+
+    def utilization_pct(self) -> float:
+        return float(self.nvml.nvmlDeviceGetUtilizationRates(self.handle).gpu)
+
+    def power_w(self) -> float | None:
+        try:
+            return self.nvml.nvmlDeviceGetPowerUsage(self.handle) / 1000.0
+        except Exception:
+            return None
+
+    def energy_mj(self) -> int | None:
+        """Total energy counter in millijoules since driver load (Volta and newer)."""
+        try:
+            return int(self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle))
+        except Exception:
+            return None
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _cuda_version(n: Any) -> str | None:
+    try:
+        v = n.nvmlSystemGetCudaDriverVersion()
+        return f"{v // 1000}.{(v % 1000) // 10}"
+    except Exception:
+        return None
+
+
+@dataclass
+class Samples:
+    host_rss: list[int] = field(default_factory=list)
+    host_procs: list[int] = field(default_factory=list)
+    gpu_used: list[int] = field(default_factory=list)
+    gpu_util: list[float] = field(default_factory=list)
+    gpu_power: list[float] = field(default_factory=list)
+
+
+class Monitor:
+    """Samples every ``interval_s`` in a daemon thread between start() and stop()."""
+
+    def __init__(self, pid_fn: Callable[[], int | None], gpu: GPU | None, interval_s: float = 0.1) -> None:
+        self.pid_fn, self.gpu, self.interval_s = pid_fn, gpu, interval_s
+        self.samples = Samples()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._energy0: int | None = None
+        self._energy1: int | None = None
+
+    def sample_once(self) -> None:
+        pid = self.pid_fn()
+        if pid is not None:
+            rss, count = tree_rss_bytes(pid)
+            if count:
+                self.samples.host_rss.append(rss)
+                self.samples.host_procs.append(count)
+        if self.gpu is not None and self.gpu.available:
+            self.samples.gpu_used.append(self.gpu.used_bytes())
+            self.samples.gpu_util.append(self.gpu.utilization_pct())
+            p = self.gpu.power_w()
+            if p is not None:
+                self.samples.gpu_power.append(p)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample_once()
+            self._stop.wait(self.interval_s)
+
+    def start(self) -> "Monitor":
+        if self.gpu is not None and self.gpu.available:
+            self._energy0 = self.gpu.energy_mj()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="servingbench-monitor")
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+        self.sample_once()
+        if self.gpu is not None and self.gpu.available:
+            self._energy1 = self.gpu.energy_mj()
+
+    @property
+    def energy_j(self) -> float | None:
+        if self._energy0 is None or self._energy1 is None:
+            return None
+        return (self._energy1 - self._energy0) / 1000.0
+
+    def summary(self, gpu_before_load: int | None, gpu_after_load: int | None,
+                output_tokens: int) -> dict[str, Any]:
+        s = self.samples
+        out: dict[str, Any] = {
+            "host_rss_peak_bytes": max(s.host_rss) if s.host_rss else None,
+            "host_rss_mean_bytes": int(sum(s.host_rss) / len(s.host_rss)) if s.host_rss else None,
+            "host_processes_max": max(s.host_procs) if s.host_procs else None,
+            "host_samples": len(s.host_rss),
+            "gpu": None,
+            "gpu_unavailable_reason": None,
+        }
+        if self.gpu is None or not self.gpu.available:
+            out["gpu_unavailable_reason"] = (self.gpu.unavailable_reason if self.gpu else "the cell ran on the CPU: no GPU was monitored")
+            return out
+        energy = self.energy_j
+        out["gpu"] = {
+            **self.gpu.info,
+            "device_used_before_load_bytes": gpu_before_load,
+            "device_used_after_load_bytes": gpu_after_load,
+            "device_used_peak_bytes": max(s.gpu_used) if s.gpu_used else None,
+            "utilization_mean_pct": sum(s.gpu_util) / len(s.gpu_util) if s.gpu_util else None,
+            "power_mean_w": sum(s.gpu_power) / len(s.gpu_power) if s.gpu_power else None,
+            "energy_j": energy,
+            "energy_per_output_token_j": energy / output_tokens if energy is not None and output_tokens else None,
+            "samples": len(s.gpu_used),
+        }
+        return out
+
+
+def wait_quiet(seconds: float) -> None:
+    time.sleep(seconds)

@@ -1,0 +1,157 @@
+"""The resolved description of one cell or sweep, as the in-container runtime sees it.
+
+The host validates config.yaml (``servingbench.config``) and resolves each job into one of
+these plain dataclasses; the Snakemake rule passes it to ``servingbench run-cell --spec`` as
+JSON. This module is part of the runtime: standard library only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+OUTPUT_POLICIES = ("forced", "natural")
+MODES = ("sync", "stream")
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Sampling settings of one model on one task (matrix.yaml ``generation``)."""
+
+    temperature: float
+    top_p: float
+    max_tokens: int
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """Everything that defines one running server; equal specs may share a server."""
+
+    arm: str
+    framework: str
+    model: str
+    model_dir: str
+    hf_id: str
+    weights: str  # "real" | "dummy"
+    device: str  # "cuda" | "cpu"
+    dtype: str
+    context_length: int
+    image: str = ""
+    profile: str = ""
+    server_args: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    gpu_memory_utilization: float = 0.85
+    prefix_caching: bool = False
+    max_batch_tokens: int = 0  # transformers-serve continuous batching bound; 0 = arm default
+
+    def key(self) -> str:
+        """A stable identity string: two cells with the same key can use the same server."""
+        return json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """One cell (arm x model x task x mode) or one sweep, fully resolved."""
+
+    server: ServerSpec
+    task: str
+    mode: str
+    generation: GenerationParams
+    output_length_policy: str = "forced"
+    requests: int = 20
+    warmup_requests: int = 2
+    concurrency_levels: tuple[int, ...] = (1,)
+    request_rate: float = 0.0  # open-loop Poisson arrivals per second; 0 = closed loop
+    request_timeout_s: float = 300.0
+    server_start_timeout_s: float = 900.0
+    seed: int = 1234
+    config_hash: str = ""
+    kind: str = "cell"  # "cell" | "sweep_concurrency" | "sweep_context"
+    monitor_interval_s: float = 0.1
+
+    @property
+    def arm(self) -> str:
+        return self.server.arm
+
+    @property
+    def model(self) -> str:
+        return self.server.model
+
+    def cell_id(self) -> str:
+        if self.kind == "cell":
+            return f"{self.arm}/{self.model}/{self.task}/{self.mode}"
+        return f"{self.arm}/{self.model}/{self.kind}"
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "CellSpec":
+        data = dict(data)
+        server = dict(data.pop("server"))
+        server["server_args"] = tuple(server.get("server_args", ()))
+        server["env"] = tuple(tuple(kv) for kv in server.get("env", ()))
+        data["generation"] = GenerationParams(**data["generation"])
+        data["concurrency_levels"] = tuple(data.get("concurrency_levels", (1,)))
+        spec = cls(server=ServerSpec(**server), **data)
+        spec.check()
+        return spec
+
+    @classmethod
+    def from_json(cls, text: str) -> "CellSpec":
+        return cls.from_dict(json.loads(text))
+
+    def check(self) -> None:
+        """Cheap invariants, so a hand-written --spec fails before a server starts."""
+        if self.mode not in MODES:
+            raise ValueError(f"mode: {self.mode!r} is not one of {MODES}")
+        if self.output_length_policy not in OUTPUT_POLICIES:
+            raise ValueError(
+                f"output_length_policy: {self.output_length_policy!r} is not one of {OUTPUT_POLICIES}"
+            )
+        if self.requests < 1:
+            raise ValueError("requests must be >= 1")
+        if not self.concurrency_levels or min(self.concurrency_levels) < 1:
+            raise ValueError("concurrency_levels must be positive integers")
+
+
+@dataclass(frozen=True)
+class PromptItem:
+    """One line of a workload file (results/workloads/{model}/{task}.jsonl)."""
+
+    id: str
+    prompt: str
+    prompt_tokens: int
+    target_output_tokens: int
+    messages: tuple[dict[str, str], ...] | None = None
+    sha256: str = ""
+    task: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PromptItem":
+        known = {f.name for f in dataclasses.fields(cls)}
+        extra = {k: v for k, v in data.items() if k not in known}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        if kwargs.get("messages") is not None:
+            kwargs["messages"] = tuple(kwargs["messages"])
+        kwargs.setdefault("extra", {}).update(extra)
+        return cls(**kwargs)
+
+
+def read_workload(path: str) -> list[PromptItem]:
+    """Read a workload JSONL file; a bad line is an error naming file and line."""
+    items: list[PromptItem] = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                items.append(PromptItem.from_dict(json.loads(line)))
+            except (ValueError, TypeError, KeyError) as exc:
+                raise ValueError(f"{path}:{lineno}: not a workload record ({exc})") from exc
+    if not items:
+        raise ValueError(f"{path}: workload is empty")
+    return items
