@@ -3,6 +3,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 
 from servingbench import config as sbc
 
@@ -40,6 +41,11 @@ def cell_targets():
 
 def sweep_targets():
     return expand(f"{RESULTS}/sweeps/{{arm}}/{{model}}/{{sweep}}.json", arm=ARMS, model=MODELS, sweep=SWEEPS)
+
+
+# Models and workloads are cheap: build them all before any server starts, so that the
+# measuring jobs of one server are never interleaved with another's while inputs appear.
+PREP_PRIORITY = len(SERVER_ORDER) + 1
 
 
 def get_priority(arm, model):
@@ -82,11 +88,11 @@ def get_workload_params(wildcards):
 
 
 def stop_pooled_servers():
-    subprocess.run(["servingbench", "stop-servers", "--results", RESULTS], check=False)
+    subprocess.run([sys.executable, "-m", "servingbench.cli", "stop-servers", "--results", RESULTS], check=False)
 
 
 def render_partial_report():
     """After a failed run (e.g. --keep-going with failed cells): a report that shows them."""
-    subprocess.run(["servingbench", "aggregate", "--config", CONFIG_PATH, "--results", RESULTS], check=False)
-    subprocess.run(["servingbench", "report", "--config", CONFIG_PATH, "--results", RESULTS,
+    subprocess.run([sys.executable, "-m", "servingbench.cli", "aggregate", "--config", CONFIG_PATH, "--results", RESULTS], check=False)
+    subprocess.run([sys.executable, "-m", "servingbench.cli", "report", "--config", CONFIG_PATH, "--results", RESULTS,
                     "--out", "report/index.html"], check=False)

@@ -9,6 +9,7 @@ rule prepare_model:
         config=CONFIG_PATH,
     log:
         "results/logs/models/{model}.log",
+    priority: PREP_PRIORITY
     container:
         get_image("transformers-naive")
     shell:

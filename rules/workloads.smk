@@ -13,6 +13,7 @@ rule build_workload:
         config=CONFIG_PATH,
     log:
         "results/logs/workloads/{model}/{task}.log",
+    priority: PREP_PRIORITY
     container:
         get_image("transformers-naive")
     shell:

@@ -1,0 +1,166 @@
+"""config.yaml reproduces the users' specification; bad configs fail fast naming the key."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from servingbench.config import ConfigError, expand_cells, load_config, parse_config
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEC = ROOT.parent / "shared" / "spec" / "matrix.yaml"
+ARMS = ["transformers-naive", "transformers-serve", "tgi", "vllm"]
+
+
+@pytest.fixture(scope="module")
+def seed_yaml() -> dict:
+    return yaml.safe_load((ROOT / "config.yaml").read_text())
+
+
+def spec() -> dict:
+    if not SPEC.exists():
+        pytest.skip(f"{SPEC} not present (it sits beside the checkout)")
+    return yaml.safe_load(SPEC.read_text())
+
+
+def test_seed_matrix_has_128_cells_with_the_spec_values():
+    matrix = spec()
+    cells = expand_cells(load_config(ROOT / "config.yaml"))
+    assert len(cells) == 4 * 4 * 4 * 2 == 128
+    assert {c["framework"] for c in cells} == set(ARMS)
+    assert {c["model"] for c in cells} == set(matrix["models"])
+    for c in cells:
+        task = matrix["tasks"][c["task"]]
+        gen = matrix["generation"][c["model"]][c["task"]]
+        assert c["input_tokens"] == task["input_tokens"] and c["output_tokens"] == task["output_tokens"]
+        assert (c["temperature"], c["top_p"], c["max_tokens"]) == (gen["temperature"], gen["top_p"], gen["max_tokens"])
+
+
+def test_models_and_hub_ids_match_the_spec():
+    matrix = spec()
+    cfg = load_config(ROOT / "config.yaml")
+    assert {m: cfg.models[m].hf_id for m in cfg.models} == {m: v["hf_id"] for m, v in matrix["models"].items()}
+    assert {m: cfg.models[m].params for m in cfg.models} == {m: v["params"] for m, v in matrix["models"].items()}
+
+
+def test_cli_cells_prints_the_same_matrix():
+    out = subprocess.run([sys.executable, "-m", "servingbench.cli", "cells", "--config", str(ROOT / "config.yaml")],
+                         capture_output=True, text=True, check=True).stdout
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert rows == expand_cells(load_config(ROOT / "config.yaml"))
+    assert set(rows[0]) == {"framework", "model", "task", "mode", "temperature", "top_p", "max_tokens",
+                            "input_tokens", "output_tokens"}
+
+
+def test_cpu_profile_is_valid_and_small():
+    cfg = load_config(ROOT / "configs" / "cpu.yaml")
+    cells = expand_cells(cfg)
+    assert {c["framework"] for c in cells} == {"transformers-naive", "transformers-serve", "vllm"}
+    assert {c["model"] for c in cells} == {"smollm2-135m"} and len(cells) == 24
+    assert cfg.device == "cpu"
+
+
+def _mutate(data: dict, path: str, value) -> dict:
+    data = copy.deepcopy(data)
+    *parents, last = path.split(".")
+    node = data
+    for p in parents:
+        node = node[p]
+    if value is _DELETE:
+        del node[last]
+    else:
+        node[last] = value
+    return data
+
+
+_DELETE = object()
+
+# (what is wrong, key path to change, new value, text the error must contain)
+BAD = [
+    ("unknown arm", "frameworks.sglang", {"framework": "vllm"}, "sglang"),
+    ("unknown framework family", "frameworks.vllm.framework", "trt", "frameworks.vllm.framework"),
+    ("typo'd top-level key", "runn", {}, "runn"),
+    ("typo'd run key", "run.request_per_cell", 3, "run.request_per_cell"),
+    ("temperature 0", "generation.gpt2.chat.temperature", 0, "generation.gpt2.chat.temperature"),
+    ("negative temperature", "generation.phi-2.qa.temperature", -0.5, "generation.phi-2.qa.temperature"),
+    ("top_p 0", "generation.gpt2.qa.top_p", 0, "generation.gpt2.qa.top_p"),
+    ("top_p above 1", "generation.gpt2.qa.top_p", 1.5, "generation.gpt2.qa.top_p"),
+    ("max_tokens 0", "generation.gpt2.code.max_tokens", 0, "generation.gpt2.code.max_tokens"),
+    ("missing generation entry", "generation.gpt2.code", _DELETE, "generation.gpt2.code"),
+    ("generation for unknown model", "generation.gpt3", {}, "generation.gpt3"),
+    ("generation for unknown task", "generation.gpt2.poetry", {"temperature": 1, "top_p": 0.9, "max_tokens": 5},
+     "generation.gpt2.poetry"),
+    ("input range beyond gpt2's context", "tasks.summarization.input_tokens", [200, 1000], "tasks.summarization"),
+    ("inverted range", "tasks.chat.input_tokens", [100, 20], "tasks.chat.input_tokens"),
+    ("zero range", "tasks.qa.output_tokens", [0, 30], "tasks.qa.output_tokens"),
+    ("range of wrong type", "tasks.code.input_tokens", "10-50", "tasks.code.input_tokens"),
+    ("concurrency 0", "run.cell_concurrency", [1, 0], "run.cell_concurrency"),
+    ("sweep concurrency 0", "sweeps.concurrency.levels", [0], "sweeps.concurrency.levels"),
+    ("unknown sweep task", "sweeps.concurrency.task", "poetry", "sweeps.concurrency.task"),
+    ("unknown mode", "modes", ["sync", "batch"], "modes"),
+    ("empty matrix", "frameworks", {}, "frameworks"),
+    ("no models", "models", {}, "models"),
+    ("unknown weights", "weights", "random", "weights"),
+    ("unknown output policy", "run.output_length_policy", "exact", "run.output_length_policy"),
+    ("requests 0", "run.requests_per_cell", 0, "run.requests_per_cell"),
+    ("string where number", "run.request_timeout_s", "fast", "run.request_timeout_s"),
+    ("secret in env", "frameworks.vllm.env", {"HF_TOKEN": "hf_x"}, "HF_TOKEN"),
+    ("architecture without layers", "models.gpt2.architecture.num_hidden_layers", _DELETE, "models.gpt2.architecture"),
+]
+
+
+@pytest.mark.parametrize("what,path,value,needle", BAD, ids=[b[0] for b in BAD])
+def test_bad_config_fails_naming_the_key(seed_yaml, what, path, value, needle):
+    with pytest.raises(ConfigError) as err:
+        parse_config(_mutate(seed_yaml, path, value), "config.yaml")
+    assert needle in str(err.value), str(err.value)
+    assert str(err.value).startswith("config.yaml:")
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("frameworks: [vllm\n", "not valid YAML"),
+    ("", "empty"),
+    ("- just\n- a list\n", "not a mapping"),
+])
+def test_unparseable_config_files(tmp_path, text, needle):
+    f = tmp_path / "bad.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError, match=needle):
+        load_config(f)
+
+
+def test_cli_reports_config_errors_in_one_line(tmp_path, seed_yaml):
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml.safe_dump(_mutate(seed_yaml, "generation.gpt2.chat.temperature", 0)))
+    res = subprocess.run([sys.executable, "-m", "servingbench.cli", "cells", "--config", str(f)],
+                         capture_output=True, text=True)
+    assert res.returncode == 2
+    assert "generation.gpt2.chat.temperature" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_snakemake_plans_every_seed_cell():
+    res = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--quiet", "rules"],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    counts = {}
+    for line in res.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            counts[parts[0]] = int(parts[1])
+    measured = sum(n for job, n in counts.items() if job.startswith("measure_"))
+    assert measured == 128, res.stdout
+
+
+def test_snakemake_rejects_a_bad_config_before_running(tmp_path, seed_yaml):
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml.safe_dump(_mutate(seed_yaml, "generation.gpt2.chat.top_p", 2)))
+    res = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile", str(f)],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode != 0
+    assert "generation.gpt2.chat.top_p" in res.stdout + res.stderr
