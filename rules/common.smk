@@ -92,7 +92,15 @@ def stop_pooled_servers():
 
 
 def render_partial_report():
-    """After a failed run (e.g. --keep-going with failed cells): a report that shows them."""
-    subprocess.run([sys.executable, "-m", "servingbench.cli", "aggregate", "--config", CONFIG_PATH, "--results", RESULTS], check=False)
-    subprocess.run([sys.executable, "-m", "servingbench.cli", "report", "--config", CONFIG_PATH, "--results", RESULTS,
-                    "--out", "report/index.html"], check=False)
+    """After a failed run (e.g. --keep-going with failed cells): a report that shows them.
+
+    The table is then moved aside to summary.partial.csv so that the next run still sees
+    summary.csv missing and reruns exactly the failed and missing cells, then the report.
+    """
+    cli = [sys.executable, "-m", "servingbench.cli"]
+    subprocess.run(cli + ["aggregate", "--config", CONFIG_PATH, "--results", RESULTS], check=False)
+    subprocess.run(cli + ["report", "--config", CONFIG_PATH, "--results", RESULTS, "--out", "report/index.html"],
+                   check=False)
+    for ext in ("csv", "parquet"):
+        if os.path.exists(f"{RESULTS}/summary.{ext}"):
+            os.replace(f"{RESULTS}/summary.{ext}", f"{RESULTS}/summary.partial.{ext}")

@@ -113,7 +113,10 @@ def cmd_measure(a: argparse.Namespace) -> int:
 def cmd_prepare_model(a: argparse.Namespace) -> int:
     from servingbench.models import prepare_model
 
-    print(prepare_model(_load(a.config), a.model, a.out))
+    cfg = _load(a.config)
+    # `transformers serve` can only load weights from disk: dummy runs need random ones written.
+    with_weights = cfg.weights == "dummy" and "transformers-serve" in cfg.frameworks
+    print(prepare_model(cfg, a.model, a.out, with_weights=with_weights))
     return 0
 
 

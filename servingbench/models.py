@@ -260,7 +260,9 @@ def _write_random_weights(conf, out: Path, seed: int = 0) -> dict[str, str]:
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(conf, dtype=torch.float16)
+    # On a GPU host, initialise there: a 7B random init on the CPU takes minutes.
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+        model = AutoModelForCausalLM.from_config(conf, dtype=torch.float16)
     model.save_pretrained(out)
     del model
     return _weights_sha256(out)

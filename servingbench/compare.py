@@ -1,0 +1,129 @@
+"""Compare two runs cell by cell: the ratio B/A of each headline figure.
+
+Each run is a folder holding ``summary.parquet`` or ``summary.csv`` (a results folder, a
+published folder, or a checkout with ``results/``). Times and memory: B/A < 1 means B is
+lower (better); throughput: B/A > 1 means B is higher (better).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from servingbench.aggregate import read_summary
+from servingbench.report.fmt import num
+
+CELL = ["framework", "model", "task", "mode", "kind"]
+KEYS = CELL + ["concurrency", "prompt_tokens_target"]
+# (metric, statistic, short label, better) of the headline figures.
+HEADLINE = [
+    ("ttft_ms", "p50", "TTFT p50 (ms)", "lower"),
+    ("tpot_ms", "p50", "TPOT p50 (ms)", "lower"),
+    ("e2e_ms", "p50", "E2E p50 (ms)", "lower"),
+    ("throughput_req_s", "value", "req/s", "higher"),
+    ("throughput_output_tok_s", "value", "output tok/s", "higher"),
+    ("host_rss_peak_bytes", "value", "host RSS peak", "lower"),
+    ("gpu_device_used_peak_bytes", "value", "GPU used peak", "lower"),
+]
+COLUMNS = KEYS + ["metric", "statistic", "unit", "a", "b", "ratio_b_over_a", "better", "status_a", "status_b"]
+
+
+def _cells(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell: its status and reason."""
+    return df.groupby(CELL, sort=False, dropna=False).agg(status=("status", "first"), reason=("reason", "first")) \
+        .reset_index()
+
+
+def _headline_rows(df: pd.DataFrame) -> pd.DataFrame:
+    wanted = pd.DataFrame([(m, s, b) for m, s, _, b in HEADLINE], columns=["metric", "statistic", "better"])
+    rows = df[df["status"] == "ok"].merge(wanted, on=["metric", "statistic"])
+    return rows[KEYS + ["metric", "statistic", "unit", "better", "value"]]
+
+
+def compare(run_a_dir: str | Path, run_b_dir: str | Path) -> pd.DataFrame:
+    """Long table: one row per cell x window x headline figure present in either run, plus one row
+    (metric "") per cell that has no figure in either run, so no cell is silently left out."""
+    a, b = read_summary(run_a_dir), read_summary(run_b_dir)
+    ha, hb = _headline_rows(a), _headline_rows(b)
+    on = KEYS + ["metric", "statistic"]
+    # Nullable keys (concurrency of memory rows) must match NA to NA: compare on a filled copy.
+    for frame in (ha, hb):
+        for col in ("concurrency", "prompt_tokens_target"):
+            frame[col] = frame[col].astype("Int64").fillna(-1)
+    merged = ha.merge(hb, on=on, how="outer", suffixes=("_a", "_b"))
+    merged["unit"] = merged["unit_a"].fillna(merged["unit_b"])
+    merged["better"] = merged["better_a"].fillna(merged["better_b"])
+    merged = merged.rename(columns={"value_a": "a", "value_b": "b"})
+    ok = (merged["a"] > 0) & (merged["b"] > 0)
+    merged["ratio_b_over_a"] = (merged["b"] / merged["a"]).where(ok)
+    for col in ("concurrency", "prompt_tokens_target"):
+        merged[col] = merged[col].astype("Int64").replace(-1, pd.NA)
+    ca, cb = _cells(a), _cells(b)
+    status = ca.merge(cb, on=CELL, how="outer", suffixes=("_a", "_b"))
+    status["status_a"] = status["status_a"].fillna("absent")
+    status["status_b"] = status["status_b"].fillna("absent")
+    merged = merged.merge(status[CELL + ["status_a", "status_b"]], on=CELL, how="left")
+    bare = status[~status.set_index(CELL).index.isin(merged.set_index(CELL).index)]
+    if len(bare):
+        extra = bare[CELL + ["status_a", "status_b"]].assign(metric="", statistic="", unit="", better="")
+        merged = pd.concat([merged, extra], ignore_index=True)
+    order = {m: i for i, (m, *_rest) in enumerate(HEADLINE)}
+    merged["_m"] = merged["metric"].map(order).fillna(len(order))
+    merged = merged.sort_values(["framework", "model", "kind", "task", "mode", "concurrency",
+                                 "prompt_tokens_target", "_m"], na_position="first", kind="stable")
+    return merged[COLUMNS].reset_index(drop=True)
+
+
+def _geomean(values: pd.Series) -> float | None:
+    vals = [v for v in values if isinstance(v, float) and v > 0 and math.isfinite(v)]
+    return math.exp(sum(math.log(v) for v in vals) / len(vals)) if vals else None
+
+
+def _ratio(v: object) -> str:
+    return f"{num(v)}×" if isinstance(v, float) and math.isfinite(v) else "—"
+
+
+def to_markdown(df: pd.DataFrame, a_name: str = "A", b_name: str = "B") -> str:
+    """The comparison as Markdown: a summary per figure, then a row per cell window."""
+    lines = ["# servingbench compare: B/A", "", f"- A: `{a_name}`", f"- B: `{b_name}`",
+             "- B/A < 1: B lower (better for times and memory); B/A > 1: B higher (better for throughput).", "",
+             "## Summary (geometric mean of B/A over the cells both runs have)", "",
+             "| figure | better | cells | geo-mean B/A | min | max |", "|---|---|---:|---:|---:|---:|"]
+    for metric, stat, label, better in HEADLINE:
+        r = df[(df["metric"] == metric) & (df["statistic"] == stat)]["ratio_b_over_a"].dropna()
+        if len(r):
+            lines.append(f"| {label} | {better} | {len(r)} | {_ratio(_geomean(r))} | {_ratio(r.min())} | "
+                         f"{_ratio(r.max())} |")
+    lines += ["", "## Per cell (B/A)", ""]
+    shown = [h for h in HEADLINE if (df["metric"] == h[0]).any()]
+    lines.append("| cell | concurrency | " + " | ".join(h[2] for h in shown) + " |")
+    lines.append("|---|---:|" + "---:|" * len(shown))
+    fig = df[df["metric"] != ""]
+    per_cell = {}  # cell-level figures (memory) repeat on each of the cell's windows
+    for r in fig[fig["concurrency"].isna()].itertuples(index=False):
+        per_cell[(r.framework, r.model, r.task, r.mode, r.kind, r.metric)] = r.ratio_b_over_a
+    windows = fig[fig["concurrency"].notna()].groupby(KEYS, sort=False, dropna=False)
+    for key, g in windows:
+        cell = dict(zip(KEYS, key))
+        by = dict(zip(g["metric"], g["ratio_b_over_a"]))
+        name = f"{cell['framework']}/{cell['model']}/" + (f"{cell['task']}/{cell['mode']}" if cell["kind"] == "cell"
+                                                          else cell["kind"])
+        if not pd.isna(cell["prompt_tokens_target"]):
+            name += f" @{cell['prompt_tokens_target']} tokens"
+        vals = [by.get(m, per_cell.get((*key[:5], m))) for m, *_ in shown]
+        lines.append(f"| {name} | {cell['concurrency']} | " + " | ".join(_ratio(v) for v in vals) + " |")
+    cells = df.drop_duplicates(CELL)
+    odd = cells[(cells["status_a"] != "ok") | (cells["status_b"] != "ok")]
+    if len(odd):
+        lines += ["", "## Cells not comparable", "", "| cell | A | B |", "|---|---|---|"]
+        for r in odd.itertuples(index=False):
+            name = f"{r.framework}/{r.model}/" + (f"{r.task}/{r.mode}" if r.kind == "cell" else r.kind)
+            lines.append(f"| {name} | {r.status_a} | {r.status_b} |")
+    return "\n".join(lines) + "\n"
+
+
+def compare_main(a: str | Path, b: str | Path) -> str:
+    """``servingbench compare RUN_A RUN_B``: the Markdown comparison."""
+    return to_markdown(compare(a, b), str(a), str(b))

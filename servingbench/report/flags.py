@@ -1,0 +1,92 @@
+"""Every cell a reader must not take at face value, and why."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from servingbench.report.bandwidth import FloorRow
+from servingbench.report.data import ReportData
+from servingbench.report.fmt import num
+
+SEVERITY_ORDER = {"error": 0, "warn": 1, "info": 2}
+
+
+@dataclass
+class Flag:
+    severity: str  # error | warn | info
+    what: str  # short name of the problem
+    cells: list[str]  # cell labels (arm/model/task/mode or arm/model/sweep)
+    detail: str
+    sources: list[str] = field(default_factory=list)
+
+
+def _group(flags: list[Flag], severity: str, what: str, items: list[tuple[str, str]], detail: str) -> None:
+    """One flag for many cells that share a property (dummy weights, CPU): the list stays readable."""
+    if items:
+        flags.append(Flag(severity, what, [c for c, _ in items], detail, [s for _, s in items]))
+
+
+def flags(data: ReportData, floor: list[FloorRow]) -> list[Flag]:
+    out: list[Flag] = []
+    for e in data.entries:
+        if e.status == "failed":
+            log = (e.failure or {}).get("log")
+            out.append(Flag("error", f"failed ({e.failure['category']})", [e.label],
+                            e.failure["reason"] + (f" — server log: {log}" if log else ""), [data.source(e)]))
+        elif e.status == "missing":
+            out.append(Flag("error", "missing", [e.label], e.reason, [data.source(e)]))
+    for e in data.ok:
+        failed, unequal, counted = [], [], []
+        for w in data.windows(e):
+            at = f"concurrency {w['concurrency']}" + (
+                f", prompt {w['prompt_tokens_target']} tokens" if w.get("prompt_tokens_target") else "")
+            if w["failed"]:
+                errors = ", ".join(f"{k}: {v}" for k, v in (w.get("errors") or {}).items()) or "no reason recorded"
+                failed.append(f"{w['failed']}/{w['requests']} at {at} ({errors})")
+            if w["output_tokens_mismatched"]:
+                unequal.append(f"{w['output_tokens_mismatched']}/{w['completed']} requests at {at} "
+                               f"({num(w['output_tokens_actual_total'])} of "
+                               f"{num(w['output_tokens_requested_total'])} tokens)")
+            others = {k: v for k, v in (w.get("output_tokens_source") or {}).items() if k != "server" and v}
+            if others:
+                counted.append(f"at {at}: " + ", ".join(f"{k} ({v} requests)" for k, v in others.items()))
+        # One flag per cell and problem, its windows listed: the table stays one screen long.
+        if failed:
+            out.append(Flag("warn", "requests failed", [e.label], "Failed requests: " + "; ".join(failed)
+                            + ". Figures cover completed requests only.", [data.source(e)]))
+        if unequal:
+            out.append(Flag("warn", "unequal work", [e.label], "Output length differs from the requested one: "
+                            + "; ".join(unequal) + ".", [data.source(e)]))
+        if counted:
+            out.append(Flag("info", "tokens not counted by the server", [e.label],
+                            "Output tokens counted by the client, not the server: " + "; ".join(counted) + ".",
+                            [data.source(e)]))
+        prov_hash = (e.doc or {}).get("provenance", {}).get("config_hash")
+        if prov_hash and prov_hash != data.config_hash:
+            out.append(Flag("warn", "different config", [e.label],
+                            f"ran with config hash {prov_hash}; this report's config is {data.config_hash}",
+                            [data.source(e)]))
+    for row in floor:
+        if row.below_floor:
+            out.append(Flag("warn", "faster than the bandwidth floor", [row.label],
+                            f"TPOT at concurrency {row.concurrency} is below the {num(row.floor_ms)} ms per token "
+                            f"that reading {num(row.weight_gb)} GB of weights at {num(row.bandwidth_gb_s)} GB/s takes: "
+                            "check token counts and timing", [row.source]))
+    dummy = [(e.label, data.source(e)) for e in data.ok if e.weights == "dummy"]
+    _group(out, "info", "dummy weights", dummy,
+           "random weights with the real architecture: serving cost is real once output length is forced, "
+           "text quality is meaningless")
+    cpu = [(e.label, data.source(e)) for e in data.ok if e.device == "cpu"]
+    _group(out, "info", "ran on CPU", cpu,
+           "CPU results show the kit works end to end; they say nothing about GPU serving performance")
+    out.sort(key=lambda f: SEVERITY_ORDER[f.severity])
+    return out
+
+
+def flag_counts(items: list[Flag]) -> list[tuple[str, str, int]]:
+    """(severity, what, number of cells) per kind of flag, most severe first."""
+    counts: dict[tuple[str, str], int] = {}
+    for f in items:
+        key = (f.severity, f.what.split(" (")[0])
+        counts[key] = counts.get(key, 0) + len(f.cells)
+    return [(sev, what, n) for (sev, what), n in counts.items()]

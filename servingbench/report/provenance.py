@@ -1,0 +1,123 @@
+"""What was run, where and with what: collected from the result files' own provenance."""
+
+from __future__ import annotations
+
+from collections import Counter
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from servingbench.report.data import ReportData
+
+FRAMEWORK_FIELDS = ("maker", "install", "serving", "streaming", "batching", "optimisation", "fit")
+
+
+def _values(items: list[Any]) -> str:
+    """One value, or each distinct value with how many cells reported it."""
+    counts = Counter(str(v) for v in items if v not in (None, ""))
+    if not counts:
+        return "not recorded"
+    if len(counts) == 1:
+        return next(iter(counts))
+    return "; ".join(f"{v} ({n} cells)" for v, n in counts.most_common())
+
+
+def _gpu(doc: dict[str, Any], key: str) -> Any:
+    return ((doc.get("memory") or {}).get("gpu") or {}).get(key)
+
+
+def run_facts(data: ReportData) -> list[tuple[str, str]]:
+    """(label, value) rows about the whole run."""
+    docs = [e.doc for e in data.ok]
+    prov = [d.get("provenance", {}) for d in docs]
+    started = sorted(p["started_at"] for p in prov if p.get("started_at"))
+    finished = sorted(p["finished_at"] for p in prov if p.get("finished_at"))
+    gpu_reason = _values([(d.get("memory") or {}).get("gpu_unavailable_reason") for d in docs])
+    device = _values([p.get("device_name") or _gpu(d, "device_name") for p, d in zip(prov, docs)])
+    if device == "not recorded" and data.cfg.device == "cpu":
+        device = f"none (CPU run; {gpu_reason})"
+    total = _values([_gpu(d, "device_total_bytes") and f"{_gpu(d, 'device_total_bytes') / 2**30:.1f} GiB"
+                     for d in docs])
+    return [
+        ("Run window", f"{started[0]} → {finished[-1]}" if started and finished else "no finished cell"),
+        ("Device", data.cfg.device + (f" — weights: {data.cfg.weights}" if data.cfg.weights else "")),
+        ("GPU", device),
+        ("GPU memory", total),
+        ("Driver", _values([p.get("driver") or _gpu(d, "driver") for p, d in zip(prov, docs)])),
+        ("CUDA", _values([p.get("cuda") or _gpu(d, "cuda_driver") for p, d in zip(prov, docs)])),
+        ("Host", _values([p.get("host") for p in prov])),
+        ("CPU", _values([p.get("cpu") for p in prov])),
+        ("Python", _values([(p.get("versions") or {}).get("python") for p in prov])),
+        ("servingbench", _values([p.get("servingbench_version") for p in prov])),
+        ("Git commit", _values([p.get("git_commit") for p in prov])),
+        ("Config hash (results)", _values([p.get("config_hash") for p in prov])),
+        ("Config hash (this report)", data.config_hash),
+        ("Container profile", f"{data.cfg.profile} (results: {_values([p.get('profile') for p in prov])})"),
+    ]
+
+
+def arm_facts(data: ReportData) -> list[dict[str, str]]:
+    """Per arm: framework, version, image and the versions of its stack."""
+    rows = []
+    for arm, spec in data.cfg.frameworks.items():
+        docs = [e.doc for e in data.ok if e.arm == arm]
+        prov = [d.get("provenance", {}) for d in docs]
+        dists = sorted({k for p in prov for k in (p.get("versions") or {}) if k != "python"})
+        stack = "; ".join(f"{k} {_values([(p.get('versions') or {}).get(k) for p in prov])}" for k in dists)
+        rows.append({
+            "arm": arm, "framework": spec.framework,
+            "version": _values([p.get("framework_version") for p in prov]),
+            "image": (_values([p.get("image") for p in prov]) if any(p.get("image") for p in prov)
+                      else "none (host environment)") if docs else "no finished cell",
+            "stack": stack or "not recorded",
+            "server_args": " ".join(spec.server_args) or "(defaults)",
+            "env": " ".join(f"{k}={v}" for k, v in spec.env.items()) or "—",
+        })
+    return rows
+
+
+def matrix(data: ReportData) -> dict[str, Any]:
+    cfg = data.cfg
+    counts = Counter(e.status for e in data.entries)
+    n_cells = sum(1 for e in data.entries if e.kind == "cell")
+    return {
+        "arms": list(cfg.frameworks), "models": list(cfg.models), "tasks": list(cfg.tasks), "modes": list(cfg.modes),
+        "n_cells": n_cells, "n_sweeps": len(data.entries) - n_cells,
+        "ok": counts.get("ok", 0), "failed": counts.get("failed", 0), "missing": counts.get("missing", 0),
+        "model_rows": [{"model": m, "hf_id": s.hf_id, "params": s.params, "dtype": s.dtype or cfg.run.dtype,
+                        "context": min(s.context_length, cfg.run.max_model_len)} for m, s in cfg.models.items()],
+        "task_rows": [{"task": t, "input": f"{s.input_tokens[0]}–{s.input_tokens[1]}",
+                       "output": f"{s.output_tokens[0]}–{s.output_tokens[1]}",
+                       "generation": [(m, cfg.generation[m][t]) for m in cfg.models]} for t, s in cfg.tasks.items()],
+        "run": cfg.run, "sweeps": cfg.sweeps,
+    }
+
+
+def load_frameworks(matrix_spec_path: str | Path | None = None) -> dict[str, dict[str, str]]:
+    """The ``frameworks:`` comparison of matrix.yaml (the packaged copy unless a path is given)."""
+    if matrix_spec_path is not None:
+        text = Path(matrix_spec_path).read_text(encoding="utf-8")
+    else:
+        text = resources.files("servingbench").joinpath("data/frameworks.yaml").read_text(encoding="utf-8")
+    doc = yaml.safe_load(text) or {}
+    block = doc.get("frameworks", doc)
+    if not isinstance(block, dict):
+        raise ValueError(f"{matrix_spec_path or 'servingbench/data/frameworks.yaml'}: no `frameworks:` mapping")
+    return block
+
+
+def framework_table(data: ReportData, spec: dict[str, dict[str, str]]) -> dict[str, Any]:
+    """Rows of the users' comparison plus two rows of what this run measured."""
+    names = list(spec)
+    rows = [(f, [str(spec[n].get(f, "")) for n in names]) for f in FRAMEWORK_FIELDS]
+    arms = {n: [a for a, s in data.cfg.frameworks.items() if s.framework == n] for n in names}
+    measured = []
+    for n in names:
+        prov = [e.doc.get("provenance", {}) for e in data.ok if e.framework == n]
+        measured.append("not in this run" if not arms[n] else
+                        _values([p.get("framework_version") for p in prov]) if prov else "no finished cell")
+    rows.append(("arms in this run", [", ".join(arms[n]) or "none" for n in names]))
+    rows.append(("version measured", measured))
+    return {"names": names, "rows": rows}

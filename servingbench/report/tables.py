@@ -1,0 +1,96 @@
+"""Per-task tables of every metric, and the server start-up table."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+from servingbench.report.data import ReportData
+
+STATS = ("p50", "p90", "p99", "mean")
+# (metric, heading, unit) of the per-request distributions, in reading order.
+LATENCY = [("ttft_ms", "TTFT", "ms"), ("tpot_ms", "TPOT", "ms"), ("itl_ms", "ITL", "ms"),
+           ("e2e_ms", "E2E latency", "ms")]
+# Per-request distributions of the second table: decode speed and the client's own queueing.
+RATE = [("output_tok_s", "Output tokens/s per request", "tokens/s"), ("queue_ms", "Queue wait", "ms")]
+
+
+@dataclass
+class TaskRow:
+    arm: str
+    mode: str
+    concurrency: int | None
+    status: str
+    reason: str
+    source: str
+    stats: dict[str, dict[str, float | None]] = field(default_factory=dict)  # metric -> stat -> value
+    values: dict[str, Any] = field(default_factory=dict)  # single figures
+
+
+def task_tables(data: ReportData) -> dict[str, list[TaskRow]]:
+    """task -> one row per model x arm x mode x concurrency level (failed and missing cells too)."""
+    out: dict[str, list[TaskRow]] = {}
+    for task in data.cfg.tasks:
+        rows: list[TaskRow] = []
+        for model in data.cfg.models:
+            for arm in data.arms:
+                for mode in data.cfg.modes:
+                    e = data.entry("cell", arm, model, task, mode)
+                    if e is None:
+                        continue
+                    if e.status != "ok":
+                        rows.append(TaskRow(arm, mode, None, e.status, e.reason, data.source(e),
+                                            values={"model": model}))
+                        continue
+                    mem = e.doc["memory"]
+                    gpu = mem.get("gpu") or {}
+                    for w in data.windows(e):
+                        c = w["concurrency"]
+                        row = TaskRow(arm, mode, c, "ok", "", data.source(e), values={
+                            "model": model,
+                            "throughput_req_s": w["throughput_req_s"],
+                            "throughput_output_tok_s": w["throughput_output_tok_s"],
+                            "completed": w["completed"], "requests": w["requests"], "failed": w["failed"],
+                            "window_s": w["window_s"],
+                            "prompt_tokens_mean": (w.get("prompt_tokens") or {}).get("mean"),
+                            "output_tokens_requested_total": w["output_tokens_requested_total"],
+                            "output_tokens_actual_total": w["output_tokens_actual_total"],
+                            "output_tokens_mismatched": w["output_tokens_mismatched"],
+                            "host_rss_peak_bytes": mem.get("host_rss_peak_bytes"),
+                            "host_rss_mean_bytes": mem.get("host_rss_mean_bytes"),
+                            "gpu_used_peak_bytes": gpu.get("device_used_peak_bytes"),
+                            "energy_per_output_token_j": gpu.get("energy_per_output_token_j"),
+                        })
+                        for metric, _, _ in LATENCY + RATE:
+                            row.stats[metric] = {s: data.value(e, metric, s, c) for s in STATS}
+                        rows.append(row)
+        out[task] = rows
+    return out
+
+
+@dataclass
+class StartupRow:
+    arm: str
+    model: str
+    started: int  # servers this arm started for this model (one per cell that did not reuse one)
+    reused: int
+    median_s: float | None
+    min_s: float | None
+    max_s: float | None
+    sources: list[str]
+
+
+def startup_table(data: ReportData) -> list[StartupRow]:
+    rows = []
+    for arm in data.arms:
+        for model in data.cfg.models:
+            mine = [e for e in data.ok if e.arm == arm and e.model == model]
+            times = [e.doc["server"]["startup_s"] for e in mine
+                     if not e.doc["server"]["reused"] and e.doc["server"].get("startup_s") is not None]
+            reused = sum(1 for e in mine if e.doc["server"]["reused"])
+            rows.append(StartupRow(arm, model, len(times), reused,
+                                   statistics.median(times) if times else None,
+                                   min(times) if times else None, max(times) if times else None,
+                                   [data.source(e) for e in mine]))
+    return rows

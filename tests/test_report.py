@@ -1,0 +1,220 @@
+"""The report as a pure function of a results folder (synthetic inputs from tests/resultsgen.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from servingbench.aggregate import ResultFileError
+from servingbench.report import render_report
+from servingbench.report.bandwidth import gpu_bandwidth, parse_params
+from servingbench.report.render import SECTIONS, build_context
+from servingbench.results import cell_path
+from tests.resultsgen import make_config, write_results
+
+REPO = Path(__file__).resolve().parent.parent
+PLOT_IDS = ["plot-ttft", "plot-e2e", "plot-throughput", "plot-context", "plot-memory", "plot-output-tps"]
+
+
+@pytest.fixture()
+def cpu_cfg():
+    return make_config(device="cpu", arms=("transformers-naive", "tgi", "vllm"))
+
+
+@pytest.fixture()
+def gpu_cfg():
+    return make_config(device="cuda", weights="dummy", arms=("transformers-serve", "tgi", "vllm"),
+                       cell_concurrency=(1, 4))
+
+
+def _render(cfg, results: Path) -> str:
+    out = render_report(cfg, results, results.parent / "report" / "index.html")
+    return out.read_text(encoding="utf-8")
+
+
+def _section(html: str, section_id: str) -> str:
+    m = re.search(rf'<section id="{section_id}">(.*?)</section>', html, re.S)
+    assert m, section_id
+    return m.group(1)
+
+
+def test_complete_report_is_self_contained(cpu_cfg, tmp_path: Path) -> None:
+    results = write_results(cpu_cfg, tmp_path / "results")
+    html = _render(cpu_cfg, results)
+    for section_id, _ in SECTIONS:
+        assert f'<section id="{section_id}">' in html
+    # Nothing is fetched: no external script, stylesheet, image, font or frame (the markup outside
+    # the inlined scripts; the browser test checks the running page).
+    assert not re.search(r"<script[^>]*\bsrc=", html)
+    markup = re.sub(r"<script\b[^>]*>.*?</script>", "", html, flags=re.S)
+    assert not re.search(r'<(img|iframe|link|source|video|audio|object|embed)\b', markup)
+    assert not re.search(r"url\(", markup) and "@import" not in markup
+    assert "window.vegaEmbed" in html  # the vega bundle is inlined
+    assert "Content-Security-Policy" in html and "default-src 'none'" in html
+    for plot_id in PLOT_IDS:
+        m = re.search(rf'<script type="application/json" id="spec-{plot_id}">(.*?)</script>', html, re.S)
+        assert m, plot_id
+        spec = json.loads(m.group(1))
+        assert "datasets" in spec and "url" not in json.dumps(spec.get("data", {}))
+    assert len(html) < 3_000_000
+    # A CPU run says so, and the bandwidth floor says there is no GPU.
+    assert "CPU run." in html
+    assert "no GPU memory-bandwidth floor" in _section(html, "bandwidth-floor")
+    assert "No client calibration run" in _section(html, "calibration")
+
+
+def test_report_is_deterministic(cpu_cfg, tmp_path: Path) -> None:
+    results = write_results(cpu_cfg, tmp_path / "results")
+    first = render_report(cpu_cfg, results, tmp_path / "a.html").read_bytes()
+    second = render_report(cpu_cfg, results, tmp_path / "b.html").read_bytes()
+    assert first == second
+
+
+def test_headline_winner_and_margin(cpu_cfg, tmp_path: Path) -> None:
+    results = write_results(cpu_cfg, tmp_path / "results", mismatch=())
+    ctx = build_context(cpu_cfg, results)
+    rankings = {r.label: r for r in ctx["headline"]["smollm2-135m"]}
+    assert set(rankings) == {"TTFT p50", "TPOT p50", "Throughput", "Output throughput"}
+    for r in rankings.values():
+        assert r.winner[0] == "vllm" and r.runner_up[0] == "tgi"  # resultsgen.ARM_SPEED
+        assert r.margin > 1
+    # TTFT: geometric mean over tasks of each stream cell's p50 at concurrency 1, from the tidy table.
+    df = ctx["data"].df
+    sel = df[(df.framework == "vllm") & (df["mode"] == "stream") & (df.kind == "cell") & (df.metric == "ttft_ms")
+             & (df.statistic == "p50") & (df.concurrency == 1)]
+    expect = math.exp(sum(math.log(v) for v in sel.value) / len(sel))
+    assert rankings["TTFT p50"].winner[1] == pytest.approx(expect)
+    tgi = rankings["TTFT p50"].runner_up[1]
+    assert rankings["TTFT p50"].margin == pytest.approx(tgi / expect)
+    # Throughput from the concurrency sweep's highest level.
+    assert "concurrency 4" in rankings["Throughput"].basis
+    assert not any(r.caveats for r in rankings.values())
+    html = _render(cpu_cfg, results)
+    assert f'{rankings["TTFT p50"].margin:.2f}× lower' in _section(html, "headline")
+
+
+def test_headline_marks_an_arm_that_did_less_work(cpu_cfg, tmp_path: Path) -> None:
+    # TGI stops some requests early: it may "win" throughput by doing less; the page must say so.
+    results = write_results(cpu_cfg, tmp_path / "results", mismatch=("tgi",), speed={"tgi": 0.9})
+    ctx = build_context(cpu_cfg, results)
+    for r in ctx["headline"]["smollm2-135m"]:
+        assert "another output length" in r.caveats["tgi"]
+        assert "vllm" not in r.caveats
+    assert "⚠ unequal" in _section(_render(cpu_cfg, results), "headline")
+
+
+def test_failed_and_missing_cells_are_flagged(cpu_cfg, tmp_path: Path) -> None:
+    results = write_results(cpu_cfg, tmp_path / "results", fail=["vllm/smollm2-135m/qa/stream"],
+                            missing=["tgi/smollm2-135m/sweep_concurrency", "tgi/smollm2-135m/chat/sync"])
+    ctx = build_context(cpu_cfg, results)
+    flags = {(f.what, tuple(f.cells)) for f in ctx["flags"]}
+    assert ("failed (out_of_memory)", ("vllm/smollm2-135m/qa/stream",)) in flags
+    assert ("missing", ("tgi/smollm2-135m/sweep_concurrency",)) in flags
+    assert ("missing", ("tgi/smollm2-135m/chat/sync",)) in flags
+    assert any(f.what == "unequal work" and f.cells == ["tgi/smollm2-135m/qa/stream"] for f in ctx["flags"])
+    assert any(f.what == "ran on CPU" for f in ctx["flags"])
+    # vLLM lost a stream cell: it is not ranked on TTFT, and the page says why.
+    ttft = ctx["headline"]["smollm2-135m"][0]
+    assert "vllm" not in [a for a, _ in ttft.ranked]
+    assert any(a == "vllm" and "qa/stream (failed)" in why for a, why in ttft.unranked)
+    html = _render(cpu_cfg, results)
+    assert "Incomplete run" in html
+    tasks = _section(html, "tasks")
+    assert re.search(r'data-arm="vllm" data-mode="stream" data-status="failed"', tasks)
+    assert re.search(r'data-arm="tgi" data-mode="sync" data-status="missing"', tasks)
+    assert "CUDA out of memory while loading weights" in _section(html, "flags")
+
+
+def test_gpu_report_bandwidth_floor_and_dummy_flag(gpu_cfg, tmp_path: Path) -> None:
+    results = write_results(gpu_cfg, tmp_path / "results", speed={"vllm": 0.5})  # vLLM 7B TPOT 6.3 ms < 8.6 ms floor
+    ctx = build_context(gpu_cfg, results)
+    floor = ctx["floor"]
+    assert floor and {r.gpu for r in floor} == {"A100 40GB (NVIDIA A100-SXM4-40GB)"}
+    llama = next(r for r in floor if r.model == "llama-2-7b-chat")
+    assert llama.floor_ms == pytest.approx(6.7e9 * 2 / 1555e9 * 1000)
+    below = {(r.arm, r.model) for r in floor if r.below_floor}
+    assert below == {("vllm", "llama-2-7b-chat")}
+    assert any(f.what == "faster than the bandwidth floor" for f in ctx["flags"])
+    assert any(f.what == "dummy weights" for f in ctx["flags"])
+    html = _render(gpu_cfg, results)
+    bw = _section(html, "bandwidth-floor")
+    assert "Faster than physics" in bw and "faster than the floor" in bw
+    prov = _section(html, "provenance")
+    for text in ("NVIDIA A100-SXM4-40GB", "535.129.03", "12.2", "servingbench/vllm:seed",
+                 "0123456789abcdef0123456789abcdef01234567", "bench-01"):
+        assert text in prov
+    assert "GPU used peak (MiB)" in html and "Dummy weights." in html
+
+
+def test_unknown_gpu_gets_no_floor(gpu_cfg, tmp_path: Path) -> None:
+    results = write_results(gpu_cfg, tmp_path / "results", gpu_name="NVIDIA H100 NVL")
+    ctx = build_context(gpu_cfg, results)
+    assert ctx["floor"] == []
+    assert any("NVIDIA H100 NVL" in n for n in ctx["floor_notes"])
+
+
+@pytest.mark.parametrize("name, label", [
+    ("NVIDIA A100-SXM4-40GB", "A100 40GB"), ("NVIDIA A100-PCIE-40GB", "A100 40GB"),
+    ("NVIDIA A100-SXM4-80GB", "A100 80GB"), ("NVIDIA A100 80GB PCIe", "A100 80GB PCIe"),
+    ("NVIDIA H100 80GB HBM3", "H100 SXM"), ("NVIDIA H100 PCIe", "H100 PCIe"), ("NVIDIA H200", "H200"),
+    ("NVIDIA L4", "L4"), ("NVIDIA A10G", "A10G"), ("NVIDIA L40S", None), ("NVIDIA H100 NVL", None), (None, None),
+])
+def test_gpu_bandwidth_table(name, label) -> None:
+    got = gpu_bandwidth(name)
+    assert (got[0] if got else None) == label
+
+
+def test_parse_params() -> None:
+    assert parse_params("6.7B") == pytest.approx(6.7e9)
+    assert parse_params("124M") == pytest.approx(124e6)
+    assert parse_params("lots") is None
+
+
+def test_calibration_shown_when_present(cpu_cfg, tmp_path: Path) -> None:
+    results = write_results(cpu_cfg, tmp_path / "results")
+    (results / "calibration.json").write_text(json.dumps({"client_overhead_ms": {"p50": 0.41}}))
+    cal = _section(_render(cpu_cfg, results), "calibration")
+    assert "client_overhead_ms" in cal and "0.41" in cal and "No client calibration run" not in cal
+
+
+def test_corrupt_file_writes_no_report(cpu_cfg, tmp_path: Path) -> None:
+    results = write_results(cpu_cfg, tmp_path / "results")
+    bad = cell_path(results, "vllm", "smollm2-135m", "chat", "stream")
+    bad.write_text("{")
+    out = tmp_path / "report" / "index.html"
+    with pytest.raises(ResultFileError, match=re.escape(str(bad))):
+        render_report(cpu_cfg, results, out)
+    assert not out.exists()
+
+
+def test_corrupt_requests_file_names_the_line(cpu_cfg, tmp_path: Path) -> None:
+    results = write_results(cpu_cfg, tmp_path / "results")
+    req = cell_path(results, "tgi", "smollm2-135m", "qa", "stream").with_name("stream.requests.jsonl")
+    req.write_text(req.read_text() + "{oops\n")
+    with pytest.raises(ResultFileError, match=re.escape(str(req)) + r":\d+: corrupt request record"):
+        render_report(cpu_cfg, results, tmp_path / "index.html")
+
+
+def test_empty_results_still_render(cpu_cfg, tmp_path: Path) -> None:
+    html = _render(cpu_cfg, tmp_path / "results")
+    assert html.count("Nothing to draw") == len(PLOT_IDS)
+    assert "no arm has this figure" in _section(html, "headline")
+
+
+def test_framework_table_matches_the_users_matrix(cpu_cfg, tmp_path: Path) -> None:
+    shipped = yaml.safe_load((REPO / "servingbench" / "data" / "frameworks.yaml").read_text())["frameworks"]
+    spec = REPO.parent / "shared" / "spec" / "matrix.yaml"
+    if spec.exists():
+        assert shipped == yaml.safe_load(spec.read_text())["frameworks"]
+    results = write_results(cpu_cfg, tmp_path / "results")
+    table = build_context(cpu_cfg, results)["frameworks"]
+    assert table["names"] == ["transformers", "tgi", "vllm"]
+    rows = dict(table["rows"])
+    assert rows["batching"][0] == shipped["transformers"]["batching"]
+    assert rows["arms in this run"] == ["transformers-naive", "tgi", "vllm"]
+    assert rows["version measured"] == ["4.46.3", "1.2.0", "0.6.3"]
