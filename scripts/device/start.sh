@@ -6,7 +6,7 @@
 set -euo pipefail
 export PYTHONPATH=/tmp/site
 python3 -m pip install -q --no-index --find-links .gwk --target /tmp/site-kit snakemake pyyaml pydantic httpx psutil nvidia-ml-py 2>&1 | tail -2 || true
-rm -rf /tmp/sb && mkdir -p /tmp/sb && cp -r Snakefile rules configs config.yaml containers servingbench scripts /tmp/sb/
+rm -rf /tmp/sb && mkdir -p /tmp/sb && cp -r Snakefile rules configs config.yaml servingbench /tmp/sb/
 mkdir -p /tmp/bin && printf '#!/bin/sh\nexec python3 -m servingbench.cli "$@"\n' > /tmp/bin/servingbench && chmod +x /tmp/bin/servingbench
 cat > /tmp/sb/env.sh <<'ENV'
 export PYTHONPATH=/tmp/sb:/tmp/site:/tmp/site-kit
