@@ -1,15 +1,26 @@
-"""The load generator: asyncio + httpx, one connection pool, per-request timestamps.
+"""The load generator: asyncio, one connection pool, per-request timestamps.
 
 Definitions (DESIGN §3): ``dispatch`` is stamped with ``perf_counter_ns`` after the request is
-built and after any wait for a concurrency slot, right before httpx sends it; TTFT is dispatch
-to the first event carrying generated text; E2E is dispatch to the last byte (sync) or the last
-content event (stream). Runtime module: standard library + httpx.
+built and after any wait for a concurrency slot, right before the request's bytes are written
+to the socket; TTFT is dispatch to the first event carrying generated text; E2E is dispatch to
+the last byte (sync) or the last content event (stream).
+
+Two transports. ``http1`` (the default for ``http://``): servingbench.http1, a hand-written
+HTTP/1.1 client on raw sockets that parses each stream inside the event loop's read callback
+and stamps each received block with the kernel's receive time where Linux gives it
+(``SO_TIMESTAMPNS``), else right after the read; there the wait for a free or new connection
+comes before dispatch and so counts as ``queue_ms``. ``httpx``: the reference path (and
+the one for ``https://``), where dispatch is stamped before ``AsyncClient.send`` and each
+chunk when httpx yields it. benchmarks/client_overhead.py measures both; benchmarks/RESULTS.md
+has the figures. Runtime module: standard library + httpx.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable
@@ -22,6 +33,7 @@ from servingbench.frameworks.base import (
     Adapter,
     Completion,
 )
+from servingbench import http1
 from servingbench.spec import GenerationParams, PromptItem, ServerSpec
 from servingbench.sse import SSEParser
 
@@ -74,7 +86,44 @@ class WindowPlan:
     prompt_tokens_target: int | None = None  # context sweep: the prompt length of this window
 
 
-TokenCounter = Callable[[str], int]
+TokenCounter = Callable[[str], "int | None"]
+TRANSPORTS = ("auto", "http1", "httpx")
+
+
+class _Sink:
+    """One response, fed by servingbench.http1 from inside the read callback: a stream is parsed
+    event by event as its bytes arrive, anything else (a sync answer, an HTTP error) is kept."""
+
+    __slots__ = ("t0", "stream", "status", "headers", "parts", "parser", "reader", "offsets", "ended")
+
+    def __init__(self, stream: bool, reader: Any) -> None:
+        self.t0 = 0
+        self.stream = stream
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self.parts: list[bytes] = []
+        self.parser = SSEParser() if stream else None
+        self.reader = reader
+        self.offsets: list[float] = []
+        self.ended = False
+
+    def on_head(self, status: int, headers: dict[str, str], t_ns: int) -> None:
+        self.status, self.headers = status, headers
+        if status >= 400:
+            self.parser = None
+
+    def on_body(self, data: bytes, t_ns: int) -> None:
+        parser = self.parser
+        if parser is None:
+            self.parts.append(data)
+            return
+        reader, offsets = self.reader, self.offsets
+        for payload in parser.feed(data):
+            upd = reader.feed(payload)
+            if upd.text:
+                offsets.append((t_ns - self.t0) / NS_PER_MS)
+            if upd.done:
+                self.ended = True
 
 
 class LoadClient:
@@ -82,7 +131,7 @@ class LoadClient:
 
     def __init__(self, base_url: str, adapter: Adapter, server: ServerSpec, gen: GenerationParams,
                  policy: str, timeout_s: float, max_connections: int = 256,
-                 count_tokens: TokenCounter | None = None) -> None:
+                 count_tokens: TokenCounter | None = None, transport: str = "auto") -> None:
         self.base_url = base_url.rstrip("/")
         self.adapter = adapter
         self.server = server
@@ -94,8 +143,31 @@ class LoadClient:
         # trust_env=False: a proxy variable on a GPU host must never route benchmark traffic.
         self._client = httpx.AsyncClient(base_url=self.base_url, limits=limits, trust_env=False,
                                          timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 30.0)))
+        if transport == "auto":
+            transport = os.environ.get("SERVINGBENCH_CLIENT_TRANSPORT", "auto")
+        if transport not in TRANSPORTS:
+            raise ValueError(f"transport: {transport!r} is not one of {TRANSPORTS}")
+        if transport == "auto":
+            # http1 needs a selector event loop's add_reader (not Windows' proactor loop).
+            transport = "http1" if self.base_url.startswith("http://") and sys.platform != "win32" else "httpx"
+        #: "http1" or "httpx": the path the measured requests take (see the module notes).
+        self.transport = transport
+        self._max_connections = max_connections
+        self._pool: http1.Pool | None = None  # made in the running loop, on first use
+
+    @property
+    def stamps(self) -> str:
+        """Where receive times come from: "kernel" (SO_TIMESTAMPNS), "read" (after the read
+        call) or "httpx" (when httpx yields a chunk); "unknown" before the first connection."""
+        if self.transport == "httpx":
+            return "httpx"
+        if self._pool is None or self._pool.kernel_stamps is None:
+            return "unknown"
+        return "kernel" if self._pool.kernel_stamps else "read"
 
     async def aclose(self) -> None:
+        if self._pool is not None:
+            await self._pool.aclose()
         await self._client.aclose()
 
     async def __aenter__(self) -> "LoadClient":
@@ -111,6 +183,8 @@ class LoadClient:
         rec.output_tokens_requested, rec.output_tokens_forced = tokens, forced
         rec.prompt_tokens = item.prompt_tokens
         spec = self.adapter.build_request(self.server, item, self.gen, tokens, forced, stream)
+        if self.transport == "http1":
+            return await self._send_http1(spec, stream, rec)
         request = self._client.build_request(spec.method, spec.path, json=spec.json)
         try:
             done = await asyncio.wait_for(self._exchange(request, stream, rec), timeout=self.timeout_s)
@@ -120,11 +194,44 @@ class LoadClient:
         except httpx.HTTPError as exc:
             rec.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             return rec
+        return self._finish(rec, done)
+
+    def _finish(self, rec: RequestRecord, done: Completion) -> RequestRecord:
         self._take(rec, done)
         if rec.error is None and rec.output_tokens is None and self.count_tokens and done.text:
-            rec.output_tokens = self.count_tokens(done.text)
-            rec.output_tokens_source = TOKENS_FROM_TOKENIZER
+            counted = self.count_tokens(done.text)
+            if counted is not None:
+                rec.output_tokens, rec.output_tokens_source = counted, TOKENS_FROM_TOKENIZER
         return rec
+
+    async def _send_http1(self, spec: Any, stream: bool, rec: RequestRecord) -> RequestRecord:
+        pool = self._pool
+        if pool is None or pool.loop is not asyncio.get_running_loop():  # first use, or a new loop
+            pool = self._pool = http1.Pool(self.base_url, self._max_connections,
+                                           connect_timeout_s=min(self.timeout_s, 30.0))
+        data = http1.encode_request(spec.method, pool.prefix + spec.path, pool.host_header, spec.json)
+        sink = _Sink(stream, self.adapter.stream_reader() if stream else None)
+        ex = http1.Exchange()
+
+        def on_send(t_ns: int) -> None:
+            rec.dispatch_ns = sink.t0 = t_ns
+
+        try:
+            await ex.run(pool, data, sink, pool.loop.time() + self.timeout_s, on_send)
+        except asyncio.TimeoutError:
+            rec.error = f"timeout after {self.timeout_s:g} s"
+            return rec
+        except http1.HTTPError as exc:
+            rec.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            return rec
+        rec.http_status = sink.status
+        if not stream or sink.status >= 400:
+            done = self.adapter.parse_response(sink.status, sink.headers, b"".join(sink.parts))
+            if done.error is None and sink.status >= 400:
+                done.error = f"HTTP {sink.status}"
+            rec.e2e_ms = (ex.end_ns - sink.t0) / NS_PER_MS
+            return self._finish(rec, done)
+        return self._finish(rec, self._end_stream(sink.parser, sink.reader, sink.offsets, sink.ended, rec))
 
     async def _exchange(self, request: httpx.Request, stream: bool, rec: RequestRecord) -> Completion:
         rec.dispatch_ns = t0 = time.perf_counter_ns()
@@ -155,6 +262,10 @@ class LoadClient:
                     offsets.append((now - t0) / NS_PER_MS)
                 if upd.done:
                     ended = True
+        return self._end_stream(parser, reader, offsets, ended, rec)
+
+    def _end_stream(self, parser: SSEParser, reader: Any, offsets: list[float], ended: bool,
+                    rec: RequestRecord) -> Completion:
         for payload in parser.flush():
             upd = reader.feed(payload)
             ended = ended or upd.done
