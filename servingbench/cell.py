@@ -104,13 +104,24 @@ class Progress:
             print(file=self.out, flush=True)
 
 
-def _token_counter(model_dir: str) -> Callable[[str], int] | None:
-    """Tokenizer fallback for output counts, where transformers is importable (optional)."""
-    try:
-        tok = importlib.import_module("transformers").AutoTokenizer.from_pretrained(model_dir)
-    except Exception:
-        return None
-    return lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
+class TokenCounter:
+    """Tokenizer fallback for output counts, loaded on first use only: every arm reports its
+    own counts, and importing transformers costs seconds per cell job. Optional import."""
+
+    def __init__(self, model_dir: str) -> None:
+        self.model_dir = model_dir
+        self._tok: Any = None
+        self._failed = False
+
+    def __call__(self, text: str) -> int | None:
+        if self._tok is None and not self._failed:
+            try:
+                self._tok = importlib.import_module("transformers").AutoTokenizer.from_pretrained(self.model_dir)
+            except Exception:
+                self._failed = True
+        if self._tok is None:
+            return None
+        return len(self._tok(text, add_special_tokens=False)["input_ids"])
 
 
 def _cycle(items: list[PromptItem]) -> Iterator[PromptItem]:
@@ -174,7 +185,7 @@ async def _measure(spec: CellSpec, adapter: Adapter, base_url: str, items: list[
     max_conn = max(spec.concurrency_levels)
     async with LoadClient(base_url, adapter, spec.server, spec.generation, spec.output_length_policy,
                           spec.request_timeout_s, max_connections=max_conn,
-                          count_tokens=_token_counter(spec.server.model_dir)) as client:
+                          count_tokens=TokenCounter(spec.server.model_dir)) as client:
         for meas, warm in plan_windows(spec, items):
             if warm is not None:
                 await client.run_window(warm)

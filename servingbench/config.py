@@ -240,7 +240,12 @@ def load_config(path: str | Path) -> Config:
 
 
 def config_hash(cfg: Config) -> str:
-    return hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()[:16]
+    """Hash of what defines the measurements. Server reuse settings are left out: switching
+    the pool on or off must not rerun finished cells."""
+    data = cfg.model_dump(mode="json")
+    for key in ("server_reuse", "server_idle_timeout_s"):
+        data["run"].pop(key, None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def load_images(path: Path = IMAGES_FILE) -> dict[str, dict[str, str]]:

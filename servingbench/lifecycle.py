@@ -26,7 +26,8 @@ from servingbench.spec import ServerSpec
 
 SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 _OOM = re.compile(r"out of memory|CUDA error: out of memory|OutOfMemoryError|Cannot allocate memory|"
-                  r"not enough (GPU |KV cache )?memory|No available memory for the cache blocks", re.I)
+                  r"not enough (GPU |KV cache )?memory|No available memory for the cache blocks|"
+                  r"MemoryError: Memory footprint \d+ is more than available memory", re.I)
 _PORT = re.compile(r"address already in use|Errno 98", re.I)
 
 
@@ -162,8 +163,12 @@ class ServerProcess:
                     detail = f"{type(exc).__name__}: {exc}"
                 if self.proc.poll() is not None:
                     self._raise_exited()
+                tail = self.log_tail()
+                if _OOM.search(tail):  # e.g. a batching worker that died: every request would 503
+                    raise ServerStartError("out_of_memory",
+                                           f"server out of memory at its first request ({detail})", tail)
                 if time.perf_counter() > deadline:
-                    raise ServerStartError("start_timeout", f"readiness request failed: {detail}", self.log_tail())
+                    raise ServerStartError("start_timeout", f"readiness request failed: {detail}", tail)
                 time.sleep(1.0)
         self.startup_s = time.perf_counter() - self._t0
         self._remember_tree()

@@ -229,7 +229,7 @@ def dummy_config(cfg: Config, model: str):
             arch.setdefault(key, value)
     if model_type == "gpt2":
         arch = {_GPT2_NAMES.get(k, k): v for k, v in arch.items()}
-    conf = AutoConfig.for_model(model_type, dtype="float16", **arch)
+    conf = AutoConfig.for_model(model_type, **{_dtype_kw(): "float16"}, **arch)
     conf.architectures = [MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[model_type]]
     return conf
 
@@ -254,6 +254,14 @@ def _build_dummy(cfg: Config, model: str, out: Path, *, with_weights: bool) -> d
             "random_weights": with_weights, "sha256": sha or None}
 
 
+def _dtype_kw() -> str:
+    """Transformers 4.56 renamed ``torch_dtype`` to ``dtype``; the seed image has 4.36."""
+    import transformers
+
+    major_minor = tuple(int(x) for x in transformers.__version__.split(".")[:2])
+    return "dtype" if major_minor >= (4, 56) else "torch_dtype"
+
+
 def _write_random_weights(conf, out: Path, seed: int = 0) -> dict[str, str]:
     """Random fp16 weights (seeded), for servers that cannot build a model from a config."""
     import torch
@@ -262,7 +270,7 @@ def _write_random_weights(conf, out: Path, seed: int = 0) -> dict[str, str]:
     torch.manual_seed(seed)
     # On a GPU host, initialise there: a 7B random init on the CPU takes minutes.
     with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
-        model = AutoModelForCausalLM.from_config(conf, dtype=torch.float16)
+        model = AutoModelForCausalLM.from_config(conf, **{_dtype_kw(): torch.float16})
     model.save_pretrained(out)
     del model
     return _weights_sha256(out)

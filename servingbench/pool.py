@@ -115,7 +115,9 @@ class ServerPool:
             return False
         try:
             url = f"http://{state['host']}:{state['port']}{adapter.health_path}"
-            return httpx.get(url, timeout=5.0, trust_env=False).status_code == 200
+            # Generous: a CPU-bound server can be slow to answer while the machine is loaded,
+            # and a false "unhealthy" costs a restart.
+            return httpx.get(url, timeout=30.0, trust_env=False).status_code == 200
         except httpx.HTTPError:
             return False
 

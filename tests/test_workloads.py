@@ -114,7 +114,9 @@ def test_workload_size_rule():
     # config.yaml: cells need (3 warm-up + 50) x 2 levels; the chat sweep (3 + 64) x 7 levels
     assert workload_size(GPU, "summarization") == 106
     assert workload_size(GPU, "chat") == 469
-    assert workload_size(CPU, "chat") == (1 + 4) * 3
+    # configs/cpu.yaml: the chat sweep (1 + 4) x 2 levels beats the cells' (1 + 3) x 1
+    assert workload_size(CPU, "chat") == (CPU.run.warmup_requests + CPU.sweeps.concurrency.requests_per_level) * len(
+        CPU.sweeps.concurrency.levels)
 
 
 def test_unknown_task(smollm2_dir, tmp_path):

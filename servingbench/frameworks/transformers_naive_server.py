@@ -17,9 +17,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import torch
+import transformers
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, TextIteratorStreamer
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32, "auto": "auto"}
+# The seed image's Transformers (4.36) names it torch_dtype; 4.56+ renamed it dtype.
+_DTYPE_KW = "dtype" if tuple(int(x) for x in transformers.__version__.split(".")[:2]) >= (4, 56) else "torch_dtype"
 
 
 class Generator:
@@ -32,15 +35,16 @@ class Generator:
             # The real architecture with random weights: decode cost does not depend on values.
             config = AutoConfig.from_pretrained(model_dir)
             with torch.device(device):
-                self.model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
+                self.model = AutoModelForCausalLM.from_config(config, **{_DTYPE_KW: torch_dtype})
         else:
-            self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype).to(device)
+            self.model = AutoModelForCausalLM.from_pretrained(model_dir, **{_DTYPE_KW: torch_dtype}).to(device)
         self.model.eval()
         self.device = device
         self.lock = threading.Lock()
 
     def _kwargs(self, req: dict[str, Any]) -> dict[str, Any]:
         inputs = self.tokenizer(req["prompt"], return_tensors="pt").to(self.device)
+        inputs.pop("token_type_ids", None)  # some tokenizers return it; generate() rejects it
         kw: dict[str, Any] = dict(**inputs, max_new_tokens=int(req.get("max_new_tokens", 64)),
                                   do_sample=bool(req.get("do_sample", True)),
                                   temperature=float(req.get("temperature", 1.0)),

@@ -19,6 +19,9 @@ from servingbench.frameworks.base import Adapter, Completion, HttpRequest, Launc
 from servingbench.spec import GenerationParams, PromptItem, ServerSpec
 
 # KV-cache bound for continuous batching: 512 blocks x 32 tokens = 16k tokens in flight.
+# The block size is set too: its default is larger on CUDA (on the H100, 512 default-size
+# blocks asked for 71 GB of KV cache beside a 7B model and the worker died at start-up).
+CB_BLOCK_SIZE = "32"
 CB_NUM_BLOCKS = "512"
 CB_MAX_BATCH_TOKENS = "2048"
 
@@ -38,8 +41,8 @@ class TransformersServeAdapter(Adapter):
                 "--dtype", server.dtype, "--log-level", "info"]
         args = list(server.server_args)
         if "--continuous-batching" in args:
-            if not any(a.startswith("--cb-num-blocks") for a in args):
-                args += ["--cb-num-blocks", CB_NUM_BLOCKS]
+            if not any(a.startswith(("--cb-num-blocks", "--cb-block-size")) for a in args):
+                args += ["--cb-block-size", CB_BLOCK_SIZE, "--cb-num-blocks", CB_NUM_BLOCKS]
             if not any(a.startswith("--cb-max-batch-tokens") for a in args):
                 tokens = str(server.max_batch_tokens) if server.max_batch_tokens else CB_MAX_BATCH_TOKENS
                 args += ["--cb-max-batch-tokens", tokens]
