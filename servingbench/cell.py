@@ -168,10 +168,12 @@ def plan_windows(spec: CellSpec, items: list[PromptItem]) -> list[tuple[WindowPl
         return plans
     source = _cycle(items)
     for w, level in enumerate(spec.concurrency_levels):
-        warm_items = [next(source) for _ in range(spec.warmup_requests)]
+        # Warm up at the window's own concurrency, at least one full wave: on the H100, vLLM's
+        # first batch of 8 stalled 3-7 s (a new batch shape) when warm-up had run one at a time.
+        n_warm = max(spec.warmup_requests, level) if spec.warmup_requests else 0
+        warm_items = [next(source) for _ in range(n_warm)]
         meas_items = [next(source) for _ in range(spec.requests)]
-        warm = WindowPlan(items=warm_items, concurrency=min(level, max(1, len(warm_items))), stream=stream,
-                          warmup=True) if warm_items else None
+        warm = WindowPlan(items=warm_items, concurrency=level, stream=stream, warmup=True) if warm_items else None
         meas = WindowPlan(items=meas_items, concurrency=level, stream=stream, window=w,
                           request_rate=spec.request_rate, seed=spec.seed + w)
         plans.append((meas, warm))

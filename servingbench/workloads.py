@@ -64,10 +64,14 @@ class WorkloadError(ValueError):
 def workload_size(cfg: Config, task: str) -> int:
     """Distinct prompts a task file needs so that no window, warm-ups included, repeats one."""
     run = cfg.run
-    n = (run.warmup_requests + run.requests_per_cell) * len(run.cell_concurrency)
+
+    def warm(level: int) -> int:  # as servingbench.cell.plan_windows: one full wave at least
+        return max(run.warmup_requests, level) if run.warmup_requests else 0
+
+    n = sum(warm(c) + run.requests_per_cell for c in run.cell_concurrency)
     sweep = cfg.sweeps.concurrency
     if sweep is not None and sweep.task == task:
-        n = max(n, (run.warmup_requests + sweep.requests_per_level) * len(sweep.levels))
+        n = max(n, sum(warm(c) + sweep.requests_per_level for c in sweep.levels))
     return n
 
 

@@ -111,12 +111,12 @@ def test_qa_is_closed_book(smollm2_dir, tmp_path):
 
 
 def test_workload_size_rule():
-    # config.yaml: cells need (3 warm-up + 50) x 2 levels; the chat sweep (3 + 64) x 7 levels
-    assert workload_size(GPU, "summarization") == 106
-    assert workload_size(GPU, "chat") == 469
-    # configs/cpu.yaml: the chat sweep (1 + 4) x 2 levels beats the cells' (1 + 3) x 1
-    assert workload_size(CPU, "chat") == (CPU.run.warmup_requests + CPU.sweeps.concurrency.requests_per_level) * len(
-        CPU.sweeps.concurrency.levels)
+    # config.yaml: cells need (3 warm-up + 50) at c=1 and (8 + 50) at c=8; the chat sweep
+    # sum(max(3, c) + 64) over levels 1..64 (warm-up is at least one full wave per window).
+    assert workload_size(GPU, "summarization") == (3 + 50) + (8 + 50)
+    assert workload_size(GPU, "chat") == sum(max(3, c) + 64 for c in (1, 2, 4, 8, 16, 32, 64))
+    # configs/cpu.yaml: the chat sweep (1 + 4) + (4 + 4) beats the cells' (1 + 3)
+    assert workload_size(CPU, "chat") == (1 + 4) + (4 + 4)
 
 
 def test_unknown_task(smollm2_dir, tmp_path):
