@@ -76,37 +76,32 @@ def _default_workload(results: str, spec) -> str:
     return str(Path(results) / "workloads" / spec.model / f"{name}.jsonl")
 
 
-@command
-def cmd_run_cell(a: argparse.Namespace) -> int:
+def _measure_cell(a: argparse.Namespace, provider=None, where: str = "") -> int:
     from servingbench.cell import CellFailed, run_cell
 
     _terminate_on_sigterm()
     spec = _spec_from_args(a)
     try:
-        run_cell(spec, a.workload or _default_workload(a.results, spec), a.out, a.results)
+        run_cell(spec, a.workload or _default_workload(a.results, spec), a.out, a.results, provider=provider)
     except CellFailed as exc:
         print(f"servingbench: {exc}", file=sys.stderr)
         return 1
-    print(f"servingbench: {spec.cell_id()} -> {a.out}", file=sys.stderr)
+    print(f"servingbench: {spec.cell_id()}{where} -> {a.out}", file=sys.stderr)
     return 0
+
+
+@command
+def cmd_run_cell(a: argparse.Namespace) -> int:
+    """Start (or reuse) a server, measure one cell or sweep, write its result."""
+    return _measure_cell(a)
 
 
 @command
 def cmd_measure(a: argparse.Namespace) -> int:
     """Measure an already-running server (a deployed endpoint): no server is started."""
-    from servingbench.cell import CellFailed, run_cell
     from servingbench.pool import external_server
 
-    _terminate_on_sigterm()
-    spec = _spec_from_args(a)
-    try:
-        run_cell(spec, a.workload or _default_workload(a.results, spec), a.out, a.results,
-                 provider=external_server(a.url))
-    except CellFailed as exc:
-        print(f"servingbench: {exc}", file=sys.stderr)
-        return 1
-    print(f"servingbench: {spec.cell_id()} at {a.url} -> {a.out}", file=sys.stderr)
-    return 0
+    return _measure_cell(a, external_server(a.url), f" at {a.url}")
 
 
 @command

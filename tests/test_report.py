@@ -182,6 +182,20 @@ def test_calibration_shown_when_present(cpu_cfg, tmp_path: Path) -> None:
     assert "client_overhead_ms" in cal and "0.41" in cal and "No client calibration run" not in cal
 
 
+def test_client_ttft_shown_beside_the_servers_own(cpu_cfg, tmp_path: Path) -> None:
+    results = write_results(cpu_cfg, tmp_path / "results")
+    path = cell_path(results, "vllm", "smollm2-135m", "chat", "stream")
+    doc = json.loads(path.read_text())
+    client = doc["windows"][0]["ttft_ms"]["mean"]
+    doc["windows"][0]["server_ttft_ms_mean"] = client - 2.0
+    path.write_text(json.dumps(doc))
+    rows = build_context(cpu_cfg, results)["server_view"]
+    assert [(r.arm, r.task, r.concurrency) for r in rows] == [("vllm", "chat", doc["windows"][0]["concurrency"])]
+    assert rows[0].gap_ms == pytest.approx(2.0)
+    cal = _section(_render(cpu_cfg, results), "calibration")
+    assert "server TTFT mean" in cal and f"{client - 2.0:.1f}" in cal
+
+
 def test_corrupt_file_writes_no_report(cpu_cfg, tmp_path: Path) -> None:
     results = write_results(cpu_cfg, tmp_path / "results")
     bad = cell_path(results, "vllm", "smollm2-135m", "chat", "stream")

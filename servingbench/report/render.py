@@ -24,7 +24,7 @@ from servingbench.report.data import ReportData
 from servingbench.report.flags import flag_counts, flags
 from servingbench.report.headline import headline
 from servingbench.report.provenance import arm_facts, framework_table, load_frameworks, matrix, run_facts
-from servingbench.report.tables import LATENCY, RATE, STATS, startup_table, task_tables
+from servingbench.report.tables import LATENCY, RATE, STATS, server_view_table, startup_table, task_tables
 from servingbench.results import atomic_write_text
 
 SECTIONS = [("how-to-read", "How to read this"), ("headline", "Headline"), ("flags", "Flags"),
@@ -83,6 +83,7 @@ def build_context(cfg: Config, results_dir: str | Path, matrix_spec_path: str | 
         "plots": plot_list, "arm_colors": plots.arm_colors(data),
         "startup": startup_table(data),
         "floor": floor, "floor_grid": bandwidth.floor_grid(floor), "floor_notes": floor_notes, "known_gpus": bandwidth.known_gpu_table(),
+        "server_view": server_view_table(data),
         "calibration": data.calibration,
         "calibration_json": json.dumps(data.calibration, indent=2, sort_keys=True) if data.calibration else None,
         "results_dir": str(results_dir),

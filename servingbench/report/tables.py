@@ -94,3 +94,37 @@ def startup_table(data: ReportData) -> list[StartupRow]:
                                    min(times) if times else None, max(times) if times else None,
                                    [data.source(e) for e in mine]))
     return rows
+
+
+@dataclass
+class ServerViewRow:
+    """Client TTFT beside the server's own (vLLM's /metrics histogram) for one window."""
+
+    arm: str
+    model: str
+    task: str
+    concurrency: int
+    client_ttft_ms: float
+    server_ttft_ms: float
+    source: str
+
+    @property
+    def gap_ms(self) -> float:
+        return self.client_ttft_ms - self.server_ttft_ms
+
+    @property
+    def gap_pct(self) -> float:
+        return 100.0 * self.gap_ms / self.server_ttft_ms if self.server_ttft_ms else float("nan")
+
+
+def server_view_table(data: ReportData) -> list[ServerViewRow]:
+    """Every stream window whose server reported its own TTFT: the network and client share."""
+    rows = []
+    for e in data.ok:
+        for w in data.windows(e):
+            server, client = w.get("server_ttft_ms_mean"), (w.get("ttft_ms") or {}).get("mean")
+            if server is not None and client is not None:
+                what = e.task if e.kind == "cell" else f"{e.kind.removeprefix('sweep_')} sweep"
+                rows.append(ServerViewRow(e.arm, e.model, what, int(w["concurrency"]), client, server,
+                                          data.source(e)))
+    return rows
