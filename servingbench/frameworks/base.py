@@ -8,6 +8,7 @@ to read what comes back (text, token counts, the server's own timings). Everythi
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -59,17 +60,19 @@ class StreamUpdate:
     error: str | None = None
 
 
-class StreamReader:
+class StreamReader(abc.ABC):
     """Reads one response stream event by event; ``result()`` gives the final Completion."""
 
-    def feed(self, data: str) -> StreamUpdate:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abc.abstractmethod
+    def feed(self, data: str) -> StreamUpdate:
+        """Parse one event's ``data`` payload."""
 
-    def result(self) -> Completion:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abc.abstractmethod
+    def result(self) -> Completion:
+        """What the whole stream produced."""
 
 
-class Adapter:
+class Adapter(abc.ABC):
     """Base class of framework adapters. Subclasses set the class attributes and methods."""
 
     name: str = ""
@@ -82,9 +85,11 @@ class Adapter:
     #: Does a stream need an explicit end marker ([DONE]) or does it end with the body?
     stream_has_done_marker: bool = True
 
+    @abc.abstractmethod
     def launch(self, server: ServerSpec, host: str, port: int) -> Launch:
-        raise NotImplementedError
+        """The command and environment that start this framework's server."""
 
+    @abc.abstractmethod
     def build_request(
         self,
         server: ServerSpec,
@@ -96,15 +101,16 @@ class Adapter:
     ) -> HttpRequest:
         """The HTTP request for one prompt. ``output_tokens`` is the cap (or exact length
         when ``force_length`` and the framework can force it)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def parse_response(
         self, status: int, headers: Mapping[str, str], body: bytes
     ) -> Completion:
-        raise NotImplementedError
+        """Read a non-streamed response."""
 
+    @abc.abstractmethod
     def stream_reader(self) -> StreamReader:
-        raise NotImplementedError
+        """A fresh reader for one response stream."""
 
     def readiness_request(self, server: ServerSpec) -> HttpRequest:
         """One tiny real generation request, sent after health answers, before warm-up."""
