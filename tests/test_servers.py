@@ -205,8 +205,9 @@ def test_partial_rerun_recomputes_exactly_the_missing_cell(tmp_path, smollm2_dir
     (tmp_path / "models").mkdir()
     os.symlink(smollm2_dir, tmp_path / "models" / "smollm2-135m")
     targets = [f"results/cells/transformers-naive/smollm2-135m/chat/{m}.json" for m in ("sync", "stream")]
+    # The default target, as users run it: every cell, the summary and the report.
     cmd = [sys.executable, "-m", "snakemake", "--cores", "1", "--snakefile", str(ROOT / "Snakefile"),
-           "--directory", str(tmp_path), "--configfile", str(tmp_path / "tiny.yaml"), *targets]
+           "--directory", str(tmp_path), "--configfile", str(tmp_path / "tiny.yaml")]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     first = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -218,5 +219,7 @@ def test_partial_rerun_recomputes_exactly_the_missing_cell(tmp_path, smollm2_dir
     log = second.stdout + second.stderr
     assert "measure_transformers_naive_smollm2_135m" in log
     assert log.count("(Rule: measure_") == 1, log[-3000:]
+    assert "(Rule: aggregate)" in log and "(Rule: report)" in log  # rebuilt from the new cell
+    assert (tmp_path / "report" / "index.html").exists()
     assert (tmp_path / targets[0]).exists() and stream.stat().st_mtime_ns == before
     assert not any((tmp_path / "results" / "servers").glob("*.json")), "onsuccess stops pooled servers"
