@@ -133,7 +133,8 @@ def test_vllm_host_memory_is_the_whole_process_tree(cpu_cfg, smollm2_dir, workdi
     by_hand = sum(p.memory_info().rss for p in tree)
     assert len(tree) >= 2, "vLLM runs its engine in a child process"
     assert result["memory"]["host_processes_max"] == len(tree)
-    assert tree_rss_bytes(pid) == pytest.approx(by_hand, rel=0.05)
+    rss, count = tree_rss_bytes(pid)
+    assert count == len(tree) and rss == pytest.approx(by_hand, rel=0.05)
     assert result["memory"]["host_rss_peak_bytes"] > root.memory_info().rss * 1.2
     assert result["memory"]["host_rss_peak_bytes"] == pytest.approx(by_hand, rel=0.25)
     assert result["windows"][0]["server_ttft_ms_mean"] is None  # sync: no TTFT histogram entries
