@@ -63,8 +63,17 @@ def main() -> None:
     ap.add_argument("--config", default=str(ROOT / "configs" / "cpu.yaml"))
     ap.add_argument("--model-dir", default=str(ROOT / "models" / "smollm2-135m"))
     ap.add_argument("--keep", action="store_true", help="keep both working directories")
+    ap.add_argument("--tasks", nargs="+", help="only these tasks (a smaller matrix, same arms and modes)")
+    ap.add_argument("--no-sweeps", action="store_true", help="cells only")
     a = ap.parse_args()
     config = yaml.safe_load(Path(a.config).read_text())
+    if a.tasks:
+        config["tasks"] = {t: config["tasks"][t] for t in a.tasks}
+        config["generation"] = {m: {t: g[t] for t in a.tasks} for m, g in config["generation"].items()}
+        if config.get("sweeps", {}).get("concurrency") and config["sweeps"]["concurrency"].get("task") not in a.tasks:
+            config["sweeps"]["concurrency"]["task"] = a.tasks[0]
+    if a.no_sweeps:
+        config["sweeps"] = {"concurrency": None, "context": None}
     model_dir = Path(a.model_dir)
     if not (model_dir / "config.json").exists():
         raise SystemExit(f"{model_dir}: prepare the model first (servingbench prepare-model)")
