@@ -8,13 +8,10 @@
 include: "rules/common.smk"
 
 
-# summary.csv too: after a failed or interrupted run, onerror leaves a partial report/index.html
-# and moves summary.csv aside. Snakemake treats an existing target as up to date even when the
-# intermediate files behind it are missing, so with the report alone the next run would do
-# nothing; asking for summary.csv makes it redo exactly the failed and missing cells, then both.
-# Every cell and sweep is a target in its own right: Snakemake does not rebuild a missing
-# intermediate file whose downstream outputs are up to date, so a deleted (or failed) cell
-# would otherwise never rerun under an existing report.
+# Every cell, sweep and the summary are targets in their own right: Snakemake does not rebuild
+# a missing intermediate whose downstream outputs are up to date, so a deleted or failed cell
+# (or the summary that onerror moves aside after a failed run) would otherwise never be redone
+# under an existing report.
 rule all:
     input:
         cell_targets(),

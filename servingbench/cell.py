@@ -12,6 +12,7 @@ import asyncio
 import importlib
 import itertools
 import re
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from servingbench import provenance
 from servingbench.client import LoadClient, RequestRecord, WindowPlan
 from servingbench.frameworks import get_adapter
 from servingbench.frameworks.base import Adapter
-from servingbench.lifecycle import ServerProcess, ServerStartError, redact, secret_values, start_server
+from servingbench.lifecycle import _OOM, ServerProcess, ServerStartError, redact, secret_values, start_server
 from servingbench.metrics import window_summary
 from servingbench.monitor import GPU, Monitor
 from servingbench.results import (
@@ -40,11 +41,32 @@ from servingbench.spec import CellSpec, PromptItem, read_workload
 
 
 class CellFailed(RuntimeError):
-    """A cell could not produce an honest result; the message names the cell and the cause."""
+    """A cell could not produce an honest result; the message names the cell and the cause.
 
-    def __init__(self, cell_id: str, category: str, reason: str) -> None:
+    ``requests``: what the measured requests did before the cell failed (total, completed,
+    failed, errors by kind), when any ran; the failure record keeps it.
+    """
+
+    def __init__(self, cell_id: str, category: str, reason: str,
+                 requests: dict[str, Any] | None = None) -> None:
         super().__init__(f"cell {cell_id} failed ({category}): {reason}")
         self.cell_id, self.category, self.reason = cell_id, category, reason
+        self.requests = requests
+
+
+def request_counts(windows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Requests, completed, failed and errors by kind, summed over measured windows."""
+    errors: dict[str, int] = {}
+    for w in windows:
+        for kind, n in w["errors"].items():
+            errors[kind] = errors.get(kind, 0) + n
+    return {"requests": sum(w["requests"] for w in windows), "completed": sum(w["completed"] for w in windows),
+            "failed": sum(w["failed"] for w in windows), "errors": errors}
+
+
+def _counts_text(counts: dict[str, Any]) -> str:
+    return (f"{counts['failed']} of {counts['requests']} measured requests failed"
+            + (f" ({', '.join(f'{k}: {v}' for k, v in counts['errors'].items())})" if counts["errors"] else ""))
 
 
 @dataclass
@@ -199,17 +221,50 @@ async def _measure(spec: CellSpec, adapter: Adapter, base_url: str, items: list[
                 summary["server_ttft_ms_mean"] = 1000.0 * (after[0] - before[0]) / (after[1] - before[1])
             windows.append(summary)
             records.extend(recs)
-            if not alive():
-                raise CellFailed(spec.cell_id(), "server_exited", "the server process died during the measurement")
+            lost = await server_lost(client._client, adapter, alive) if summary["failed"] or not alive() else None
+            if lost is not None:
+                counts = request_counts(windows)
+                raise CellFailed(spec.cell_id(), lost[0], f"{lost[1]}; {_counts_text(counts)}", requests=counts)
     return windows, records
 
 
-def write_failure(out_path: Path, spec: CellSpec, category: str, reason: str, log: Path | None) -> Path:
+async def server_lost(client: httpx.AsyncClient, adapter: Adapter, alive: Callable[[], bool],
+                      grace_s: float = 10.0) -> tuple[str, str] | None:
+    """After a window with failed requests: (category, reason) if the server is gone, else None.
+
+    A server whose engine died (a GPU fault, a killed worker) may take seconds to exit and
+    answers errors meanwhile: wait up to ``grace_s`` for it to be healthy again or to exit, so
+    that its death is not recorded as a finished cell with some failed requests.
+    """
+    deadline = time.monotonic() + grace_s
+    detail = ""
+    while True:
+        if not alive():
+            return "server_exited", "the server process died during the measurement"
+        try:
+            resp = await client.get(adapter.health_path, timeout=5.0)
+            if resp.status_code == 200:
+                return None
+            detail = f"HTTP {resp.status_code}"
+        except httpx.TimeoutException:
+            return None  # busy, not gone: a loaded server may answer health slowly
+        except httpx.HTTPError as exc:
+            detail = type(exc).__name__
+        if time.monotonic() > deadline:
+            return "requests_failed", f"the server stopped answering its health check ({detail}) during the measurement"
+        await asyncio.sleep(0.5)
+
+
+def write_failure(out_path: Path, spec: CellSpec, category: str, reason: str, log: Path | None,
+                  requests: dict[str, Any] | None = None) -> Path:
     path = failure_path(out_path)
-    atomic_write_json(path, {
+    record = {
         "schema": FAILURE_SCHEMA, "kind": spec.kind, "cell": _cell_keys(spec), "category": category,
         "reason": redact(reason, secret_values()), "log": str(log) if log else None, "at": provenance.now_iso(),
-    })
+    }
+    if requests is not None:  # failed requests are counted, never dropped, even when the cell fails
+        record["requests"] = requests
+    atomic_write_json(path, record)
     return path
 
 
@@ -252,8 +307,9 @@ def run_cell(spec: CellSpec, workload: str | Path, out_path: str | Path, results
             monitor.stop()
             progress.close()
         if not any(w["completed"] for w in windows):
-            errors = {k: v for w in windows for k, v in w["errors"].items()}
-            raise CellFailed(spec.cell_id(), "requests_failed", f"no request completed; errors: {errors}")
+            counts = request_counts(windows)
+            raise CellFailed(spec.cell_id(), "requests_failed", f"no request completed; {_counts_text(counts)}",
+                             requests=counts)
         out_tokens = sum(w["output_tokens_actual_total"] for w in windows)
         result = {
             "schema": CELL_SCHEMA, "kind": spec.kind, "status": "ok", "cell": _cell_keys(spec),
@@ -276,13 +332,16 @@ def run_cell(spec: CellSpec, workload: str | Path, out_path: str | Path, results
         atomic_write_json(out_path, result)  # last: its existence means the cell is complete
         return result
     except CellFailed as exc:
-        write_failure(out_path, spec, exc.category, exc.reason, log_path)
-        raise
+        if exc.category == "server_exited" and handle is not None and _OOM.search(handle.proc.log_tail()):
+            exc = CellFailed(exc.cell_id, "out_of_memory", f"server out of memory: {exc.reason}", exc.requests)
+        write_failure(out_path, spec, exc.category, exc.reason, log_path, exc.requests)
+        raise exc from None
     except ServerStartError as exc:
         write_failure(out_path, spec, exc.category, str(exc), log_path)
         raise CellFailed(spec.cell_id(), exc.category, f"{exc} (log: {log_path})") from None
-    except (KeyboardInterrupt, SystemExit):
-        write_failure(out_path, spec, "interrupted", "interrupted by a signal", log_path)
+    except (KeyboardInterrupt, SystemExit) as exc:
+        write_failure(out_path, spec, "interrupted", f"interrupted by {_signal_name(exc)}; no result written",
+                      log_path)
         raise
     except Exception as exc:
         write_failure(out_path, spec, "error", f"{type(exc).__name__}: {exc}", log_path)
@@ -290,6 +349,19 @@ def run_cell(spec: CellSpec, workload: str | Path, out_path: str | Path, results
     finally:
         if handle is not None:
             handle.close()
+
+
+def _signal_name(exc: BaseException) -> str:
+    """SIGINT for KeyboardInterrupt; SIGTERM etc. for the SystemExit(128 + signum) that
+    ``servingbench run-cell`` raises on a signal; else 'a signal'."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "SIGINT (Ctrl-C)"
+    code = getattr(exc, "code", None)
+    if isinstance(code, int) and code > 128:
+        for sig in signal.Signals:
+            if sig.value == code - 128:
+                return sig.name
+    return "a signal"
 
 
 def _spec_dict(spec: CellSpec) -> dict[str, Any]:

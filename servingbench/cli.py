@@ -76,6 +76,21 @@ def _default_workload(results: str, spec) -> str:
     return str(Path(results) / "workloads" / spec.model / f"{name}.jsonl")
 
 
+def _interrupted(spec: Any, out: str, exc: BaseException) -> int:
+    """One line for a cell stopped by a signal (Ctrl-C; SIGTERM from Snakemake, a scheduler or
+    `kill`): run_cell has already stopped its server and written the failure record."""
+    from servingbench.results import failure_path
+
+    code = 130 if isinstance(exc, KeyboardInterrupt) else (exc.code if isinstance(exc.code, int) else 1)
+    name = next((sig.name for sig in signal.Signals if sig.value == code - 128), f"exit {code}")
+    try:
+        print(f"servingbench: cell {spec.cell_id()} interrupted ({name}): no result written; "
+              f"failure record {failure_path(out)}", file=sys.stderr, flush=True)
+    except (OSError, ValueError):  # stderr went with the interrupted pipeline (`| tee log`)
+        pass
+    return code
+
+
 def _measure_cell(a: argparse.Namespace, provider=None, where: str = "") -> int:
     from servingbench.cell import CellFailed, run_cell
 
@@ -86,6 +101,8 @@ def _measure_cell(a: argparse.Namespace, provider=None, where: str = "") -> int:
     except CellFailed as exc:
         print(f"servingbench: {exc}", file=sys.stderr)
         return 1
+    except (KeyboardInterrupt, SystemExit) as exc:  # Ctrl-C, or SIGTERM via _terminate_on_sigterm
+        return _interrupted(spec, a.out, exc)
     print(f"servingbench: {spec.cell_id()}{where} -> {a.out}", file=sys.stderr)
     return 0
 
