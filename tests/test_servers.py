@@ -137,7 +137,9 @@ def test_vllm_host_memory_is_the_whole_process_tree(cpu_cfg, smollm2_dir, workdi
     assert count == len(tree) and rss == pytest.approx(by_hand, rel=0.05)
     assert result["memory"]["host_rss_peak_bytes"] > root.memory_info().rss * 1.2
     assert result["memory"]["host_rss_peak_bytes"] == pytest.approx(by_hand, rel=0.25)
-    assert result["windows"][0]["server_ttft_ms_mean"] is None  # sync: no TTFT histogram entries
+    # vLLM's own TTFT histogram counts sync requests too: the server's view exists, below E2E.
+    w = result["windows"][0]
+    assert 0 < w["server_ttft_ms_mean"] < w["e2e_ms"]["mean"]
 
 
 def test_vllm_server_ttft_agrees_with_client(cpu_cfg, smollm2_dir, workdir, pool):
