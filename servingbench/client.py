@@ -126,6 +126,11 @@ class _Sink:
                 self.ended = True
 
 
+def _error_text(exc: Exception) -> str:
+    """A transport error as a request record's error: its type, and its message if it has one."""
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
 class LoadClient:
     """Sends requests to one server through one httpx connection pool."""
 
@@ -192,7 +197,7 @@ class LoadClient:
             rec.error = f"timeout after {self.timeout_s:g} s"
             return rec
         except httpx.HTTPError as exc:
-            rec.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            rec.error = _error_text(exc)
             return rec
         return self._finish(rec, done)
 
@@ -222,7 +227,7 @@ class LoadClient:
             rec.error = f"timeout after {self.timeout_s:g} s"
             return rec
         except http1.HTTPError as exc:
-            rec.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            rec.error = _error_text(exc)
             return rec
         rec.http_status = sink.status
         if not stream or sink.status >= 400:
