@@ -2,7 +2,12 @@
 # On the GPU machine: install the kit's wheels, copy the kit to /tmp/sb, and start Snakemake on
 # configs/h100-dummy.yaml in the background (its own session, so it outlives this call; the
 # machine and everything on it goes back at the end of the lease).
-#   bash scripts/device/start.sh [ARM ...]      (default: every arm of the config)
+#   bash scripts/device/start.sh [ARM[:MODEL,MODEL...] | results/PATH ...]
+# An ARM names its cells and sweeps (all models, or the listed ones); a results/ path is taken
+# as is. Targets whose file is already in examples/h100-dummy/results are skipped (a lease
+# resumes what the last one left), except those named as paths (a rerun). Models and workloads
+# are prepared first on 8 cores (each job imports transformers: ~9 min one by one); then the
+# measuring jobs run one at a time, as users run them.
 set -euo pipefail
 export PYTHONPATH=/tmp/site
 python3 -m pip install -q --no-index --find-links .gwk --target /tmp/site-kit snakemake pyyaml pydantic httpx psutil nvidia-ml-py 2>&1 | tail -2 || true
@@ -14,23 +19,58 @@ export PATH=/tmp/bin:/tmp/site-kit/bin:$PATH
 export VLLM_USE_FLASHINFER_SAMPLER=0 VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1 HF_HUB_OFFLINE=1
 export TRANSFORMERS_OFFLINE=1 VLLM_HOST_IP=127.0.0.1 HF_HUB_DISABLE_UPDATE_CHECK=1 PYTHONUNBUFFERED=1
 ENV
+done_dir=$(pwd)/examples/h100-dummy/results
 . /tmp/sb/env.sh
 cd /tmp/sb
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee gpu.txt
-targets=()
-for arm in "$@"; do
-  targets+=($(python3 -m servingbench.cli cells --config configs/h100-dummy.yaml | python3 -c "
-import json,sys
-for l in sys.stdin:
-    c=json.loads(l)
-    if c['framework']=='$arm': print(f\"results/cells/{c['framework']}/{c['model']}/{c['task']}/{c['mode']}.json\")"))
-  for m in gpt2 phi-2 llama-2-7b-chat mistral-7b-instruct; do
-    targets+=("results/sweeps/$arm/$m/concurrency.json" "results/sweeps/$arm/$m/context.json")
-  done
-done
-[ ${#targets[@]} -gt 0 ] || targets=(results/summary.csv)
-echo "${#targets[@]} targets"
-setsid nohup python3 -m snakemake --cores 1 --configfile configs/h100-dummy.yaml --keep-going \
-  --rerun-incomplete "${targets[@]}" > snakemake.log 2>&1 < /dev/null &
+python3 -m servingbench.cli cells --config configs/h100-dummy.yaml > cells.jsonl
+python3 - "$done_dir" "$@" > targets.txt <<'PY'
+import json, sys
+from pathlib import Path
+done, picks = Path(sys.argv[1]), sys.argv[2:]
+cells = [json.loads(line) for line in open("cells.jsonl")]
+models = list(dict.fromkeys(c["model"] for c in cells))
+out = []
+for pick in picks:
+    if pick.startswith("results/"):
+        out.append(pick)
+        continue
+    arm, _, only = pick.partition(":")
+    wanted = only.split(",") if only else models
+    for c in cells:
+        if c["framework"] == arm and c["model"] in wanted:
+            out.append(f"results/cells/{arm}/{c['model']}/{c['task']}/{c['mode']}.json")
+    for m in wanted:
+        out += [f"results/sweeps/{arm}/{m}/concurrency.json", f"results/sweeps/{arm}/{m}/context.json"]
+for t in dict.fromkeys(out):
+    if t in picks or not (done / t.removeprefix("results/")).exists():
+        print(t)
+PY
+[ -s targets.txt ] || echo results/summary.csv > targets.txt
+# The models and workloads those targets need (rules/sweeps.smk: concurrency uses chat's).
+python3 - > prep.txt <<'PY'
+import re
+models, tasks = set(), {}
+for t in open("targets.txt").read().split():
+    m = re.match(r"results/(cells|sweeps)/[^/]+/([^/]+)/([^/.]+)", t)
+    if m:
+        models.add(m[2])
+        tasks.setdefault(m[2], set()).add({"concurrency": "chat"}.get(m[3], m[3]))
+for m in sorted(models):
+    print(f"models/{m}")
+    for task in sorted(tasks[m]):
+        print(f"results/workloads/{m}/{task}.jsonl")
+PY
+echo "$(wc -l < targets.txt) targets, $(wc -l < prep.txt) preparation outputs"
+cat > run.sh <<'RUN'
+. /tmp/sb/env.sh
+sm="python3 -m snakemake --configfile configs/h100-dummy.yaml --keep-going --rerun-incomplete"
+echo "== prepare $(date -u +%T)"
+$sm --cores 8 $(cat prep.txt)
+echo "== measure $(date -u +%T)"
+$sm --cores 1 $(cat targets.txt)
+echo "== end $(date -u +%T)"
+RUN
+setsid nohup bash run.sh > snakemake.log 2>&1 < /dev/null &
 echo $! > snakemake.pid
 sleep 5; tail -5 snakemake.log

@@ -8,7 +8,7 @@ t0=$(date +%s)
 while kill -0 "$(cat snakemake.pid)" 2>/dev/null && [ $(( $(date +%s) - t0 )) -lt "$limit" ]; do
   sleep 10
 done
-grep -E "Finished jobid|Error in rule|rror" snakemake.log | tail -15
+grep -E "^== |Finished jobid|Error in rule|rror" snakemake.log | tail -15
 ls results/cells/*/*/*/*.json results/sweeps/*/*/*.json 2>/dev/null | grep -v requests | wc -l
 nvidia-smi --query-gpu=memory.used --format=csv,noheader
 if kill -0 "$(cat snakemake.pid)" 2>/dev/null; then echo running; else echo done; fi
