@@ -7,7 +7,8 @@
 # as is. Targets whose file is already in examples/h100-dummy/results are skipped (a lease
 # resumes what the last one left), except those named as paths (a rerun). Models and workloads
 # are prepared first on 8 cores (each job imports transformers: ~9 min one by one); then the
-# measuring jobs run one at a time, as users run them.
+# measuring jobs run one at a time, as users run them, one Snakemake run per argument in the
+# order given (the lease may end before the last).
 set -euo pipefail
 export PYTHONPATH=/tmp/site
 python3 -m pip install -q --no-index --find-links .gwk --target /tmp/site-kit snakemake pyyaml pydantic httpx psutil nvidia-ml-py 2>&1 | tail -2 || true
@@ -24,29 +25,31 @@ done_dir=$(pwd)/examples/h100-dummy/results
 cd /tmp/sb
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee gpu.txt
 python3 -m servingbench.cli cells --config configs/h100-dummy.yaml > cells.jsonl
-python3 - "$done_dir" "$@" > targets.txt <<'PY'
+python3 - "$done_dir" "$@" > picks.txt <<'PY'
 import json, sys
 from pathlib import Path
 done, picks = Path(sys.argv[1]), sys.argv[2:]
 cells = [json.loads(line) for line in open("cells.jsonl")]
 models = list(dict.fromkeys(c["model"] for c in cells))
-out = []
-for pick in picks:
+out = {}
+for i, pick in enumerate(picks):
     if pick.startswith("results/"):
-        out.append(pick)
+        out.setdefault(pick, i)
         continue
     arm, _, only = pick.partition(":")
     wanted = only.split(",") if only else models
     for c in cells:
         if c["framework"] == arm and c["model"] in wanted:
-            out.append(f"results/cells/{arm}/{c['model']}/{c['task']}/{c['mode']}.json")
+            out.setdefault(f"results/cells/{arm}/{c['model']}/{c['task']}/{c['mode']}.json", i)
     for m in wanted:
-        out += [f"results/sweeps/{arm}/{m}/concurrency.json", f"results/sweeps/{arm}/{m}/context.json"]
-for t in dict.fromkeys(out):
+        out.setdefault(f"results/sweeps/{arm}/{m}/concurrency.json", i)
+        out.setdefault(f"results/sweeps/{arm}/{m}/context.json", i)
+for t, i in out.items():
     if t in picks or not (done / t.removeprefix("results/")).exists():
-        print(t)
+        print(i, t)
 PY
-[ -s targets.txt ] || echo results/summary.csv > targets.txt
+[ -s picks.txt ] || echo "0 results/summary.csv" > picks.txt
+cut -d' ' -f2 picks.txt > targets.txt
 # The models and workloads those targets need (rules/sweeps.smk: concurrency uses chat's).
 python3 - > prep.txt <<'PY'
 import re
@@ -67,8 +70,10 @@ cat > run.sh <<'RUN'
 sm="python3 -m snakemake --configfile configs/h100-dummy.yaml --keep-going --rerun-incomplete"
 echo "== prepare $(date -u +%T)"
 $sm --cores 8 $(cat prep.txt)
-echo "== measure $(date -u +%T)"
-$sm --cores 1 $(cat targets.txt)
+for i in $(cut -d' ' -f1 picks.txt | uniq); do
+  echo "== measure $i $(date -u +%T)"
+  $sm --cores 1 $(awk -v i="$i" '$1 == i {print $2}' picks.txt)
+done
 echo "== end $(date -u +%T)"
 RUN
 setsid nohup bash run.sh > snakemake.log 2>&1 < /dev/null &

@@ -1,8 +1,9 @@
 """The naive Transformers server: what a careful engineer writes around ``model.generate``.
 
-One model, one request at a time (a lock; further requests wait in their handler threads),
-a sync endpoint and an SSE stream endpoint fed by ``TextIteratorStreamer``. No batching, no
-paged attention: this is the baseline the seed users ran. It runs only where torch and
+One model, one request at a time (a single worker thread runs every ``generate``; further
+requests wait in their handler threads), a sync endpoint and an SSE stream endpoint fed by
+``TextIteratorStreamer``. No batching, no paged attention: this is the baseline the seed users
+ran. It runs only where torch and
 transformers are installed (the Transformers image, or the CPU environment).
 
     python -m servingbench.frameworks.transformers_naive_server --model DIR --port 8000
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -26,9 +28,19 @@ _DTYPE_KW = "dtype" if tuple(int(x) for x in transformers.__version__.split(".")
 
 
 class Generator:
-    """Holds the model; ``generate`` runs one request at a time."""
+    """Holds the model; one long-lived worker thread runs every request, in arrival order.
+
+    Why one thread and not the handler's: on an H100 (torch 2.11, transformers 5.17) the first
+    ``generate`` in each new thread cost ~4 s more (gpt2, 50 tokens: 85-97 ms/token, then 12 ms
+    in the same thread; scripts/device/diag_naive_threads.py). ThreadingHTTPServer gives every
+    request a new thread, so every request paid it.
+    """
 
     def __init__(self, model_dir: str, device: str, dtype: str, weights: str) -> None:
+        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
+        self.worker.submit(self._load, model_dir, device, dtype, weights).result()
+
+    def _load(self, model_dir: str, device: str, dtype: str, weights: str) -> None:
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         torch_dtype = DTYPES[dtype]
         if weights == "dummy" and not _has_weights(model_dir):
@@ -40,7 +52,6 @@ class Generator:
             self.model = AutoModelForCausalLM.from_pretrained(model_dir, **{_DTYPE_KW: torch_dtype}).to(device)
         self.model.eval()
         self.device = device
-        self.lock = threading.Lock()
 
     def _kwargs(self, req: dict[str, Any]) -> dict[str, Any]:
         inputs = self.tokenizer(req["prompt"], return_tensors="pt").to(self.device)
@@ -62,37 +73,31 @@ class Generator:
         return {"prompt_tokens": int(prompt_len), "generated_tokens": int(len(new)),
                 "finish_reason": "stop" if hit_eos else "length"}
 
-    def generate(self, req: dict[str, Any]) -> dict[str, Any]:
-        with self.lock, torch.inference_mode():
-            kw = self._kwargs(req)
-            output = self.model.generate(**kw)
-            result = self._finish(kw, output)
+    def _run(self, req: dict[str, Any], streamer: TextIteratorStreamer | None) -> dict[str, Any]:
+        """On the worker thread: tokenize, generate, count."""
+        try:
+            with torch.inference_mode():
+                kw = self._kwargs(req)
+                output = self.model.generate(**kw, **({"streamer": streamer} if streamer else {}))
+        except Exception:
+            if streamer is not None:
+                streamer.end()  # a stream whose generate failed must not leave its reader waiting
+            raise
+        result = self._finish(kw, output)
+        if streamer is None:
             result["text"] = self.tokenizer.decode(output[0, kw["input_ids"].shape[1]:], skip_special_tokens=True)
-            return result
+        return result
+
+    def generate(self, req: dict[str, Any]) -> dict[str, Any]:
+        return self.worker.submit(self._run, req, None).result()
 
     def stream(self, req: dict[str, Any], emit) -> dict[str, Any]:
-        with self.lock:
-            kw = self._kwargs(req)
-            streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-            holder: dict[str, Any] = {}
-
-            def run() -> None:
-                with torch.inference_mode():
-                    try:
-                        holder["output"] = self.model.generate(**kw, streamer=streamer)
-                    except Exception as exc:  # reported to the client as a stream error event
-                        holder["error"] = f"{type(exc).__name__}: {exc}"
-                        streamer.end()
-
-            worker = threading.Thread(target=run, daemon=True)
-            worker.start()
-            for text in streamer:
-                if text:
-                    emit({"text": text})
-            worker.join()
-            if "error" in holder:
-                raise RuntimeError(holder["error"])
-            return self._finish(kw, holder["output"])
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        done = self.worker.submit(self._run, req, streamer)
+        for text in streamer:
+            if text:
+                emit({"text": text})
+        return done.result()  # re-raises generate's error: sent as a stream error event
 
 
 def _has_weights(model_dir: str) -> bool:

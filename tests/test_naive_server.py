@@ -1,0 +1,53 @@
+"""The naive Transformers server's Generator, in-process on SmolLM2 (CPU)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def gen(smollm2_dir):
+    from servingbench.frameworks.transformers_naive_server import Generator
+
+    return Generator(str(smollm2_dir), "cpu", "float32", "real")
+
+
+def _req(**kw):
+    return {"prompt": "Write a haiku about GPUs.", "max_new_tokens": 6, "min_new_tokens": 6,
+            "temperature": 0.7, "top_p": 0.9, **kw}
+
+
+def test_every_generate_runs_on_one_worker_thread(gen):
+    # On CUDA the first generate in each new thread cost seconds; requests arrive on new threads.
+    seen: list[int] = []
+    hook = gen.model.register_forward_hook(lambda *_: seen.append(threading.get_ident()))
+    try:
+        callers = [threading.Thread(target=gen.generate, args=(_req(),)) for _ in range(3)]
+        callers.append(threading.Thread(target=gen.stream, args=(_req(), lambda _e: None)))
+        for t in callers:
+            t.start()
+        for t in callers:
+            t.join()
+    finally:
+        hook.remove()
+    assert len(seen) >= 4 * 6
+    assert len(set(seen)) == 1
+    assert seen[0] not in {t.ident for t in callers} | {threading.get_ident()}
+
+
+def test_sync_and_stream_count_the_forced_tokens(gen):
+    sync = gen.generate(_req())
+    events: list[dict] = []
+    final = gen.stream(_req(), events.append)
+    assert sync["generated_tokens"] == final["generated_tokens"] == 6
+    assert sync["text"] and "".join(e["text"] for e in events)
+
+
+def test_a_failing_stream_raises_and_the_worker_serves_the_next_request(gen):
+    with pytest.raises(Exception):
+        gen.stream(_req(max_new_tokens=-3, min_new_tokens=0), lambda _e: None)
+    assert gen.generate(_req())["generated_tokens"] == 6
