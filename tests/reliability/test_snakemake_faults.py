@@ -45,6 +45,10 @@ MODES = ("sync", "stream")
 CELL = "results/cells/transformers-naive/{m}/chat/{mode}.json".replace("{m}", MODEL)
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture(scope="module")
 def sm_config() -> dict:
     cfg = tiny_config_dict(arms=("transformers-naive",), requests=REQUESTS, modes=MODES)
@@ -85,9 +89,11 @@ class Workdir:
 
     def start(self, *extra: str) -> subprocess.Popen:
         self._log = open(self.root / f"snakemake-{len(self.outputs)}.out", "w")
-        # Its own session: SIGINT to the group is what Ctrl-C in a terminal does.
+        # Its own session: SIGINT to the group is what Ctrl-C in a terminal does. SIGINT back to
+        # its default: a shell's background job (`cmd &` without job control) ignores it, and the
+        # ignore is inherited through exec, so Snakemake would never see the Ctrl-C.
         return subprocess.Popen(self.cmd(*extra), stdout=self._log, stderr=subprocess.STDOUT, env=self.env,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_default_sigint)
 
     def finish(self, proc: subprocess.Popen, timeout: float = 240) -> tuple[int, str]:
         rc = proc.wait(timeout=timeout)
