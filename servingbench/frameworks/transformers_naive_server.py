@@ -3,8 +3,8 @@
 One model, one request at a time (a single worker thread runs every ``generate``; further
 requests wait in their handler threads), a sync endpoint and an SSE stream endpoint fed by
 ``TextIteratorStreamer``. No batching, no paged attention: this is the baseline the seed users
-ran. It runs only where torch and
-transformers are installed (the Transformers image, or the CPU environment).
+ran. It runs only where torch and transformers are installed (the Transformers image, or the
+CPU environment).
 
     python -m servingbench.frameworks.transformers_naive_server --model DIR --port 8000
 """
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
