@@ -193,13 +193,14 @@ class LoadClient:
         request = self._client.build_request(spec.method, spec.path, json=spec.json)
         try:
             done = await asyncio.wait_for(self._exchange(request, stream, rec), timeout=self.timeout_s)
-        except asyncio.TimeoutError:
-            rec.error = f"timeout after {self.timeout_s:g} s"
-            return rec
-        except httpx.HTTPError as exc:
-            rec.error = _error_text(exc)
-            return rec
+        except (asyncio.TimeoutError, httpx.HTTPError) as exc:
+            return self._failed(rec, exc)
         return self._finish(rec, done)
+
+    def _failed(self, rec: RequestRecord, exc: Exception) -> RequestRecord:
+        """A request that got no complete response (timeout, or transport error of either transport)."""
+        rec.error = f"timeout after {self.timeout_s:g} s" if isinstance(exc, asyncio.TimeoutError) else _error_text(exc)
+        return rec
 
     def _finish(self, rec: RequestRecord, done: Completion) -> RequestRecord:
         self._take(rec, done)
@@ -223,12 +224,8 @@ class LoadClient:
 
         try:
             await ex.run(pool, data, sink, pool.loop.time() + self.timeout_s, on_send)
-        except asyncio.TimeoutError:
-            rec.error = f"timeout after {self.timeout_s:g} s"
-            return rec
-        except http1.HTTPError as exc:
-            rec.error = _error_text(exc)
-            return rec
+        except (asyncio.TimeoutError, http1.HTTPError) as exc:
+            return self._failed(rec, exc)
         rec.http_status = sink.status
         if not stream or sink.status >= 400:
             done = self.adapter.parse_response(sink.status, sink.headers, b"".join(sink.parts))
