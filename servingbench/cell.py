@@ -351,17 +351,24 @@ def run_cell(spec: CellSpec, workload: str | Path, out_path: str | Path, results
             handle.close()
 
 
+def interrupt_signal(exc: BaseException) -> tuple[int, str | None]:
+    """(exit code, signal name or None) of a KeyboardInterrupt (130, SIGINT) or of the
+    SystemExit(128 + signum) that ``servingbench run-cell`` raises on a signal."""
+    if isinstance(exc, KeyboardInterrupt):
+        return 130, "SIGINT"
+    code = getattr(exc, "code", None)
+    if not isinstance(code, int):
+        return 1, None
+    try:
+        return code, signal.Signals(code - 128).name
+    except ValueError:
+        return code, None
+
+
 def _signal_name(exc: BaseException) -> str:
-    """SIGINT for KeyboardInterrupt; SIGTERM etc. for the SystemExit(128 + signum) that
-    ``servingbench run-cell`` raises on a signal; else 'a signal'."""
     if isinstance(exc, KeyboardInterrupt):
         return "SIGINT (Ctrl-C)"
-    code = getattr(exc, "code", None)
-    if isinstance(code, int) and code > 128:
-        for sig in signal.Signals:
-            if sig.value == code - 128:
-                return sig.name
-    return "a signal"
+    return interrupt_signal(exc)[1] or "a signal"
 
 
 def _spec_dict(spec: CellSpec) -> dict[str, Any]:

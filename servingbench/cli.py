@@ -79,10 +79,11 @@ def _default_workload(results: str, spec) -> str:
 def _interrupted(spec: Any, out: str, exc: BaseException) -> int:
     """One line for a cell stopped by a signal (Ctrl-C; SIGTERM from Snakemake, a scheduler or
     `kill`): run_cell has already stopped its server and written the failure record."""
+    from servingbench.cell import interrupt_signal
     from servingbench.results import failure_path
 
-    code = 130 if isinstance(exc, KeyboardInterrupt) else (exc.code if isinstance(exc.code, int) else 1)
-    name = next((sig.name for sig in signal.Signals if sig.value == code - 128), f"exit {code}")
+    code, name = interrupt_signal(exc)
+    name = name or f"exit {code}"
     try:
         print(f"servingbench: cell {spec.cell_id()} interrupted ({name}): no result written; "
               f"failure record {failure_path(out)}", file=sys.stderr, flush=True)
