@@ -51,3 +51,35 @@ def test_a_failing_stream_raises_and_the_worker_serves_the_next_request(gen):
     with pytest.raises(Exception):
         gen.stream(_req(max_new_tokens=-3, min_new_tokens=0), lambda _e: None)
     assert gen.generate(_req())["generated_tokens"] == 6
+
+
+def _streamed(gen, ids: list[int]) -> list[str]:
+    """Feed a prompt and then ``ids`` one token at a time, as ``generate`` does; the texts sent."""
+    import torch
+
+    from servingbench.frameworks.transformers_naive_server import TokenStreamer
+
+    streamer = TokenStreamer(gen.tokenizer, skip_prompt=True, skip_special_tokens=True)
+    streamer.put(torch.tensor([[1, 2, 3]]))  # the prompt, skipped
+    for i in ids:
+        streamer.put(torch.tensor([i]))
+    streamer.end()
+    return [t for t in streamer if t]
+
+
+def test_stream_sends_each_token_as_it_is_generated(gen):
+    # The stock TextIteratorStreamer would hold "ab-cd-ef-gh" back to the end: it has no space.
+    ids = gen.tokenizer.encode("ab-cd-ef-gh/ij_kl", add_special_tokens=False)
+    assert len(ids) >= 5
+    texts = _streamed(gen, ids)
+    assert texts == [gen.tokenizer.decode([i]) for i in ids]
+
+
+def test_stream_holds_an_incomplete_character_until_it_is_whole(gen):
+    ids = gen.tokenizer.encode("go 🚀 now", add_special_tokens=False)
+    pieces = [gen.tokenizer.decode([i]) for i in ids]
+    assert any("\ufffd" in p for p in pieces)  # the rocket spans several byte-level tokens
+    texts = _streamed(gen, ids)
+    assert "".join(texts) == "go 🚀 now"
+    assert not any("\ufffd" in t for t in texts)
+    assert len(texts) < len(ids)
