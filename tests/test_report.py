@@ -151,6 +151,24 @@ def test_gpu_report_bandwidth_floor_and_dummy_flag(gpu_cfg, tmp_path: Path) -> N
     assert "GPU used peak (MiB)" in html and "Dummy weights." in html
 
 
+def test_sync_cells_get_e2e_per_output_token_against_the_floor(gpu_cfg, tmp_path: Path) -> None:
+    results = write_results(gpu_cfg, tmp_path / "results", speed={"vllm": 0.3})
+    floor = build_context(gpu_cfg, results)["floor"]
+    sync = [r for r in floor if r.mode == "sync"]
+    stream = {(r.arm, r.model, r.task, r.concurrency) for r in floor if r.mode == "stream"}
+    assert sync and {(r.arm, r.model, r.task, r.concurrency) for r in sync} == stream
+    row = next(r for r in sync if r.arm == "transformers-serve" and r.concurrency == 4)
+    reqs_file = cell_path(results, row.arm, row.model, row.task, "sync").with_suffix(".requests.jsonl")
+    reqs = [json.loads(line) for line in reqs_file.read_text().splitlines()]
+    done = [r for r in reqs if r["concurrency"] == 4 and r["e2e_ms"] is not None]
+    assert row.per_token_ms == pytest.approx(sum(r["e2e_ms"] for r in done) / sum(r["output_tokens"] for r in done))
+    assert row.metric == "E2E per output token" and row.per_token_min_ms is None
+    # vLLM at 0.3x: its 7B sync cells come in under the floor too, and are flagged as such.
+    assert any(r.below_floor for r in sync if r.arm == "vllm" and r.model == "llama-2-7b-chat")
+    bw = _section(_render(gpu_cfg, results), "bandwidth-floor")
+    assert "E2E per output token against the floor, per sync cell" in bw
+
+
 def test_unknown_gpu_gets_no_floor(gpu_cfg, tmp_path: Path) -> None:
     results = write_results(gpu_cfg, tmp_path / "results", gpu_name="NVIDIA H100 NVL")
     ctx = build_context(gpu_cfg, results)

@@ -3,7 +3,9 @@
 floor (ms per token) = weight bytes / memory bandwidth, with weight bytes = parameters x bytes per
 parameter of the dtype. A TPOT below the floor is physically impossible for these weights and
 points at a measurement or token-count error. KV-cache reads are not counted, so the true floor
-is higher still; the figure is a lower bound.
+is higher still; the figure is a lower bound. Sync cells have no TPOT; their figure is E2E per
+output token (sum of E2E over sum of output tokens in a window), which includes prefill and any
+queueing, so it sits further above the floor but can no more fall below it.
 """
 
 from __future__ import annotations
@@ -61,16 +63,22 @@ class FloorRow:
     weight_gb: float
     dtype: str
     floor_ms: float
-    tpot_p50_ms: float | None
-    tpot_min_ms: float | None
+    mode: str
+    # stream: TPOT p50 and min; sync: E2E per output token over the window (no min).
+    per_token_ms: float | None
+    per_token_min_ms: float | None
+
+    @property
+    def metric(self) -> str:
+        return "TPOT" if self.mode == "stream" else "E2E per output token"
 
     @property
     def p50_pct(self) -> float | None:
-        return None if self.tpot_p50_ms is None else 100.0 * self.tpot_p50_ms / self.floor_ms
+        return None if self.per_token_ms is None else 100.0 * self.per_token_ms / self.floor_ms
 
     @property
     def min_pct(self) -> float | None:
-        return None if self.tpot_min_ms is None else 100.0 * self.tpot_min_ms / self.floor_ms
+        return None if self.per_token_min_ms is None else 100.0 * self.per_token_min_ms / self.floor_ms
 
     @property
     def below_floor(self) -> bool:
@@ -83,11 +91,11 @@ def device_name(e: Entry) -> str | None:
 
 
 def floor_rows(data: ReportData) -> tuple[list[FloorRow], list[str]]:
-    """One row per stream cell window on a known GPU, and notes on what could not be computed."""
+    """One row per cell window on a known GPU, and notes on what could not be computed."""
     rows: list[FloorRow] = []
     notes: set[str] = set()
     for e in data.ok:
-        if e.kind != "cell" or e.mode != "stream" or e.device != "cuda":
+        if e.kind != "cell" or e.device != "cuda":
             continue
         name = device_name(e)
         known = gpu_bandwidth(name)
@@ -105,29 +113,52 @@ def floor_rows(data: ReportData) -> tuple[list[FloorRow], list[str]]:
         label, bw = known
         weight_bytes = params * nbytes
         for w in data.windows(e):
-            tpot = w.get("tpot_ms") or {}
+            if e.mode == "stream":
+                tpot = w.get("tpot_ms") or {}
+                per_token, per_token_min = tpot.get("p50"), tpot.get("min")
+            else:
+                per_token, per_token_min = _e2e_per_token_ms(w), None
             rows.append(FloorRow(
-                label=e.label, model=e.model, arm=e.arm, task=e.task, source=data.source(e), concurrency=w["concurrency"], gpu=f"{label} ({name})",
-                bandwidth_gb_s=bw / 1e9, weight_gb=weight_bytes / 1e9, dtype=dtype,
-                floor_ms=weight_bytes / bw * 1000.0, tpot_p50_ms=tpot.get("p50"), tpot_min_ms=tpot.get("min")))
+                label=e.label, model=e.model, arm=e.arm, task=e.task, source=data.source(e),
+                concurrency=w["concurrency"], gpu=f"{label} ({name})", bandwidth_gb_s=bw / 1e9,
+                weight_gb=weight_bytes / 1e9, dtype=dtype, floor_ms=weight_bytes / bw * 1000.0,
+                mode=e.mode, per_token_ms=per_token, per_token_min_ms=per_token_min))
     return rows, sorted(notes)
 
 
+def _e2e_per_token_ms(w: dict[str, Any]) -> float | None:
+    """Sum of E2E over sum of output tokens of a window's completed requests."""
+    e2e, tokens = w.get("e2e_ms") or {}, w.get("output_tokens_actual_total")
+    if not e2e.get("n") or not tokens:
+        return None
+    return e2e["mean"] * e2e["n"] / tokens
+
+
 def floor_grid(rows: list[FloorRow]) -> dict[str, Any]:
-    """The rows laid out for the page: one floor per model and GPU, one line per arm x task with a
-    column per concurrency level (the per-model figures would otherwise repeat on every line)."""
+    """The rows laid out for the page: one floor per model and GPU; per mode, one line per
+    arm x task with a column per concurrency level (the per-model figures would otherwise repeat
+    on every line)."""
     floors: dict[tuple[str, str], FloorRow] = {}
-    lines: dict[tuple[str, str, str], dict[int, FloorRow]] = {}
+    lines: dict[tuple[str, str, str, str], dict[int, FloorRow]] = {}
     for r in rows:
         floors.setdefault((r.model, r.gpu), r)
-        lines.setdefault((r.model, r.arm, r.task), {})[r.concurrency] = r
+        lines.setdefault((r.mode, r.model, r.arm, r.task), {})[r.concurrency] = r
     levels = sorted({r.concurrency for r in rows})
     order = {name: i for i, name in enumerate(dict.fromkeys(x for r in rows for x in (r.model, r.arm, r.task)))}
-    keys = sorted(lines, key=lambda k: (order[k[0]], order[k[1]], order[k[2]]))  # model first, then arm
+    keys = sorted(lines, key=lambda k: (order[k[1]], order[k[2]], order[k[3]]))  # model first, then arm
+
+    def laid_out(mode: str) -> list[dict[str, Any]]:
+        out = []
+        for k in keys:
+            if k[0] == mode:
+                by_level = lines[k]
+                out.append({"model": k[1], "arm": k[2], "task": k[3], "by_level": by_level,
+                            "below": any(r.below_floor for r in by_level.values()),
+                            "source": next(iter(by_level.values())).source})
+        return out
+
     return {"floors": list(floors.values()), "levels": levels,
-            "lines": [{"model": m, "arm": a, "task": t, "by_level": lines[(m, a, t)],
-                       "below": any(r.below_floor for r in lines[(m, a, t)].values()),
-                       "source": next(iter(lines[(m, a, t)].values())).source} for m, a, t in keys]}
+            "lines": laid_out("stream"), "sync_lines": laid_out("sync")}
 
 
 def known_gpu_table() -> list[tuple[str, float]]:

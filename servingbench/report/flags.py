@@ -69,7 +69,7 @@ def flags(data: ReportData, floor: list[FloorRow]) -> list[Flag]:
     for row in floor:
         if row.below_floor:
             out.append(Flag("warn", "faster than the bandwidth floor", [row.label],
-                            f"TPOT at concurrency {row.concurrency} is below the {num(row.floor_ms)} ms per token "
+                            f"{row.metric} at concurrency {row.concurrency} is below the {num(row.floor_ms)} ms per token "
                             f"that reading {num(row.weight_gb)} GB of weights at {num(row.bandwidth_gb_s)} GB/s takes: "
                             "check token counts and timing", [row.source]))
     dummy = [(e.label, data.source(e)) for e in data.ok if e.weights == "dummy"]
