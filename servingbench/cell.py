@@ -213,15 +213,15 @@ async def _measure(spec: CellSpec, adapter: Adapter, base_url: str, items: list[
         for meas, warm in plan_windows(spec, items):
             if warm is not None:
                 await client.run_window(warm)
-            before = await server_ttft_totals(client._client, adapter.server_metrics_path())
+            before = await server_ttft_totals(client.http, adapter.server_metrics_path())
             recs, window_s = await client.run_window(meas, on_done=progress.update)
-            after = await server_ttft_totals(client._client, adapter.server_metrics_path())
+            after = await server_ttft_totals(client.http, adapter.server_metrics_path())
             summary = window_summary(recs, window_s, meas.concurrency, meas.stream, meas.prompt_tokens_target)
             if before and after and after[1] > before[1]:
                 summary["server_ttft_ms_mean"] = 1000.0 * (after[0] - before[0]) / (after[1] - before[1])
             windows.append(summary)
             records.extend(recs)
-            lost = await server_lost(client._client, adapter, alive) if summary["failed"] or not alive() else None
+            lost = await server_lost(client.http, adapter, alive) if summary["failed"] or not alive() else None
             if lost is not None:
                 counts = request_counts(windows)
                 raise CellFailed(spec.cell_id(), lost[0], f"{lost[1]}; {_counts_text(counts)}", requests=counts)

@@ -145,9 +145,11 @@ class LoadClient:
         self.timeout_s = timeout_s
         self.count_tokens = count_tokens
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        #: httpx client on the same server: the httpx transport's requests, and the unmeasured
+        #: calls (the server's /metrics, health checks) that cells make between windows.
         # trust_env=False: a proxy variable on a GPU host must never route benchmark traffic.
-        self._client = httpx.AsyncClient(base_url=self.base_url, limits=limits, trust_env=False,
-                                         timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 30.0)))
+        self.http = httpx.AsyncClient(base_url=self.base_url, limits=limits, trust_env=False,
+                                      timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 30.0)))
         if transport == "auto":
             transport = os.environ.get("SERVINGBENCH_CLIENT_TRANSPORT", "auto")
         if transport not in TRANSPORTS:
@@ -173,7 +175,7 @@ class LoadClient:
     async def aclose(self) -> None:
         if self._pool is not None:
             await self._pool.aclose()
-        await self._client.aclose()
+        await self.http.aclose()
 
     async def __aenter__(self) -> "LoadClient":
         return self
@@ -190,7 +192,7 @@ class LoadClient:
         spec = self.adapter.build_request(self.server, item, self.gen, tokens, forced, stream)
         if self.transport == "http1":
             return await self._send_http1(spec, stream, rec)
-        request = self._client.build_request(spec.method, spec.path, json=spec.json)
+        request = self.http.build_request(spec.method, spec.path, json=spec.json)
         try:
             done = await asyncio.wait_for(self._exchange(request, stream, rec), timeout=self.timeout_s)
         except (asyncio.TimeoutError, httpx.HTTPError) as exc:
@@ -237,7 +239,7 @@ class LoadClient:
 
     async def _exchange(self, request: httpx.Request, stream: bool, rec: RequestRecord) -> Completion:
         rec.dispatch_ns = t0 = time.perf_counter_ns()
-        resp = await self._client.send(request, stream=stream)
+        resp = await self.http.send(request, stream=stream)
         try:
             rec.http_status = resp.status_code
             if not stream or resp.status_code >= 400:
