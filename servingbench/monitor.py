@@ -3,6 +3,13 @@ NVIDIA GPU is visible, device memory, utilisation, power and energy (pynvml).
 
 On a machine without a GPU the GPU part says why it has no figures; it never reports zeros
 as measurements. Runtime module: standard library + psutil + pynvml.
+
+Why the GPU is polled at most once a second (``GPU_MIN_INTERVAL_S``) whatever the host
+interval: every NVML query is a request to the driver that the measured server's CUDA calls
+can wait behind; polling at 10 Hz slowed a batch-1 ``generate`` loop on an H100 by 10-25 %
+(scripts/device/diag_step_jitter.py) and three queries per poll were made then. Mean power
+now comes from the energy counter (read at start and stop only) where the GPU has one, so a
+poll asks for memory and utilisation alone. docs/transformers-fidelity.md has the figures.
 """
 
 from __future__ import annotations
@@ -102,39 +109,56 @@ class Samples:
     gpu_power: list[float] = field(default_factory=list)
 
 
+GPU_MIN_INTERVAL_S = 1.0  # NVML queries slow the measured server: see the module notes
+
+
 class Monitor:
-    """Samples every ``interval_s`` in a daemon thread between start() and stop()."""
+    """Samples in a daemon thread between start() and stop(): the host every ``interval_s``,
+    the GPU every ``max(interval_s, GPU_MIN_INTERVAL_S)``."""
 
     def __init__(self, pid_fn: Callable[[], int | None], gpu: GPU | None, interval_s: float = 0.1) -> None:
         self.pid_fn, self.gpu, self.interval_s = pid_fn, gpu, interval_s
+        self.gpu_interval_s = max(interval_s, GPU_MIN_INTERVAL_S)
         self.samples = Samples()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._energy0: int | None = None
         self._energy1: int | None = None
+        self._t0 = self._t1 = 0.0
+        self._next_gpu = 0.0
 
-    def sample_once(self) -> None:
+    @property
+    def _gpu_on(self) -> bool:
+        return self.gpu is not None and self.gpu.available
+
+    def sample_once(self, gpu: bool = True) -> None:
         pid = self.pid_fn()
         if pid is not None:
             rss, count = tree_rss_bytes(pid)
             if count:
                 self.samples.host_rss.append(rss)
                 self.samples.host_procs.append(count)
-        if self.gpu is not None and self.gpu.available:
+        if gpu and self._gpu_on:
             self.samples.gpu_used.append(self.gpu.used_bytes())
             self.samples.gpu_util.append(self.gpu.utilization_pct())
-            p = self.gpu.power_w()
-            if p is not None:
-                self.samples.gpu_power.append(p)
+            if self._energy0 is None:  # no energy counter: mean power from polled power
+                p = self.gpu.power_w()
+                if p is not None:
+                    self.samples.gpu_power.append(p)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.sample_once()
+            now = time.monotonic()
+            due = now >= self._next_gpu
+            if due:
+                self._next_gpu = now + self.gpu_interval_s
+            self.sample_once(gpu=due)
             self._stop.wait(self.interval_s)
 
     def start(self) -> "Monitor":
-        if self.gpu is not None and self.gpu.available:
+        if self._gpu_on:
             self._energy0 = self.gpu.energy_mj()
+        self._t0 = time.monotonic()
         self._thread = threading.Thread(target=self._run, daemon=True, name="servingbench-monitor")
         self._thread.start()
         return self
@@ -144,14 +168,24 @@ class Monitor:
         if self._thread:
             self._thread.join(timeout=5)
         self.sample_once()
-        if self.gpu is not None and self.gpu.available:
+        if self._gpu_on:
             self._energy1 = self.gpu.energy_mj()
+        self._t1 = time.monotonic()
 
     @property
     def energy_j(self) -> float | None:
         if self._energy0 is None or self._energy1 is None:
             return None
         return (self._energy1 - self._energy0) / 1000.0
+
+    @property
+    def power_mean_w(self) -> float | None:
+        """Energy over the monitored time where the GPU counts energy, else the polled mean."""
+        energy = self.energy_j
+        if energy is not None and self._t1 > self._t0:
+            return energy / (self._t1 - self._t0)
+        s = self.samples.gpu_power
+        return sum(s) / len(s) if s else None
 
     def summary(self, gpu_before_load: int | None, gpu_after_load: int | None,
                 output_tokens: int) -> dict[str, Any]:
@@ -174,7 +208,7 @@ class Monitor:
             "device_used_after_load_bytes": gpu_after_load,
             "device_used_peak_bytes": max(s.gpu_used) if s.gpu_used else None,
             "utilization_mean_pct": sum(s.gpu_util) / len(s.gpu_util) if s.gpu_util else None,
-            "power_mean_w": sum(s.gpu_power) / len(s.gpu_power) if s.gpu_power else None,
+            "power_mean_w": self.power_mean_w,
             "energy_j": energy,
             "energy_per_output_token_j": energy / output_tokens if energy is not None and output_tokens else None,
             "samples": len(s.gpu_used),

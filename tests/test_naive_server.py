@@ -83,3 +83,38 @@ def test_stream_holds_an_incomplete_character_until_it_is_whole(gen):
     assert "".join(texts) == "go 🚀 now"
     assert not any("\ufffd" in t for t in texts)
     assert len(texts) < len(ids)
+
+
+def test_stream_sockets_send_each_token_without_nagle() -> None:
+    # One small write per token: the accepted socket must have TCP_NODELAY, or Nagle may hold a
+    # token until the client's (delayed) ACK of the previous one. A stand-in generator streams.
+    import http.client
+    import socket
+
+    from servingbench.frameworks.transformers_naive_server import make_server
+
+    release, seen = threading.Event(), []
+
+    class OneToken:
+        def stream(self, req, emit):
+            emit({"text": "a"})
+            release.wait(10)
+            return {"generated_tokens": 1}
+
+    server = make_server(OneToken(), "127.0.0.1", 0)
+    finish = server.finish_request
+    server.finish_request = lambda request, addr: (seen.append(request), finish(request, addr))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
+        conn.request("POST", "/generate_stream", body=b'{"prompt": "x"}',
+                     headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        assert resp.fp.readline().startswith(b"data: ")  # the first token is out; the handler is mid-stream
+        assert seen[0].getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        release.set()
+        assert b"[DONE]" in resp.read()
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()

@@ -133,6 +133,9 @@ def _has_weights(model_dir: str) -> bool:
 def make_handler(gen: Generator) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # One small write per token: without TCP_NODELAY, Nagle may hold a token back until the
+        # client acknowledges the previous one (up to its delayed-ACK time, 40 ms on Linux).
+        disable_nagle_algorithm = True
 
         def log_message(self, fmt: str, *args: Any) -> None:  # one line per request on stderr
             super().log_message(fmt, *args)
@@ -196,6 +199,12 @@ def make_handler(gen: Generator) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+def make_server(gen: Generator, host: str, port: int) -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer((host, port), make_handler(gen))
+    server.daemon_threads = True
+    return server
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True)
@@ -206,8 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--weights", default="real", choices=["real", "dummy"])
     args = ap.parse_args(argv)
     gen = Generator(args.model, args.device, args.dtype, args.weights)
-    server = ThreadingHTTPServer((args.host, args.port), make_handler(gen))
-    server.daemon_threads = True
+    server = make_server(gen, args.host, args.port)
     print(f"transformers-naive serving {args.model} on http://{args.host}:{args.port}", flush=True)
     server.serve_forever()
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from servingbench.report.bandwidth import FloorRow
 from servingbench.report.data import ReportData
 from servingbench.report.fmt import num
+from servingbench.report.gaps import check_windows, describe
 
 SEVERITY_ORDER = {"error": 0, "warn": 1, "info": 2}
 
@@ -65,6 +66,15 @@ def flags(data: ReportData, floor: list[FloorRow]) -> list[Flag]:
         if prov_hash and prov_hash != data.config_hash:
             out.append(Flag("warn", "different config", [e.label],
                             f"ran with config hash {prov_hash}; this report's config is {data.config_hash}",
+                            [data.source(e)]))
+    for e in data.ok:
+        if e.mode != "stream":
+            continue
+        uneven = [c for c in check_windows(data.requests(e)) if c.uneven]
+        if uneven:
+            out.append(Flag("warn", "uneven decode steps", [e.label],
+                            describe(uneven) + ". Decode ran in slow and fast stretches one request at a time: "
+                            "its TPOT is a range, not one figure; see docs/transformers-fidelity.md",
                             [data.source(e)]))
     for row in floor:
         if row.below_floor:

@@ -1,0 +1,314 @@
+"""Are the Transformers arms as fast inside the kit as alone? (issue 17, part 3)
+
+For each seed architecture with dummy (random) weights, the same prompt and forced output
+length go through
+  (a) ``bare``: ``model.generate`` in one process, one request at a time, timed with CUDA
+      synchronised host clocks (a streamer that only stamps each token: no HTTP, no decode);
+  (b) ``naive``: the transformers-naive server, measured by the kit (``run_cell``: its client,
+      its monitor, its server start-up and log copying, exactly as a cell runs);
+  (c) ``serve``: ``transformers serve`` (with the configured ``--continuous-batching``),
+      measured by the kit; skipped, with the reason, where it cannot start (no fastapi/uvicorn).
+It prints and writes (``--out``: ``fidelity.json``, ``fidelity.md``) the median TTFT and TPOT
+of each arm over ``--requests`` requests (after ``--warmup`` unmeasured ones), the ratio of each
+to (a), and the per-token gap distribution (p50, p90, max, p90/p50) of every arm.
+
+TPOT is (E2E - TTFT) / (tokens - 1) per request, as the kit defines it; a gap is the time
+between consecutive content events (for the bare loop: consecutive tokens). On the naive arm one
+event carries one token (TokenStreamer); ``transformers serve`` may carry several per event,
+so its gaps are per event and the table says how many tokens an event carried.
+
+On the GPU machine, from the repository root (about 1 min for gpt2, 4-6 min for all four):
+
+    python3 benchmarks/transformers_fidelity.py --config config.yaml --out /tmp/fidelity \
+        --models gpt2 phi-2 llama-2-7b-chat mistral-7b-instruct
+
+Needs torch + transformers (+ fastapi, uvicorn, pydantic, openai for ``serve``) and the kit's
+runtime deps; model preparation needs the kit's host deps (pydantic, PyYAML) for config.yaml.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from servingbench.metrics import percentile  # noqa: E402
+from servingbench.spec import CellSpec, GenerationParams, ServerSpec  # noqa: E402
+
+WORDS = ("the quick brown fox jumps over the lazy dog while a careful engineer measures how long "
+         "each token takes to arrive across the loopback interface of a busy machine").split()
+ARMS = ("bare", "naive", "serve")
+
+
+# -- figures --------------------------------------------------------------------------------
+def pct(values: list[float], q: float) -> float | None:
+    """The kit's percentile (q in 0..100); None for no values."""
+    return percentile(sorted(values), q) if values else None
+
+
+def request_figures(offsets_ms: list[float], tokens: int) -> dict[str, Any]:
+    """TTFT, E2E, TPOT and gaps of one request from its content-event offsets (from dispatch)."""
+    ttft, e2e = offsets_ms[0], offsets_ms[-1]
+    return {"ttft_ms": ttft, "e2e_ms": e2e, "tokens": tokens, "events": len(offsets_ms),
+            "tpot_ms": (e2e - ttft) / (tokens - 1) if tokens > 1 else None,
+            "gaps_ms": [b - a for a, b in zip(offsets_ms, offsets_ms[1:])]}
+
+
+def arm_summary(reqs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over requests and the pooled gap distribution of one arm."""
+    gaps = [g for r in reqs for g in r["gaps_ms"]]
+    tpots = [r["tpot_ms"] for r in reqs if r["tpot_ms"] is not None]
+    p50, p90 = pct(gaps, 50), pct(gaps, 90)
+    return {"requests": len(reqs),
+            "ttft_ms_p50": pct([r["ttft_ms"] for r in reqs], 50),
+            "tpot_ms_p50": pct(tpots, 50), "tpot_ms_min": min(tpots, default=None),
+            "tpot_ms_max": max(tpots, default=None),
+            "gap_ms_p50": p50, "gap_ms_p90": p90, "gap_ms_max": max(gaps, default=None),
+            "gap_p90_over_p50": (p90 / p50) if p50 else None,
+            "tokens_per_event": (sum(r["tokens"] for r in reqs) / sum(r["events"] for r in reqs)) if reqs else None}
+
+
+def _dtype(device: str) -> str:
+    return "float16" if device == "cuda" else "float32"
+
+
+# -- the prompt -----------------------------------------------------------------------------
+def make_prompt(model_dir: str, prompt_tokens: int) -> tuple[str, int]:
+    """A plain-text prompt of about ``prompt_tokens`` tokens in the model's own tokenizer."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    words: list[str] = []
+    n = 0
+    while n < prompt_tokens:
+        words.append(WORDS[len(words) % len(WORDS)])
+        n = len(tok(" ".join(words), add_special_tokens=False)["input_ids"])
+    text = " ".join(words)
+    return text, len(tok(text)["input_ids"])
+
+
+# -- (a) the bare loop ------------------------------------------------------------------------
+def bare_worker(model_dir: str, prompt: str, tokens: int, requests: int, warmup: int,
+                temperature: float, top_p: float, device: str = "cuda") -> list[dict[str, Any]]:
+    """``generate`` in this process, one request at a time, each token stamped after a sync."""
+    import torch
+
+    from servingbench.frameworks.transformers_naive_server import Generator
+
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    gen = Generator(model_dir, device, _dtype(device), "dummy")  # the model exactly as the server loads it
+    model, tok = gen.model, gen.tokenizer
+
+    class StepClock:
+        """A streamer that only stamps: ``generate`` hands it each token on the host (a sync)."""
+
+        def __init__(self) -> None:
+            self.stamps: list[int] = []
+            self.prompt_seen = False
+
+        def put(self, value: Any) -> None:
+            if not self.prompt_seen:
+                self.prompt_seen = True
+                return
+            self.stamps.append(time.perf_counter_ns())
+
+        def end(self) -> None:
+            pass
+
+    out = []
+    for i in range(warmup + requests):
+        inputs = tok(prompt, return_tensors="pt").to(device)
+        inputs.pop("token_type_ids", None)
+        clock = StepClock()
+        sync()
+        t0 = time.perf_counter_ns()
+        with torch.inference_mode():
+            model.generate(**inputs, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=True,
+                           temperature=temperature, top_p=top_p, streamer=clock,
+                           pad_token_id=tok.pad_token_id or tok.eos_token_id)
+        sync()
+        if i >= warmup:
+            out.append(request_figures([(s - t0) / 1e6 for s in clock.stamps], len(clock.stamps)))
+    gen.worker.shutdown()
+    return out
+
+
+def run_bare(model_dir: str, prompt: str, args: argparse.Namespace, gen: GenerationParams) -> list[dict[str, Any]]:
+    """The bare loop in a process of its own (its CUDA context gone before the servers start)."""
+    cmd = [sys.executable, __file__, "_bare", "--model-dir", model_dir, "--prompt", prompt,
+           "--tokens", str(args.tokens), "--requests", str(args.requests), "--warmup", str(args.warmup),
+           "--temperature", str(gen.temperature), "--top-p", str(gen.top_p), "--device", args.device]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.arm_timeout_s)
+    if proc.returncode != 0:
+        raise RuntimeError(f"bare loop failed: {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# -- (b), (c) through the kit -----------------------------------------------------------------
+def cell_spec(arm: str, model: str, model_dir: str, hf_id: str, ctx: int, gen: GenerationParams,
+              args: argparse.Namespace, env: tuple[tuple[str, str], ...] = ()) -> CellSpec:
+    server_args = tuple(args.serve_args.split()) if arm == "transformers-serve" else ()
+    server = ServerSpec(arm=arm, framework="transformers", model=model, model_dir=model_dir, hf_id=hf_id,
+                        weights="dummy", device=args.device, dtype=_dtype(args.device), context_length=ctx,
+                        profile="current", server_args=server_args, env=env)
+    return CellSpec(server=server, task="fidelity", mode="stream", generation=gen, requests=args.requests,
+                    warmup_requests=args.warmup, concurrency_levels=(1,), request_timeout_s=120.0,
+                    server_start_timeout_s=600.0, monitor_interval_s=args.monitor_interval_s)
+
+
+def write_workload(path: Path, prompt: str, prompt_tokens: int, tokens: int, n: int) -> Path:
+    with open(path, "w") as fh:
+        for i in range(n):
+            fh.write(json.dumps({"id": f"p{i}", "prompt": prompt, "prompt_tokens": prompt_tokens,
+                                 "target_output_tokens": tokens, "task": "fidelity"}) + "\n")
+    return path
+
+
+def run_kit(spec: CellSpec, workload: Path, work: Path, provider: Any = None) -> list[dict[str, Any]]:
+    """One cell through ``run_cell``; the per-request figures from its requests file."""
+    from servingbench.cell import run_cell
+    from servingbench.results import requests_path
+
+    out = work / "results" / "cells" / spec.arm / spec.model / f"fidelity-{time.time_ns()}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    run_cell(spec, workload, out, results_dir=work / "results", provider=provider,
+             progress_stream=open(os.devnull, "w"))
+    reqs = []
+    for line in requests_path(out).read_text().splitlines():
+        r = json.loads(line)
+        if r["error"] is None and r["event_offsets_ms"]:
+            reqs.append(request_figures(r["event_offsets_ms"], r["output_tokens"] or len(r["event_offsets_ms"])))
+    return reqs
+
+
+# -- the table -------------------------------------------------------------------------------
+def _f(x: Any, fmt: str = "{:.1f}") -> str:
+    return "-" if x is None else fmt.format(x)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = [f"Prompt ~{results['prompt_tokens']} tokens, {results['tokens']} output tokens forced, "
+             f"{results['requests']} requests per arm (medians), concurrency 1, kit monitor interval "
+             f"{results['monitor_interval_s']} s. Ratios are to the bare loop.", "",
+             "| model | arm | TTFT ms | TTFT ratio | TPOT ms | TPOT ratio | TPOT min-max | gap p50 | gap p90 | gap max | p90/p50 | tokens/event |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for model, arms in results["models"].items():
+        for arm, s in arms.items():
+            if "skipped" in s:
+                lines.append(f"| {model} | {arm} | skipped: {s['skipped']} |" + " |" * 10)
+                continue
+            lines.append(
+                f"| {model} | {arm} | {_f(s['ttft_ms_p50'])} | {_f(s.get('ttft_ratio'), '{:.2f}')} | "
+                f"{_f(s['tpot_ms_p50'], '{:.2f}')} | {_f(s.get('tpot_ratio'), '{:.2f}')} | "
+                f"{_f(s['tpot_ms_min'], '{:.2f}')}-{_f(s['tpot_ms_max'], '{:.2f}')} | {_f(s['gap_ms_p50'], '{:.2f}')} | "
+                f"{_f(s['gap_ms_p90'], '{:.2f}')} | {_f(s['gap_ms_max'], '{:.2f}')} | "
+                f"{_f(s['gap_p90_over_p50'], '{:.2f}')} | {_f(s['tokens_per_event'], '{:.2f}')} |")
+    return "\n".join(lines) + "\n"
+
+
+def model_dir_for(cfg: Any, model: str, root: Path, with_weights: bool) -> str:
+    from servingbench.models import prepare_model
+
+    d = root / (model + ("-w" if with_weights else ""))
+    if not (d / "config.json").exists():
+        prepare_model(cfg, model, d, with_weights=with_weights)
+    return str(d)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default=str(REPO / "config.yaml"))
+    ap.add_argument("--models", nargs="+", default=["gpt2"])
+    ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
+    ap.add_argument("--task", default="chat", help="whose sampling settings (config generation)")
+    ap.add_argument("--prompt-tokens", type=int, default=100)
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--requests", type=int, default=16)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--monitor-interval-s", type=float, default=0.1, help="the kit's monitor (cells' default)")
+    ap.add_argument("--serve-args", default="--continuous-batching")
+    ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="cpu: a smoke test only")
+    ap.add_argument("--arm-timeout-s", type=float, default=600.0)
+    ap.add_argument("--work", default=None, help="model dirs and kit results (default: a temp dir)")
+    ap.add_argument("--out", default="benchmarks/out/transformers_fidelity")
+    args = ap.parse_args(argv)
+
+    from servingbench.config import load_config
+
+    cfg = load_config(args.config).model_copy(update={"weights": "dummy"})  # the seed's shapes, random weights
+    work = Path(args.work or tempfile.mkdtemp(prefix="fidelity-"))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {"prompt_tokens": args.prompt_tokens, "tokens": args.tokens,
+                               "requests": args.requests, "monitor_interval_s": args.monitor_interval_s,
+                               "task": args.task, "models": {}, "raw": {}}
+    for model in args.models:
+        spec_m = cfg.models[model]
+        g = cfg.generation[model][args.task]
+        gen = GenerationParams(temperature=g.temperature, top_p=g.top_p, max_tokens=args.tokens)
+        mdir = model_dir_for(cfg, model, work / "models", with_weights=False)
+        prompt, n_prompt = make_prompt(mdir, args.prompt_tokens)
+        workload = write_workload(work / f"{model}.jsonl", prompt, n_prompt, args.tokens, args.requests + args.warmup)
+        arms: dict[str, Any] = {}
+        raw: dict[str, Any] = {}
+        for arm in args.arms:
+            t = time.monotonic()
+            print(f"[{model}] {arm} ...", file=sys.stderr, flush=True)
+            try:
+                if arm == "bare":
+                    reqs = run_bare(mdir, prompt, args, gen)
+                elif arm == "naive":
+                    reqs = run_kit(cell_spec("transformers-naive", model, mdir, spec_m.hf_id,
+                                             spec_m.context_length, gen, args), workload, work)
+                else:
+                    wdir = model_dir_for(cfg, model, work / "models", with_weights=True)
+                    reqs = run_kit(cell_spec("transformers-serve", model, wdir, spec_m.hf_id,
+                                             spec_m.context_length, gen, args), workload, work)
+            except Exception as exc:  # one arm that cannot run must not cost the others
+                arms[arm] = {"skipped": f"{type(exc).__name__}: {str(exc)[:300]}"}
+                print(f"[{model}] {arm} skipped: {arms[arm]['skipped']}", file=sys.stderr, flush=True)
+                continue
+            arms[arm] = arm_summary(reqs)
+            raw[arm] = reqs
+            print(f"[{model}] {arm}: TTFT {_f(arms[arm]['ttft_ms_p50'])} ms, TPOT {_f(arms[arm]['tpot_ms_p50'], '{:.2f}')} ms, "
+                  f"gap p90/p50 {_f(arms[arm]['gap_p90_over_p50'], '{:.2f}')} ({time.monotonic() - t:.0f} s)",
+                  file=sys.stderr, flush=True)
+        base = arms.get("bare", {})
+        for arm, s in arms.items():
+            if "skipped" in s or "tpot_ms_p50" not in base:
+                continue
+            s["tpot_ratio"] = s["tpot_ms_p50"] / base["tpot_ms_p50"] if base["tpot_ms_p50"] else None
+            s["ttft_ratio"] = s["ttft_ms_p50"] / base["ttft_ms_p50"] if base["ttft_ms_p50"] else None
+        results["models"][model] = arms
+        results["raw"][model] = raw
+        (out / "fidelity.json").write_text(json.dumps(results, indent=1))  # after each model: nothing lost
+        (out / "fidelity.md").write_text(markdown(results))
+    print(markdown(results))
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "_bare":
+        bp = argparse.ArgumentParser()
+        for name in ("--model-dir", "--prompt"):
+            bp.add_argument(name, required=True)
+        for name in ("--tokens", "--requests", "--warmup"):
+            bp.add_argument(name, type=int, required=True)
+        bp.add_argument("--temperature", type=float, required=True)
+        bp.add_argument("--top-p", type=float, required=True)
+        bp.add_argument("--device", default="cuda")
+        a = bp.parse_args(sys.argv[2:])
+        print(json.dumps(bare_worker(a.model_dir, a.prompt, a.tokens, a.requests, a.warmup, a.temperature,
+                                     a.top_p, a.device)))
+        sys.exit(0)
+    sys.exit(main())
