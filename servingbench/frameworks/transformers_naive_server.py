@@ -7,6 +7,10 @@ is the baseline the seed users ran. It runs only where torch and transformers ar
 Transformers image, or the CPU environment).
 
     python -m servingbench.frameworks.transformers_naive_server --model DIR --port 8000
+
+Measured through the kit on an H200 (gpt2, dummy weights), its TPOT was 1.03x a bare
+``generate`` loop's and each decode step's wall time equalled the generate thread's CPU time:
+no waits for the GIL, the streamer's reader or the socket (docs/transformers-fidelity.md).
 """
 
 from __future__ import annotations

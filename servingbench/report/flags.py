@@ -73,8 +73,9 @@ def flags(data: ReportData, floor: list[FloorRow]) -> list[Flag]:
         uneven = [c for c in check_windows(data.requests(e)) if c.uneven]
         if uneven:
             out.append(Flag("warn", "uneven decode steps", [e.label],
-                            describe(uneven) + ". Decode ran in slow and fast stretches one request at a time: "
-                            "its TPOT is a range, not one figure; see docs/transformers-fidelity.md",
+                            describe(uneven) + ". One request at a time, decode steps should take about the "
+                            "same time each: this cell's TPOT is a range, not one figure "
+                            "(docs/transformers-fidelity.md)",
                             [data.source(e)]))
     for row in floor:
         if row.below_floor:
