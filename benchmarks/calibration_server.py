@@ -5,7 +5,8 @@ vLLM's framing (``data: {json}\\n\\n`` inside HTTP/1.1 chunked encoding, the las
 ``finish_reason: "length"``), a usage-only event when ``stream_options.include_usage`` is
 set, and ``data: [DONE]``. Event k (0-based) is due at ``arrival + ttft + k * interval``.
 
-It records, per request (keyed by the prompt text, which the driver makes unique):
+It records, per request, in arrival order: ``key`` (the prompt text, which the driver makes
+unique), ``rid`` (the request's ``X-Request-ID`` header, which some clients send; else null) and
 
 - ``arrival_ns``: the kernel's receive time of the bytes that completed the request
   (``SO_TIMESTAMPNS``, moved onto CLOCK_MONOTONIC), so that a burst of requests the server
@@ -61,7 +62,7 @@ class State:
         self.interval_ns = int(interval_ms * 1e6)
         self.ttft_ns = int(ttft_ms * 1e6)
         self.model = model
-        self.records: dict[str, dict] = {}
+        self.records: list[dict] = []
         self.seq = 0
         self.ttft_sum_s = 0.0
         self.ttft_count = 0
@@ -178,19 +179,22 @@ class Conn:
                 self.write(_plain("400 Bad Request", b"{}"))
                 self.close()
                 return
-            length = 0
+            length, rid = 0, None
             for ln in lines[1:]:
                 k, _, v = ln.partition(":")
-                if k.strip().lower() == "content-length":
+                k = k.strip().lower()
+                if k == "content-length":
                     length = int(v.strip())
+                elif k == "x-request-id":
+                    rid = v.strip()
             end = i + 4 + length
             if len(self.buf) < end:
                 return
             body = self.buf[i + 4:end]
             self.buf = self.buf[end:]
-            self.handle(method, path, body, arrival)
+            self.handle(method, path, body, arrival, rid)
 
-    def handle(self, method: str, path: str, body: bytes, arrival: int) -> None:
+    def handle(self, method: str, path: str, body: bytes, arrival: int, rid: str | None = None) -> None:
         st = self.st
         path = path.split("?", 1)[0]
         if path == "/v1/completions" and method == "POST":
@@ -199,7 +203,7 @@ class Conn:
             except ValueError:
                 self.write(_plain("400 Bad Request", b'{"error":"bad json"}'))
                 return
-            Stream(self, req, arrival).start()
+            Stream(self, req, arrival, rid).start()
         elif path == "/health":
             self.write(_plain("200 OK", b""))
         elif path == "/metrics":
@@ -211,7 +215,7 @@ class Conn:
             ru = resource.getrusage(resource.RUSAGE_SELF)
             out = json.dumps({"clock": "CLOCK_MONOTONIC", "kernel_stamps": st.kernel_stamps,
                               "cpu_s": ru.ru_utime + ru.ru_stime, "records": st.records}).encode()
-            st.records = {}
+            st.records = []
             self.write(_plain("200 OK", out))
         elif path == "/calibration/config" and method == "POST":
             cfg = json.loads(body or b"{}")
@@ -233,7 +237,7 @@ class Stream:
 
     __slots__ = ("conn", "n", "k", "due", "interval", "sends", "mid", "last", "tail", "arrival", "stream", "rid")
 
-    def __init__(self, conn: Conn, req: dict, arrival: int) -> None:
+    def __init__(self, conn: Conn, req: dict, arrival: int, header_rid: str | None = None) -> None:
         st = conn.st
         self.conn, self.arrival = conn, arrival
         self.n = max(1, int(req.get("max_tokens") or 16))
@@ -244,7 +248,7 @@ class Stream:
         st.seq += 1
         self.rid = rid = b"cmpl-%d" % st.seq
         self.sends: list[int] = []
-        st.records[key] = {"arrival_ns": arrival, "send_ns": self.sends}
+        st.records.append({"key": key, "rid": header_rid, "arrival_ns": arrival, "send_ns": self.sends})
         self.k = 0
         self.due = arrival + st.ttft_ns
         self.interval = st.interval_ns

@@ -24,17 +24,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
-import math
 import os
 import platform
 import resource
+import shlex
+import shutil
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+import peers
+import quiet
+from calibration_stats import match_requests, pct, window_figures
+from peers import PEERS
 
 REPO = Path(__file__).resolve().parent.parent
 RESULT_TAG = "@@RESULT "
@@ -162,9 +169,14 @@ async def run_servingbench(url: str, level: int, n: int, tokens: int, tag: str, 
     out = []
     for r in recs:
         d = r.dispatch_ns + off
-        out.append({"p": r.prompt_id, "ok": r.ok, "err": r.error, "d": d,
-                    "ev": [d + int(round(o * 1e6)) for o in r.event_offsets_ms]})
-    return {"window_s": window_s, "warm_s": warm_s, "server_cpu0_s": server_cpu0, **meter.figures(),
+        ev = [d + int(round(o * 1e6)) for o in r.event_offsets_ms]
+        out.append({"p": r.prompt_id, "ok": r.ok, "err": r.error, "d": d, "ev": ev,
+                    "ttft_ms": r.event_offsets_ms[0] if r.event_offsets_ms else None,
+                    "start_ns": d, "end_ns": d + int(round(r.e2e_ms * 1e6)) if r.e2e_ms is not None else None})
+    # Self-reported: what a cell reports (throughput_req_s = completed / run_window's wall time).
+    done = sum(1 for r in recs if r.ok)
+    return {"window_s": window_s, "self_window_s": window_s, "self_req_per_s": done / window_s,
+            "warm_s": warm_s, "server_cpu0_s": server_cpu0, **meter.figures(),
             "clock_offset_ns": off, "stamps": client.stamps,
             "requests": out}
 
@@ -199,9 +211,12 @@ async def run_vllm(url: str, level: int, n: int, tokens: int, tag: str, warm: bo
         inputs = [inp(f"{tag}-{i}", tokens) for i in range(n)]
         server_cpu0 = mark(url)
         with Meter() as meter:
+            # vllm.benchmarks.serve.benchmark starts its clock here, then creates one task per
+            # request before the first one runs (get_request does not yield at an infinite
+            # rate): its "Request throughput" includes creating every task.
             p0 = time.perf_counter()
             outs = await asyncio.gather(*(asyncio.create_task(limited(x)) for x in inputs))
-            window_s = time.perf_counter() - p0
+            p1 = time.perf_counter()
     finally:
         await session.close()
     off = clock_offset_ns()
@@ -215,8 +230,13 @@ async def run_vllm(url: str, level: int, n: int, tokens: int, tag: str, warm: bo
             for g in o.itl:
                 t += g
                 ev.append(int(round(t * 1e9)) + off)
-        out.append({"p": x.prompt, "ok": o.success, "err": (o.error or "")[-200:] or None, "d": d, "ev": ev})
-    return {"window_s": window_s, "warm_s": warm_s, "server_cpu0_s": server_cpu0, **meter.figures(),
+        out.append({"p": x.prompt, "ok": o.success, "err": (o.error or "")[-200:] or None, "d": d, "ev": ev,
+                    "ttft_ms": o.ttft * 1e3 if o.success else None, "start_ns": d,
+                    "end_ns": d + int(round(o.latency * 1e9)) if o.success else None})
+    done = sum(1 for o in outs if o.success)
+    first_send = min(o.start_time for o in outs)
+    return {"window_s": p1 - first_send, "self_window_s": p1 - p0, "self_req_per_s": done / (p1 - p0),
+            "warm_s": warm_s, "server_cpu0_s": server_cpu0, **meter.figures(),
             "clock_offset_ns": off, "stamps": "read", "requests": out}
 
 
@@ -263,7 +283,9 @@ def worker_main(kind: str, url: str, cpu: int | None, sched: str) -> None:
         cmd = json.loads(line)
         if cmd.get("cmd") == "quit":
             break
+        c0 = cpu_s()
         res = asyncio.run(fn(url, cmd["level"], cmd["n"], cmd["tokens"], cmd["tag"], cmd.get("warm", True)))
+        res["cmd_cpu_s"] = cpu_s() - c0  # warm-up and window: this process's share of the quiet check
         res["sched"] = got
         print(RESULT_TAG + json.dumps(res), flush=True)
 
@@ -303,6 +325,16 @@ class Worker:
 
 
 # ---- orchestrator ------------------------------------------------------------------------------
+SELF_RATE = {
+    "servingbench": "a cell's throughput_req_s: completed / LoadClient.run_window's wall time (starts "
+                    "before the first request, c workers, no task per request)",
+    "vllm": "vllm bench serve's 'Request throughput': completed / benchmark_duration, whose clock starts "
+            "before one task per request is created (all before the first request at an infinite rate)",
+    **{name: peer.self_rate for name, peer in PEERS.items()},
+}
+SELF_RATE["servingbench-httpx"] = SELF_RATE["servingbench-read"] = SELF_RATE["servingbench"]
+
+
 def http(url: str, data: dict | None = None) -> Any:
     req = urllib.request.Request(url, data=json.dumps(data).encode() if data is not None else None,
                                  method="POST" if data is not None else "GET")
@@ -310,90 +342,181 @@ def http(url: str, data: dict | None = None) -> Any:
         return json.loads(resp.read() or b"null")
 
 
-def pct(vals: list[float], q: float) -> float | None:
-    if not vals:
-        return None
-    vals = sorted(vals)
-    pos = (len(vals) - 1) * q / 100.0
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return vals[lo] + (vals[hi] - vals[lo]) * (pos - lo)
-
-
-def summarise(res: dict[str, Any], server: dict[str, dict], level: int, profile: str,
-              server_cpu_s: float) -> dict[str, Any]:
-    ttft_ms, server_ttft_ms, ttft_err, lag, first_lag, req_path, gap_err = [], [], [], [], [], [], []
-    ok = failed = events = mismatched = missing = 0
-    for r in res["requests"]:
-        if not r["ok"]:
-            failed += 1
+def shared_clock_figures(client: list[dict[str, Any]], server: list[dict[str, Any]]) -> dict[str, Any]:
+    """Figures that need the client's stamps on CLOCK_MONOTONIC (the in-process clients): event
+    lag (client receive - server send), request path (server arrival - client dispatch), gap
+    error (client inter-event gap - server gap)."""
+    lag, first_lag, req_path, gap_err = [], [], [], []
+    mismatched = 0
+    for c, s in match_requests(client, server)[0]:
+        ev, snd = c.get("ev") or [], s["send_ns"]
+        if not c.get("ok") or not ev or not snd:
             continue
-        ok += 1
-        s = server.get(r["p"])
-        ev = r["ev"]
-        events += len(ev)
-        if s is None or not s["send_ns"]:
-            missing += 1
-            continue
-        snd = s["send_ns"]
-        if len(snd) != len(ev):
+        if len(ev) != len(snd):
             mismatched += 1
             continue
-        c_ttft = ev[0] - r["d"]
-        s_ttft = snd[0] - s["arrival_ns"]
-        ttft_ms.append(c_ttft / 1e6)
-        server_ttft_ms.append(s_ttft / 1e6)
-        ttft_err.append((c_ttft - s_ttft) / 1e6)
-        req_path.append((s["arrival_ns"] - r["d"]) / 1e6)
+        req_path.append((s["arrival_ns"] - c["d"]) / 1e6)
         first_lag.append((ev[0] - snd[0]) / 1e6)
         lag.extend((e - t) / 1e6 for e, t in zip(ev, snd))
         gap_err.extend(((ev[k] - ev[k - 1]) - (snd[k] - snd[k - 1])) / 1e6 for k in range(1, len(ev)))
-    w = res["window_s"]
+    return {
+        **{f"{name}_p{q}": pct(vals, q) for name, vals in (
+            ("event_lag_ms", lag), ("first_event_lag_ms", first_lag), ("request_path_ms", req_path),
+            ("gap_error_ms", gap_err)) for q in (50, 99)},
+        "event_lag_ms_min": min(lag) if lag else None,
+        "gap_error_abs_ms_p99": pct([abs(g) for g in gap_err], 99),
+        "event_count_mismatched": mismatched,
+    }
+
+
+def offered(profile: str, level: int) -> float | None:
     ttft, interval, tokens = PROFILES[profile]
     per_req_s = (ttft + (tokens - 1) * interval) / 1000.0
-    n = len(res["requests"])
+    return level / per_req_s if per_req_s > 0 else None
+
+
+def summarise(res: dict[str, Any], server: list[dict[str, Any]], level: int, profile: str,
+              server_cpu_s: float) -> dict[str, Any]:
+    """One in-process client's window: server-stamp figures, its own figures and its CPU."""
+    fig = window_figures(res["requests"], server)
+    n = fig["requests"]
+    events = sum(len(c.get("ev") or []) for c in res["requests"] if c.get("ok"))
     return {
-        "profile": profile, "concurrency": level, "requests": n, "completed": ok, "failed": failed,
-        "unmatched": missing + mismatched,
+        "profile": profile, "concurrency": level, **fig,
         "errors": sorted({(r["err"] or "")[:120] for r in res["requests"] if not r["ok"]})[:3],
-        "window_s": w,
-        "req_per_s": ok / w, "events_per_s": events / w,
-        "offered_req_per_s": (level / per_req_s) if per_req_s > 0 else None,
-        "client_cpu_s": res["cpu_s"], "client_cpu_util": res["cpu_s"] / res["wall_s"],
+        "self_req_per_s": res["self_req_per_s"], "self_window_s": res["self_window_s"],
+        "harness_window_s": res["window_s"],
+        "offered_req_per_s": offered(profile, level),
+        "client_cpu_s": res["cpu_s"], "client_cpu_util": res["cpu_s"] / res["wall_s"], "client_cpu_scope": "window",
         "client_cpu_us_per_request": 1e6 * res["cpu_s"] / max(n, 1),
         "client_cpu_us_per_event": 1e6 * res["cpu_s"] / max(events, 1),
-        "req_per_cpu_s": ok / res["cpu_s"] if res["cpu_s"] > 0 else None,
-        "events_per_cpu_s": events / res["cpu_s"] if res["cpu_s"] > 0 else None,
+        "req_per_cpu_s": fig["completed"] / res["cpu_s"] if res["cpu_s"] > 0 else None,
         "server_cpu_util": server_cpu_s / res["wall_s"],
         "client_runq_wait_util": res["runq_wait_s"] / res["wall_s"],
         "client_core_other_util": res["client_core_other_util"],
         "clock_offset_ns": res["clock_offset_ns"],
-        "ttft_ms_mean": sum(ttft_ms) / len(ttft_ms) if ttft_ms else None,
-        "server_ttft_ms_mean": sum(server_ttft_ms) / len(server_ttft_ms) if server_ttft_ms else None,
-        **{f"{name}_p{q}": pct(vals, q) for name, vals in (
-            ("ttft_error_ms", ttft_err), ("event_lag_ms", lag), ("first_event_lag_ms", first_lag),
-            ("request_path_ms", req_path), ("gap_error_ms", gap_err)) for q in (50, 99)},
-        "event_lag_ms_min": min(lag) if lag else None,
         "stamps": res.get("stamps", "read"),
-        "gap_error_abs_ms_p99": pct([abs(g) for g in gap_err], 99),
+        **shared_clock_figures(res["requests"], server),
     }
 
 
-COLS = [("req_per_s", "req/s", "{:8.0f}"), ("events_per_s", "ev/s", "{:8.0f}"),
-        ("client_cpu_util", "cpu", "{:5.0%}"), ("client_cpu_us_per_request", "us/req", "{:7.0f}"),
-        ("ttft_error_ms_p50", "ttftE50", "{:7.2f}"), ("ttft_error_ms_p99", "ttftE99", "{:7.2f}"),
-        ("event_lag_ms_p50", "lag50", "{:6.2f}"), ("event_lag_ms_p99", "lag99", "{:7.2f}"),
-        ("server_cpu_util", "srv", "{:5.0%}"), ("client_runq_wait_util", "wait", "{:5.0%}"),
-        ("client_core_other_util", "other", "{:5.0%}")]
-# Ratios printed last: ours / vLLM's. Rates: > 1 is better; costs and errors: < 1 is better.
-RATIO_KEYS = [("req_per_s", "req/s"), ("events_per_s", "ev/s"), ("client_cpu_us_per_request", "cpu/req"),
-              ("ttft_error_ms_p99", "ttftE99"), ("event_lag_ms_p99", "lag99")]
+class Bench:
+    """The run's server, client processes and peers; measures one unit (client x profile x level)."""
+
+    def __init__(self, args: argparse.Namespace, url: str, server_cpu: int, client_cpu: int | None,
+                 workers: dict[str, Worker], peer_clis: dict[str, Path], tokenizer: Path | None) -> None:
+        self.args, self.url = args, url
+        self.server_cpu, self.client_cpu = server_cpu, client_cpu
+        self.workers, self.peer_clis, self.tokenizer = workers, peer_clis, tokenizer
+        self.cores = [c for c in (server_cpu, client_cpu) if c is not None]
+
+    def unit(self, kind: str, profile: str, level: int, n: int, attempt: int) -> dict[str, Any]:
+        """One measurement with its quiet-machine readings (probe, window, probe)."""
+        pre = quiet.probe(self.args.probe_s)
+        srv0 = http(self.url + "/calibration/records")["cpu_s"]  # clears the records too
+        me0 = cpu_s()
+        a = quiet.sample()
+        tag = f"{kind}-{profile}-{level}-a{attempt}"
+        if kind in self.peer_clis:
+            row, tool_cpu, runq = self._peer(kind, profile, level, n, tag)
+        else:
+            row, tool_cpu, runq = self._inproc(kind, profile, level, n, tag)
+        b = quiet.sample()
+        srv_cpu = row.pop("_server_cpu_total_s")
+        own = {self.server_cpu: srv_cpu - srv0 + cpu_s() - me0}
+        if self.client_cpu is not None:
+            own[self.client_cpu] = own.get(self.client_cpu, 0.0) + tool_cpu
+        window = quiet.interval_shares(a, b, own)
+        post = quiet.probe(self.args.probe_s)
+        row["quiet"] = quiet.assess([pre, post], window, self.cores, runq)
+        return row
+
+    def _inproc(self, kind: str, profile: str, level: int, n: int, tag: str):
+        tokens = PROFILES[profile][2]
+        res = self.workers[kind].run(level=level, n=n, tokens=tokens, tag=tag)
+        got = http(self.url + "/calibration/records")
+        row = {"client": kind, **summarise(res, got["records"], level, profile, got["cpu_s"] - res["server_cpu0_s"])}
+        row["sched"] = res["sched"]
+        row["launch"] = f"in-process, core {self.client_cpu}, {res['sched']}"
+        row["server_kernel_stamps"] = got["kernel_stamps"]
+        row["_server_cpu_total_s"] = got["cpu_s"]
+        runq = res["runq_wait_s"] / res["wall_s"] if res["wall_s"] > 0 else None
+        return row, res["cmd_cpu_s"], runq
+
+    def _peer(self, kind: str, profile: str, level: int, n: int, tag: str):
+        tokens = PROFILES[profile][2]
+        work = peers.temp_workdir(self.args.peer_root / "runs", tag)
+        argv = peers.command(kind, self.peer_clis[kind], self.url, level, n, tokens, work, self.tokenizer)
+        cpus = {self.client_cpu} if self.client_cpu is not None else None
+        ran = peers.run(kind, argv, work, cpus, self.args.peer_sched, self.args.peer_timeout_s)
+        got = http(self.url + "/calibration/records")
+        row: dict[str, Any] = {"client": kind, "profile": profile, "concurrency": level,
+                               "offered_req_per_s": offered(profile, level),
+                               "launch": peers.launch_prefix(cpus, self.args.peer_sched) or "as started",
+                               "sched": self.args.peer_sched, "server_kernel_stamps": got["kernel_stamps"],
+                               "client_cpu_s": ran["cpu_s"], "client_cpu_scope": "whole run (start-up included)",
+                               "tool_wall_s": ran["wall_s"], "command": shlex.join(argv),
+                               "_server_cpu_total_s": got["cpu_s"]}
+        try:
+            if ran["rc"] != 0:
+                raise RuntimeError(f"exit status {ran['rc']}")
+            parsed = peers.parse(kind, work)
+        except Exception as e:  # a failed tool run is a row that says so, not a lost run
+            row.update({"requests": n, "completed": 0, "failed": n, "unmatched": 0,
+                        "errors": [f"{kind}: {e}"] + ran["tail"][-3:]})
+            return row, ran["cpu_s"], None
+        fig = window_figures(parsed["requests"], got["records"])
+        row.update(fig)
+        row.update({"self_req_per_s": parsed["self_req_per_s"], "self_window_s": parsed["self_window_s"],
+                    "errors": sorted({(r["err"] or "")[:120] for r in parsed["requests"] if not r["ok"]})[:3]})
+        if not self.args.keep_peer_runs:
+            shutil.rmtree(work, ignore_errors=True)
+        return row, ran["cpu_s"], None
+
+
+def measure(bench: Bench, kind: str, profile: str, level: int, n: int, retries: int) -> dict[str, Any]:
+    """A unit, repeated (at most ``retries`` times more) while the machine was not quiet; the
+    published attempt is the first quiet one, else the quietest, marked."""
+    attempts = []
+    for attempt in range(1 + retries):
+        row = bench.unit(kind, profile, level, n, attempt)
+        attempts.append(row)
+        if row["quiet"]["quiet"] or row.get("completed", 0) == 0:
+            break
+    best = quiet.quietest(attempts)
+    best["attempts"] = len(attempts)
+    best["attempts_quiet"] = [a["quiet"]["quiet"] for a in attempts]
+    return best
+
+
+COLS = [("server_req_per_s", "srv req/s", "{:9.0f}"), ("self_req_per_s", "self req/s", "{:10.0f}"),
+        ("self_over_server", "self/srv", "{:8.2f}"), ("ttft_error_ms_p50", "ttftE50", "{:7.2f}"),
+        ("ttft_error_ms_p99", "ttftE99", "{:7.2f}"), ("server_events_per_s", "srv ev/s", "{:8.0f}"),
+        ("client_cpu_us_per_request", "us/req", "{:7.0f}"), ("event_lag_ms_p99", "lag99", "{:7.2f}"),
+        ("server_cpu_util", "srv", "{:5.0%}"), ("client_runq_wait_util", "wait", "{:5.0%}")]
+# Ratios: client / reference, all from server stamps (rates) or clock-free differences (TTFT
+# error). Rates: > 1 is better; costs and errors: < 1 is better.
+RATIO_KEYS = [("server_req_per_s", "srv req/s"), ("server_events_per_s", "srv ev/s"),
+              ("client_cpu_us_per_request", "cpu/req"), ("ttft_error_ms_p99", "ttftE99")]
 
 
 def fmt(fmtstr: str, v: Any) -> str:
     if v is None:
-        width = int("".join(ch for ch in fmtstr if ch.isdigit()) or 6)
+        width = int("".join(ch for ch in fmtstr.split(":")[1] if ch.isdigit()) or 6)
         return "-".rjust(width)
     return fmtstr.format(v)
+
+
+def with_derived(r: dict[str, Any]) -> dict[str, Any]:
+    s, q = r.get("server_req_per_s"), r.get("self_req_per_s")
+    return {**r, "self_over_server": q / s if s and q is not None else None}
+
+
+def quiet_mark(r: dict[str, Any]) -> str:
+    q = r.get("quiet") or {}
+    if q.get("quiet"):
+        return "quiet"
+    return "NOT QUIET: " + "; ".join(q.get("reasons") or ["no reading"])
 
 
 def print_table(rows: list[dict[str, Any]], clients: list[str], reference: str | None) -> None:
@@ -401,30 +524,20 @@ def print_table(rows: list[dict[str, Any]], clients: list[str], reference: str |
         ttft, interval, tokens = PROFILES[profile]
         print(f"\nprofile {profile}: ttft {ttft:g} ms, interval {interval:g} ms, {tokens} tokens/request")
         print(f"{'client':<19}{'conc':>5}  " + " ".join(f"{lbl:>{len(fmt(f, 0.0))}}" for _, lbl, f in COLS))
-        for r in rows:
+        for r in map(with_derived, rows):
             if r["profile"] != profile:
                 continue
             cells = " ".join(fmt(f, r.get(k)) for k, _, f in COLS)
-            flag = "" if not r["failed"] and not r["unmatched"] else f"  failed={r['failed']} unmatched={r['unmatched']}"
-            print(f"{r['client']:<19}{r['concurrency']:>5}  {cells}{flag}")
-    print("\nhighest rates reached (any level; burst is the ceiling) and the same per client CPU-second:")
-    for c in clients:
-        mine = [r for r in rows if r["client"] == c]
-        if not mine:
-            continue
-        best = max(mine, key=lambda r: r["req_per_s"])
-        beste = max(mine, key=lambda r: r["events_per_s"])
-        print(f"  {c:<19} {best['req_per_s']:7.0f} req/s ({best['profile']} c={best['concurrency']}, "
-              f"cpu {best['client_cpu_util']:.0%}), {beste['events_per_s']:7.0f} events/s "
-              f"({beste['profile']} c={beste['concurrency']}); "
-              f"{best['req_per_cpu_s']:7.0f} req and {beste['events_per_cpu_s']:7.0f} events per CPU-second")
+            flag = "" if not r.get("failed") and not r.get("unmatched") else \
+                f"  failed={r.get('failed')} unmatched={r.get('unmatched')}"
+            print(f"{r['client']:<19}{r['concurrency']:>5}  {cells}{flag}  [{quiet_mark(r)}]")
     for a in clients:
         if reference is None or a == reference:
             continue
-        print(f"\nratios {a} / {reference} (rates: >1 better; cpu and errors: <1 better)")
-        print(f"{'profile':<8}{'conc':>5}  " + " ".join(f"{lbl:>8}" for _, lbl in RATIO_KEYS))
+        print(f"\nratios {a} / {reference} (server stamps; rates: >1 better; cpu and errors: <1 better)")
+        print(f"{'profile':<8}{'conc':>5}  " + " ".join(f"{lbl:>9}" for _, lbl in RATIO_KEYS))
         for q in ratios(rows, a, reference):
-            vals = " ".join(f"{q[k]:8.2f}" if q[k] is not None else "       -" for k, _ in RATIO_KEYS)
+            vals = " ".join(f"{q[k]:9.2f}" if q[k] is not None else "        -" for k, _ in RATIO_KEYS)
             print(f"{q['profile']:<8}{q['concurrency']:>5}  {vals}")
 
 
@@ -437,17 +550,73 @@ def ratios(rows: list[dict[str, Any]], a: str, b: str) -> list[dict[str, Any]]:
                    and r["concurrency"] == ra["concurrency"]), None)
         if rb is None:
             continue
+        # CPU per request compares only windows measured the same way (in-process, window CPU).
+        same_cpu = ra.get("client_cpu_scope") == rb.get("client_cpu_scope") == "window"
         out.append({"client": a, "reference": b, "profile": ra["profile"], "concurrency": ra["concurrency"],
-                    **{k: (ra[k] / rb[k] if ra.get(k) is not None and rb.get(k) else None) for k, _ in RATIO_KEYS}})
+                    "both_quiet": bool((ra.get("quiet") or {}).get("quiet") and (rb.get("quiet") or {}).get("quiet")),
+                    **{k: (ra[k] / rb[k] if ra.get(k) is not None and rb.get(k)
+                           and (k != "client_cpu_us_per_request" or same_cpu) else None)
+                       for k, _ in RATIO_KEYS}})
     return out
+
+
+def render_markdown(out: dict[str, Any]) -> str:
+    """The tables of RESULTS.md from a calibration.json."""
+    lines = [f"Made by `{out.get('command', '?')}` on {out['generated_at']} ({out['total_s']:.0f} s).", ""]
+    for profile, p in out["profiles"].items():
+        lines += [f"**{profile}** (first event {p['ttft_ms']:g} ms after arrival, then one every "
+                  f"{p['interval_ms']:g} ms, {p['tokens']} per request)", "",
+                  "| client | c | server req/s | self-reported req/s | self / server | TTFT error p50 ms "
+                  "| p99 ms | requests | quiet |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+        for r in map(with_derived, out["rows"]):
+            if r["profile"] != profile:
+                continue
+            cell = [fmt("{:,.0f}", r.get("server_req_per_s")), fmt("{:,.0f}", r.get("self_req_per_s")),
+                    fmt("{:.2f}", r.get("self_over_server")), fmt("{:.2f}", r.get("ttft_error_ms_p50")),
+                    fmt("{:.2f}", r.get("ttft_error_ms_p99"))]
+            req = f"{r.get('completed', 0)}/{r.get('requests', 0)}"
+            if r.get("unmatched"):
+                req += f" ({r['unmatched']} unmatched)"
+            mark = "yes" if (r.get("quiet") or {}).get("quiet") else \
+                "**no**: " + "; ".join((r.get("quiet") or {}).get("reasons") or ["failed"])
+            lines.append(f"| {r['client']} | {r['concurrency']} | " + " | ".join(c.strip() for c in cell)
+                         + f" | {req} | {mark} |")
+        lines.append("")
+    ref = out.get("reference")
+    if ref:
+        lines += [f"Ratios to `{ref}` (server-stamp rates; TTFT error p99: smaller is better)", "",
+                  "| client | profile | c | server req/s | TTFT error p99 | both quiet |",
+                  "| --- | --- | ---: | ---: | ---: | --- |"]
+        for q in out["ratios"]:
+            lines.append(f"| {q['client']} | {q['profile']} | {q['concurrency']} | "
+                         f"{fmt('{:.2f}', q['server_req_per_s']).strip()} | "
+                         f"{fmt('{:.2f}', q['ttft_error_ms_p99']).strip()} | {'yes' if q['both_quiet'] else 'no'} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def peer_requests(n: int, level: int, cap: int) -> int:
+    """A peer's window: as many requests as the others', capped (their start-up and per-request
+    cost make the full windows minutes long), but at least two rounds of the level."""
+    return min(n, max(cap, 2 * level))
 
 
 def orchestrate(args: argparse.Namespace) -> int:
     cpus = sorted(os.sched_getaffinity(0))
     server_cpu = cpus[0]
     client_cpu = cpus[1] if len(cpus) > 1 else None
-    os.sched_setaffinity(0, {server_cpu})  # this process mostly waits; it sits with the server
     env = dict(os.environ, PYTHONPATH=str(REPO), NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
+    peer_clis: dict[str, Path] = {}
+    skipped: dict[str, str] = {}
+    for name in (c for c in args.clients if c in PEERS):
+        try:
+            peer_clis[name] = peers.ensure_env(name, args.peer_root, args.peer_python)
+        except peers.PeerUnavailable as e:
+            skipped[name] = str(e)
+            print(f"  skipping {name}: {e}", flush=True)
+    tokenizer = peers.write_tokenizer(args.peer_root / "tokenizer") if peer_clis else None
+    clients = [c for c in args.clients if c not in skipped]
+    os.sched_setaffinity(0, {server_cpu})  # this process mostly waits; it sits with the server
     srv = subprocess.Popen([sys.executable, str(REPO / "benchmarks" / "calibration_server.py"), "--port", "0",
                             "--cpu", str(server_cpu), "--sched", args.sched], stdout=subprocess.PIPE, text=True,
                            env=env)
@@ -460,8 +629,10 @@ def orchestrate(args: argparse.Namespace) -> int:
         if not line.startswith("READY "):
             raise RuntimeError(f"calibration server did not start: {line!r}")
         url = line.split()[1]
-        for kind in args.clients:
-            workers[kind] = Worker(kind, url, client_cpu, env, args.sched)
+        for kind in clients:
+            if kind in WORKERS:
+                workers[kind] = Worker(kind, url, client_cpu, env, args.sched)
+        bench = Bench(args, url, server_cpu, client_cpu, workers, peer_clis, tokenizer)
         for profile in args.profiles:
             ttft, interval, tokens = PROFILES[profile]
             http(url + "/calibration/config", {"ttft_ms": ttft, "interval_ms": interval})
@@ -469,36 +640,39 @@ def orchestrate(args: argparse.Namespace) -> int:
                 n = args.requests or requests_for(level, profile)
                 if args.max_requests:
                     n = min(n, args.max_requests)
-                for kind in args.clients:  # same level, one after the other, same server
-                    http(url + "/calibration/records")  # clear
-                    tag = f"{kind}-{profile}-{level}"
-                    res = workers[kind].run(level=level, n=n, tokens=tokens, tag=tag)
-                    got = http(url + "/calibration/records")
-                    row = {"client": kind, **summarise(res, got["records"], level, profile,
-                                                       got["cpu_s"] - res["server_cpu0_s"])}
-                    row["sched"] = res["sched"]
-                    row["server_kernel_stamps"] = got["kernel_stamps"]
+                for kind in clients:  # same level, one after the other, same server
+                    nk = peer_requests(n, level, args.peer_max_requests) if kind in PEERS else n
+                    row = measure(bench, kind, profile, level, nk, args.quiet_retries)
                     rows.append(row)
-                    print(f"  {profile:<6} {kind:<13} c={level:<5} n={n:<5} {row['window_s']:6.2f} s "
-                          f"{row['req_per_s']:7.0f} req/s {row['events_per_s']:8.0f} ev/s "
-                          f"cpu {row['client_cpu_util']:4.0%} ttft_err p99 {fmt('{:.2f}', row['ttft_error_ms_p99'])} ms "
-                          f"lag p99 {fmt('{:.2f}', row['event_lag_ms_p99'])} ms srv {row['server_cpu_util']:4.0%}",
-                          flush=True)
+                    print(f"  {profile:<6} {kind:<13} c={level:<5} n={nk:<5} "
+                          f"srv {fmt('{:7.0f}', row.get('server_req_per_s'))} req/s "
+                          f"self {fmt('{:7.0f}', row.get('self_req_per_s'))} req/s "
+                          f"ttftE p99 {fmt('{:.2f}', row.get('ttft_error_ms_p99'))} ms "
+                          f"failed {row.get('failed')} [{quiet_mark(row)}]"
+                          + (f" x{row['attempts']}" if row["attempts"] > 1 else ""), flush=True)
     finally:
         for w in workers.values():
             w.close()
         srv.terminate()
         srv.wait(timeout=10)
     total_s = time.monotonic() - t_start
-    reference = "vllm" if "vllm" in args.clients else None
-    print_table(rows, args.clients, reference)
+    reference = "vllm" if "vllm" in clients else None
+    print_table(rows, clients, reference)
     import httpx
     out = {
-        "schema": "servingbench.calibration/1",
+        "schema": "servingbench.calibration/2",
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": args.command,
         "host": {"cpus": len(cpus), "server_cpu": server_cpu, "client_cpu": client_cpu,
                  "python": platform.python_version(), "platform": platform.platform(), "httpx": httpx.__version__},
-        "clients": args.clients,
+        "clients": clients,
+        "self_rate_definitions": {c: SELF_RATE.get(c) for c in clients},
+        "peers": {name: {"version": PEERS[name].version, "cli": str(cli), "sched": args.peer_sched,
+                         "launch": peers.launch_prefix({client_cpu} if client_cpu is not None else None,
+                                                       args.peer_sched)}
+                  for name, cli in peer_clis.items()},
+        "peers_skipped": skipped,
+        "quiet_thresholds": dataclasses.asdict(quiet.Thresholds()),
         "label": args.label,
         "profiles": {p: {"ttft_ms": PROFILES[p][0], "interval_ms": PROFILES[p][1], "tokens": PROFILES[p][2]}
                      for p in args.profiles},
@@ -506,7 +680,7 @@ def orchestrate(args: argparse.Namespace) -> int:
         "total_s": total_s,
         "rows": rows,
         "reference": reference,
-        "ratios": [q for c in args.clients if reference and c != reference for q in ratios(rows, c, reference)],
+        "ratios": [q for c in clients if reference and c != reference for q in ratios(rows, c, reference)],
     }
     if args.out:
         path = Path(args.out)
@@ -519,16 +693,32 @@ def orchestrate(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(description="client overhead and clock error against a zero-work server")
     ap.add_argument("--levels", default="1,16,64,256,1024")
     ap.add_argument("--profiles", default="paced,burst")
-    ap.add_argument("--clients", default="servingbench,vllm")
+    ap.add_argument("--clients", default="servingbench,vllm,guidellm,aiperf",
+                    help=f"in-process: {', '.join(sorted(WORKERS))}; peers (own environments): {', '.join(PEERS)}")
     ap.add_argument("--requests", type=int, default=0, help="requests per window (default: by level)")
     ap.add_argument("--max-requests", type=int, default=0, help="cap on requests per window")
+    ap.add_argument("--peer-max-requests", type=int, default=1024,
+                    help="cap on a peer's window (at least 2 x the level)")
+    ap.add_argument("--peer-sched", choices=("rr", "nice", "none"), default="rr",
+                    help="peers' priority: rr (SCHED_RR 1, time-sliced among the tool's own processes), "
+                         "nice (-10) or none")
+    ap.add_argument("--peer-root", type=Path, default=REPO / ".bench-envs",
+                    help="where the peers' environments are created")
+    ap.add_argument("--peer-python", default=sys.executable, help="interpreter the peers' environments use")
+    ap.add_argument("--peer-timeout-s", type=float, default=240.0)
+    ap.add_argument("--keep-peer-runs", action="store_true", help="keep each peer call's files")
+    ap.add_argument("--quiet-retries", type=int, default=1,
+                    help="repeat a unit at most this many times while the machine was not quiet")
+    ap.add_argument("--probe-s", type=float, default=0.4, help="quiet probe before and after each unit")
     ap.add_argument("--out", default=str(REPO / "results" / "calibration.json"))
+    ap.add_argument("--render", metavar="JSON", help="print RESULTS.md's tables from a calibration.json")
     ap.add_argument("--label", default="")
     ap.add_argument("--sched", choices=("fifo", "nice", "none"), default="fifo",
-                    help="scheduling of server and clients: fifo (SCHED_FIFO 1), nice (-10) or none")
+                    help="scheduling of server and in-process clients: fifo (SCHED_FIFO 1), nice (-10) or none")
     ap.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     ap.add_argument("--url", help=argparse.SUPPRESS)
     ap.add_argument("--worker-cpu", type=int, default=None, help=argparse.SUPPRESS)
@@ -536,9 +726,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         worker_main(args.worker, args.url, args.worker_cpu, args.sched)
         return 0
+    if args.render:
+        print(render_markdown(json.loads(Path(args.render).read_text())))
+        return 0
+    args.command = shlex.join(["python", "benchmarks/client_overhead.py", *argv])
     args.levels = [int(x) for x in args.levels.split(",") if x]
     args.profiles = [p for p in args.profiles.split(",") if p]
     args.clients = [c for c in args.clients.split(",") if c]
+    unknown = [c for c in args.clients if c not in WORKERS and c not in PEERS]
+    if unknown:
+        print(f"error: --clients: unknown client {unknown[0]!r}", file=sys.stderr)
+        return 2
     return orchestrate(args)
 
 
