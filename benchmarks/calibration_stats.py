@@ -78,22 +78,31 @@ def server_ttft_ns(rec: dict[str, Any]) -> int | None:
     return sends[0] - rec["arrival_ns"] if sends else None
 
 
-def server_stamp_rate(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Requests and content events per second between the first arrival and the last send of
-    these records, all by the server's clock. A window with no record, or one whose records
-    sent nothing, has no rate (None), not zero."""
-    sent = [r for r in records if r.get("send_ns")]
+def server_stamp_rate(window: list[dict[str, Any]], records: list[dict[str, Any]] | None = None
+                      ) -> dict[str, Any]:
+    """Requests and content events per second by the server's clock alone.
+
+    The window runs from the first arrival to the last send among ``window`` (the records of the
+    requests a client measured). In it are counted every request of ``records`` (default: the
+    window's own) whose last event was sent inside it, and every event sent inside it: so a
+    tool whose warm-up requests are still in flight when its measured window opens (GuideLLM
+    counts those that complete in the window) is counted as the server saw it, and one that
+    starts its window empty (the in-process clients) is not credited with anything before.
+    A window with no record, or whose records sent nothing, has no rate (None), not zero."""
+    sent = [r for r in window if r.get("send_ns")]
     if not sent:
         return {"server_window_s": None, "server_req_per_s": None, "server_events_per_s": None,
                 "server_requests": 0, "server_events": 0}
     first = min(r["arrival_ns"] for r in sent)
     last = max(r["send_ns"][-1] for r in sent)
-    events = sum(len(r["send_ns"]) for r in sent)
+    pool = [r for r in (records if records is not None else window) if r.get("send_ns")]
+    done = sum(1 for r in pool if first <= r["send_ns"][-1] <= last)
+    events = sum(1 for r in pool for t in r["send_ns"] if first <= t <= last)
     span = (last - first) / 1e9
     return {"server_window_s": span,
-            "server_req_per_s": len(sent) / span if span > 0 else None,
+            "server_req_per_s": done / span if span > 0 else None,
             "server_events_per_s": events / span if span > 0 else None,
-            "server_requests": len(sent), "server_events": events}
+            "server_requests": done, "server_events": events}
 
 
 def client_timed_rate(client: list[dict[str, Any]]) -> float | None:
@@ -131,7 +140,7 @@ def window_figures(client: list[dict[str, Any]], server: list[dict[str, Any]]) -
         "failed": sum(1 for c in measured if not c.get("ok")),
         "unmatched": sum(1 for c in measured if c.get("ok")) - len(mine),
         "server_unclaimed": counts["unclaimed"],
-        **server_stamp_rate([s for _, s in mine]),
+        **server_stamp_rate([s for _, s in mine], server),
         "client_timed_req_per_s": client_timed_rate(client),
         "ttft_ms_mean": _mean([c["ttft_ms"] for c, _ in mine if c.get("ttft_ms") is not None]),
         "server_ttft_ms_mean": _mean([server_ttft_ns(s) / 1e6 for _, s in mine if s.get("send_ns")]),

@@ -28,6 +28,7 @@ import dataclasses
 import json
 import os
 import platform
+import re
 import resource
 import shlex
 import shutil
@@ -448,12 +449,13 @@ class Bench:
         work = peers.temp_workdir(self.args.peer_root / "runs", tag)
         argv = peers.command(kind, self.peer_clis[kind], self.url, level, n, tokens, work, self.tokenizer)
         cpus = {self.client_cpu} if self.client_cpu is not None else None
-        ran = peers.run(kind, argv, work, cpus, self.args.peer_sched, self.args.peer_timeout_s)
+        sched = self.args.peer_sched[kind]
+        ran = peers.run(kind, argv, work, cpus, sched, self.args.peer_timeout_s)
         got = http(self.url + "/calibration/records")
         row: dict[str, Any] = {"client": kind, "profile": profile, "concurrency": level,
                                "offered_req_per_s": offered(profile, level),
-                               "launch": peers.launch_prefix(cpus, self.args.peer_sched) or "as started",
-                               "sched": self.args.peer_sched, "server_kernel_stamps": got["kernel_stamps"],
+                               "launch": peers.launch_prefix(cpus, sched) or "as started",
+                               "sched": sched, "server_kernel_stamps": got["kernel_stamps"],
                                "client_cpu_s": ran["cpu_s"], "client_cpu_scope": "whole run (start-up included)",
                                "tool_wall_s": ran["wall_s"], "command": shlex.join(argv),
                                "_server_cpu_total_s": got["cpu_s"]}
@@ -502,8 +504,8 @@ RATIO_KEYS = [("server_req_per_s", "srv req/s"), ("server_events_per_s", "srv ev
 
 def fmt(fmtstr: str, v: Any) -> str:
     if v is None:
-        width = int("".join(ch for ch in fmtstr.split(":")[1] if ch.isdigit()) or 6)
-        return "-".rjust(width)
+        m = re.match(r"\{:[^0-9.]*(\d*)", fmtstr)
+        return "-".rjust(int(m.group(1) or 1) if m else 1)
     return fmtstr.format(v)
 
 
@@ -667,9 +669,9 @@ def orchestrate(args: argparse.Namespace) -> int:
                  "python": platform.python_version(), "platform": platform.platform(), "httpx": httpx.__version__},
         "clients": clients,
         "self_rate_definitions": {c: SELF_RATE.get(c) for c in clients},
-        "peers": {name: {"version": PEERS[name].version, "cli": str(cli), "sched": args.peer_sched,
+        "peers": {name: {"version": PEERS[name].version, "cli": str(cli), "sched": args.peer_sched[name],
                          "launch": peers.launch_prefix({client_cpu} if client_cpu is not None else None,
-                                                       args.peer_sched)}
+                                                       args.peer_sched[name])}
                   for name, cli in peer_clis.items()},
         "peers_skipped": skipped,
         "quiet_thresholds": dataclasses.asdict(quiet.Thresholds()),
@@ -703,9 +705,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-requests", type=int, default=0, help="cap on requests per window")
     ap.add_argument("--peer-max-requests", type=int, default=1024,
                     help="cap on a peer's window (at least 2 x the level)")
-    ap.add_argument("--peer-sched", choices=("rr", "nice", "none"), default="rr",
-                    help="peers' priority: rr (SCHED_RR 1, time-sliced among the tool's own processes), "
-                         "nice (-10) or none")
+    ap.add_argument("--peer-sched", default=",".join(f"{k}={v}" for k, v in peers.DEFAULT_SCHED.items()),
+                    help="each peer's priority, NAME=rr|nice|none (rr: SCHED_RR 1; nice: -10), or one value "
+                         "for all; the defaults and why: benchmarks/RESULTS.md")
     ap.add_argument("--peer-root", type=Path, default=REPO / ".bench-envs",
                     help="where the peers' environments are created")
     ap.add_argument("--peer-python", default=sys.executable, help="interpreter the peers' environments use")
@@ -729,6 +731,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.render:
         print(render_markdown(json.loads(Path(args.render).read_text())))
         return 0
+    try:
+        args.peer_sched = peers.parse_sched(args.peer_sched)
+    except ValueError as e:
+        print(f"error: --peer-sched: {e}", file=sys.stderr)
+        return 2
     args.command = shlex.join(["python", "benchmarks/client_overhead.py", *argv])
     args.levels = [int(x) for x in args.levels.split(",") if x]
     args.profiles = [p for p in args.profiles.split(",") if p]

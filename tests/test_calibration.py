@@ -46,6 +46,18 @@ def test_server_rate_ignores_records_that_sent_nothing_and_has_none_without_reco
     assert empty["server_req_per_s"] is None and empty["server_requests"] == 0
 
 
+def test_server_rate_counts_requests_carried_into_the_window_by_their_last_send():
+    # A tool's warm-up request w1 still streaming when the measured ones start (GuideLLM counts
+    # it in its window); w0 ended before the window; z ends after it.
+    window = [srv("m0", 100, [150, 200]), srv("m1", 120, [180, 300])]
+    others = [srv("w0", 0, [50, 90]), srv("w1", 60, [110, 160]), srv("z", 290, [295, 400])]
+    r = server_stamp_rate(window, window + others)
+    assert r["server_window_s"] == pytest.approx(0.200)
+    assert r["server_requests"] == 3  # m0, m1, w1
+    assert r["server_events"] == 7    # every event sent in [100, 300]: 150 200 180 300 110 160 295
+    assert r["server_req_per_s"] == pytest.approx(15.0)
+
+
 def test_client_timed_rate_starts_at_first_send_not_at_task_creation():
     # Three requests sent 50 ms after the harness started creating tasks: the rate is over the
     # 100 ms from the first send to the last end, whatever the harness did before.
@@ -81,9 +93,12 @@ def test_window_figures_ttft_error_and_rates_cover_measured_requests_only():
               cli("m0", 2.5), cli("m1", 3.5), cli("m2", 1.25), cli("f0", None, ok=False)]
     fig = window_figures(client, server)
     assert (fig["requests"], fig["completed"], fig["failed"], fig["unmatched"]) == (4, 3, 1, 0)
-    # server rate over m0..m2: first arrival 10 ms, last send 20 ms
+    # server window over m0..m2: first arrival 10 ms, last send 20 ms; in it the server finished
+    # m0, m1, m2 and f0 (it sent all of f0's events, whatever the client made of them); w0 ended
+    # before the window opened
     assert fig["server_window_s"] == pytest.approx(0.010)
-    assert fig["server_req_per_s"] == pytest.approx(300.0)
+    assert fig["server_req_per_s"] == pytest.approx(400.0)
+    assert fig["server_events_per_s"] == pytest.approx(8 / 0.010)
     # errors: 2.5-2, 3.5-3, 1.25-1 -> 0.25, 0.5, 0.5 (warm-up and failed excluded)
     assert fig["ttft_error_n"] == 3
     assert fig["ttft_error_ms_p50"] == pytest.approx(0.5)
@@ -236,3 +251,12 @@ def test_calibration_server_records_key_request_id_and_stamps():
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_peer_sched_per_peer_or_for_all():
+    assert peers.parse_sched("") == peers.DEFAULT_SCHED
+    assert peers.parse_sched("none") == {name: "none" for name in peers.PEERS}
+    assert peers.parse_sched("aiperf=rr")["aiperf"] == "rr"
+    for bad in ("fifo", "nosuch=rr"):
+        with pytest.raises(ValueError):
+            peers.parse_sched(bad)
