@@ -599,8 +599,10 @@ def render_markdown(out: dict[str, Any]) -> str:
 
 def peer_requests(n: int, level: int, cap: int) -> int:
     """A peer's window: as many requests as the others', capped (their start-up and per-request
-    cost make the full windows minutes long), but at least two rounds of the level."""
-    return min(n, max(cap, 2 * level))
+    cost make the full windows minutes long), but at least four rounds of the level: GuideLLM
+    opens its measured window only when its warm-up requests complete, by which time a
+    level's worth more are in flight, so a shorter window would hold only their drain."""
+    return min(n, max(cap, 4 * level))
 
 
 def orchestrate(args: argparse.Namespace) -> int:
@@ -643,8 +645,11 @@ def orchestrate(args: argparse.Namespace) -> int:
                 if args.max_requests:
                     n = min(n, args.max_requests)
                 for kind in clients:  # same level, one after the other, same server
+                    if kind in PEERS and level not in args.peer_levels:
+                        continue
                     nk = peer_requests(n, level, args.peer_max_requests) if kind in PEERS else n
-                    row = measure(bench, kind, profile, level, nk, args.quiet_retries)
+                    # A peer's repeat costs its start-up (10-20 s): peers are marked, not repeated.
+                    row = measure(bench, kind, profile, level, nk, 0 if kind in PEERS else args.quiet_retries)
                     rows.append(row)
                     print(f"  {profile:<6} {kind:<13} c={level:<5} n={nk:<5} "
                           f"srv {fmt('{:7.0f}', row.get('server_req_per_s'))} req/s "
@@ -679,6 +684,7 @@ def orchestrate(args: argparse.Namespace) -> int:
         "profiles": {p: {"ttft_ms": PROFILES[p][0], "interval_ms": PROFILES[p][1], "tokens": PROFILES[p][2]}
                      for p in args.profiles},
         "levels": args.levels,
+        "peer_levels": [lv for lv in args.peer_levels if lv in args.levels],
         "total_s": total_s,
         "rows": rows,
         "reference": reference,
@@ -703,8 +709,11 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"in-process: {', '.join(sorted(WORKERS))}; peers (own environments): {', '.join(PEERS)}")
     ap.add_argument("--requests", type=int, default=0, help="requests per window (default: by level)")
     ap.add_argument("--max-requests", type=int, default=0, help="cap on requests per window")
-    ap.add_argument("--peer-max-requests", type=int, default=1024,
-                    help="cap on a peer's window (at least 2 x the level)")
+    ap.add_argument("--peer-levels", default="1,16,256",
+                    help="levels the peers run at (each call costs 10-20 s of start-up; both tools "
+                         "saturate one core below 16 streams)")
+    ap.add_argument("--peer-max-requests", type=int, default=256,
+                    help="cap on a peer's window (at least 4 x the level)")
     ap.add_argument("--peer-sched", default=",".join(f"{k}={v}" for k, v in peers.DEFAULT_SCHED.items()),
                     help="each peer's priority, NAME=rr|nice|none (rr: SCHED_RR 1; nice: -10), or one value "
                          "for all; the defaults and why: benchmarks/RESULTS.md")
@@ -714,7 +723,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peer-timeout-s", type=float, default=240.0)
     ap.add_argument("--keep-peer-runs", action="store_true", help="keep each peer call's files")
     ap.add_argument("--quiet-retries", type=int, default=1,
-                    help="repeat a unit at most this many times while the machine was not quiet")
+                    help="repeat an in-process client's level at most this many times while the machine "
+                         "was not quiet (peers are marked only)")
     ap.add_argument("--probe-s", type=float, default=0.4, help="quiet probe before and after each unit")
     ap.add_argument("--out", default=str(REPO / "results" / "calibration.json"))
     ap.add_argument("--render", metavar="JSON", help="print RESULTS.md's tables from a calibration.json")
@@ -738,6 +748,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args.command = shlex.join(["python", "benchmarks/client_overhead.py", *argv])
     args.levels = [int(x) for x in args.levels.split(",") if x]
+    args.peer_levels = [int(x) for x in args.peer_levels.split(",") if x]
     args.profiles = [p for p in args.profiles.split(",") if p]
     args.clients = [c for c in args.clients.split(",") if c]
     unknown = [c for c in args.clients if c not in WORKERS and c not in PEERS]

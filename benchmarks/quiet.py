@@ -84,7 +84,9 @@ def interval_shares(a: dict[str, Any], b: dict[str, Any], own_cpu_s: dict[int, f
     if wall <= 0:
         raise ValueError("readings out of order")
     own = own_cpu_s or {}
-    other = {core: max(0.0, (b["busy_s"][core] - a["busy_s"][core] - own.get(core, 0.0)) / wall)
+    # /proc/stat counts in clock ticks (10 ms): over a short interval a fully busy core can read
+    # a tick or two above 100%, or own CPU (counted exactly) a little above the core's ticks.
+    other = {core: min(1.0, max(0.0, (b["busy_s"][core] - a["busy_s"][core] - own.get(core, 0.0)) / wall))
              for core in a["busy_s"] if core in b["busy_s"]}
     psi = None
     if a.get("psi_some_us") is not None and b.get("psi_some_us") is not None:
