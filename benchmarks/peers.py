@@ -106,11 +106,13 @@ def ensure_env(name: str, root: Path, python: str, log=print) -> Path:
         raise PeerUnavailable(f"python -m venv with {python} failed: {_last_line(r.stderr)}")
     cmd = [str(d / "bin" / "python"), "-m", "pip", "install", "-q", f"{peer.package}=={peer.version}"]
     cons = _torch_constraint()
-    if cons:
+    r = None
+    if cons:  # where that build cannot be found (PyPI has no +cpu builds), install unconstrained
         cfile = d / "constraints.txt"
         cfile.write_text(cons + "\n")
-        cmd += ["-c", str(cfile)]
-    r = subprocess.run(cmd, capture_output=True, text=True)
+        r = subprocess.run(cmd + ["-c", str(cfile)], capture_output=True, text=True)
+    if r is None or r.returncode:
+        r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode or not cli.exists():
         raise PeerUnavailable(f"pip install {peer.package}=={peer.version} failed with {python}: "
                               f"{_last_line(r.stderr or r.stdout)}")

@@ -260,3 +260,8 @@ def test_peer_sched_per_peer_or_for_all():
     for bad in ("fifo", "nosuch=rr"):
         with pytest.raises(ValueError):
             peers.parse_sched(bad)
+
+
+def test_a_peer_that_cannot_be_installed_is_unavailable_with_the_reason(tmp_path):
+    with pytest.raises(peers.PeerUnavailable, match="python -m venv with /bin/false failed"):
+        peers.ensure_env("aiperf", tmp_path, "/bin/false", log=lambda *a, **k: None)
