@@ -584,6 +584,19 @@ def render_markdown(out: dict[str, Any]) -> str:
             lines.append(f"| {r['client']} | {r['concurrency']} | " + " | ".join(c.strip() for c in cell)
                          + f" | {req} | {mark} |")
         lines.append("")
+    lines += ["In-process clients: server events/s, client CPU (share of its core, µs per request), "
+              "event lag p99 (client receive − server send, shared clock), server CPU, client run-queue "
+              "wait", "", "| client | profile | c | server ev/s | cpu | µs/req | lag p99 ms | server cpu | wait |",
+              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in out["rows"]:
+        if r.get("client_cpu_scope") != "window":
+            continue
+        cell = [fmt("{:,.0f}", r.get("server_events_per_s")), fmt("{:.0%}", r.get("client_cpu_util")),
+                fmt("{:,.0f}", r.get("client_cpu_us_per_request")), fmt("{:.2f}", r.get("event_lag_ms_p99")),
+                fmt("{:.0%}", r.get("server_cpu_util")), fmt("{:.0%}", r.get("client_runq_wait_util"))]
+        lines.append(f"| {r['client']} | {r['profile']} | {r['concurrency']} | " + " | ".join(c.strip() for c in cell)
+                     + " |")
+    lines.append("")
     ref = out.get("reference")
     if ref:
         lines += [f"Ratios to `{ref}` (server-stamp rates; TTFT error p99: smaller is better)", "",
