@@ -1,23 +1,29 @@
 """How much does the load client cost, and how right is its clock? (issue "The measuring instrument")
 
-Drives ``calibration_server.py`` (a zero-work server pinned to one core) with two clients,
-each in its own process pinned to the other core, in the same run, level by level:
+Drives ``calibration_server.py`` (a zero-work server pinned to one core) with each client on
+the other core, in the same run, level by level, one client after the other:
 
 - ``servingbench``: our ``LoadClient`` with the vLLM adapter, closed loop, as a cell uses it;
 - ``vllm``: vLLM's own serving-benchmark request function
   (``vllm.benchmarks.lib.endpoint_request_func.async_request_openai_completions``) with an
-  aiohttp session and semaphore set up as ``vllm.benchmarks.serve.benchmark`` does.
+  aiohttp session and semaphore set up as ``vllm.benchmarks.serve.benchmark`` does;
+- ``guidellm``, ``aiperf`` (optional peers): the tools' own CLIs, each from its own
+  environment under ``.bench-envs/`` (``peers.py``).
 
-For every level both clients first run an uncounted warm-up (``level`` requests, which opens
-the connections), then the measured window. The server records the arrival of each request
-and the send time of each event (see calibration_server.py for the clocks); the client
-records its own stamps. Figures per client and level (keys of results/calibration.json,
-documented in benchmarks/RESULTS.md): achieved request and event rates, client CPU seconds
-(``getrusage(RUSAGE_SELF)`` of the client process around the window), TTFT error (client
-TTFT - server TTFT, clock-free), event lag (client receive - server send, shared
-CLOCK_MONOTONIC), inter-token gap error.
+The two in-process clients run in worker processes of this script; each level starts with an
+uncounted warm-up (``level`` requests, which opens the connections), then the measured window.
+The peers run their own warm-up. The server records each request's arrival and each event's
+send time (see calibration_server.py for the clocks). Every rate is the server's
+(``calibration_stats.server_stamp_rate``), beside the tool's self-reported one; the TTFT error
+(client TTFT - server TTFT, clock-free) is matched request by request; the in-process clients
+also get CPU seconds (``getrusage`` around the window), event lag (client receive - server
+send, shared CLOCK_MONOTONIC) and inter-token gap error. Around each level ``quiet.py``
+checks that no other work held the two cores; an in-process level that was not quiet is run
+once more and the quieter attempt kept, a peer's is marked.
 
-Usage: ``.venv/bin/python benchmarks/client_overhead.py`` (about 3-4 minutes on 2 cores).
+Usage: ``.venv/bin/python benchmarks/client_overhead.py`` (8 minutes on a busy 2-core machine;
+``--clients servingbench,vllm`` for the in-process clients alone); ``--render FILE`` prints
+RESULTS.md's tables from a results/calibration.json. Keys: benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
