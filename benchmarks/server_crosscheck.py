@@ -33,7 +33,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from servingbench.cell import server_ttft_totals  # noqa: E402
+from servingbench.cell import server_timings  # noqa: E402
 from servingbench.client import LoadClient, WindowPlan  # noqa: E402
 from servingbench.frameworks import get_adapter  # noqa: E402
 from servingbench.lifecycle import start_server  # noqa: E402
@@ -66,10 +66,10 @@ async def measure(url: str, spec: ServerSpec, transport: str, n: int, concurrenc
     async with LoadClient(url, adapter, spec, gen, "forced", timeout_s=120.0, max_connections=concurrency,
                           transport=transport) as client:
         await client.run_window(WindowPlan(items=warm, concurrency=1, stream=True, warmup=True))
-        before = await server_ttft_totals(client._client, "/metrics")
+        before = (await server_timings(client.http, adapter)).get("ttft")
         recs, window_s = await client.run_window(WindowPlan(items=items, concurrency=concurrency, stream=True))
         await asyncio.sleep(0.5)  # let the server's stats logger fold in the last request
-        after = await server_ttft_totals(client._client, "/metrics")
+        after = (await server_timings(client.http, adapter)).get("ttft")
         stamps = client.stamps
     ok = [r for r in recs if r.ok and r.ttft_ms is not None]
     out: dict[str, Any] = {"transport": transport, "stamps": stamps, "requests": n, "completed": len(ok),

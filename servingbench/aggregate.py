@@ -29,10 +29,11 @@ COLUMNS = ["framework", "model", "task", "mode", "kind", "concurrency", "prompt_
            "metric", "statistic", "value", "unit", "status", "reason", "weights", "device", "source"]
 STATS = ("mean", "p50", "p90", "p99", "min", "max", "n")
 # Window entries summarised per request (stats objects) and single figures, in display order.
-WINDOW_STATS = ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms", "output_tok_s", "queue_ms", "prompt_tokens")
+WINDOW_STATS = ("ttft_ms", "tpot_ms", "itl_ms", "event_gap_ms", "tokens_per_event", "e2e_ms", "output_tok_s",
+                "queue_ms", "prompt_tokens")
 WINDOW_VALUES = ("throughput_req_s", "throughput_output_tok_s", "requests", "completed", "failed",
                  "window_s", "output_tokens_requested_total", "output_tokens_actual_total",
-                 "output_tokens_mismatched", "server_ttft_ms_mean")
+                 "output_tokens_mismatched", "itl_unknown_requests", "server_ttft_ms_mean", "server_itl_ms_mean")
 GPU_VALUES = ("device_used_before_load_bytes", "device_used_after_load_bytes", "device_used_peak_bytes",
               "device_total_bytes", "utilization_mean_pct", "power_mean_w", "energy_j",
               "energy_per_output_token_j", "memory_bandwidth_bytes_s")
@@ -43,7 +44,8 @@ _UNITS = {
     "output_tokens_actual_total": "tokens", "output_tokens_mismatched": "requests",
     "requests": "requests", "completed": "requests", "failed": "requests",
     "host_processes_max": "processes", "server_reused": "bool", "gpu_memory_bandwidth_bytes_s": "bytes/s",
-    "gpu_energy_per_output_token_j": "J/token", "server_ttft_ms_mean": "ms",
+    "gpu_energy_per_output_token_j": "J/token", "server_ttft_ms_mean": "ms", "server_itl_ms_mean": "ms",
+    "tokens_per_event": "tokens", "itl_unknown_requests": "requests",
 }
 _SUFFIX_UNITS = (("_ms", "ms"), ("_bytes", "bytes"), ("_s", "s"), ("_j", "J"), ("_w", "W"), ("_pct", "%"))
 
@@ -168,12 +170,22 @@ def validate(path: Path, data: dict[str, Any], schema_id: str, entry: Entry) -> 
         raise ResultFileError(f"{path}: foreign file, it describes {got} but its path is {entry.label}")
 
 
+def current_window(w: dict[str, Any]) -> dict[str, Any]:
+    """A window with today's names. Results written before per-token ITL (no ``event_gap_ms``)
+    called the gaps between stream events ``itl_ms``: they are event gaps, and per-token ITL is
+    unknown for every request of that window."""
+    if "event_gap_ms" in w or w.get("itl_ms") is None:
+        return w
+    return {**w, "event_gap_ms": w["itl_ms"], "itl_ms": None, "itl_unknown_requests": w.get("completed")}
+
+
 def load_entry(entry: Entry) -> Entry:
     """Fill in status, reason and the validated document of one expected entry."""
     fail = failure_path(entry.path)
     if entry.path.exists():
         doc = read_json(entry.path)
         validate(entry.path, doc, CELL_SCHEMA, entry)
+        doc["windows"] = [current_window(w) for w in doc["windows"]]
         entry.status, entry.doc = "ok", doc
         entry.weights, entry.device = doc["weights"], doc["device"]
     elif fail.exists():

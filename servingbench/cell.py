@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import importlib
 import itertools
-import re
 import signal
 import sys
 import time
@@ -150,27 +149,28 @@ def _cycle(items: list[PromptItem]) -> Iterator[PromptItem]:
     return itertools.cycle(items)
 
 
-_PROM = re.compile(r"^(vllm:time_to_first_token_seconds_(?:sum|count))(?:\{[^}]*\})?\s+([0-9.eE+-]+)", re.M)
-
-
-async def server_ttft_totals(client: httpx.AsyncClient, path: str | None) -> tuple[float, float] | None:
-    """(sum seconds, count) of the server's own TTFT histogram, summed over label sets."""
-    if not path:
-        return None
+async def server_timings(client: httpx.AsyncClient, adapter: Adapter) -> dict[str, tuple[float, float]]:
+    """One scrape of the server's own timing histograms: figure -> (sum seconds, count)."""
+    path = adapter.server_metrics_path()
+    if not path or not adapter.server_timing_histograms:
+        return {}
     try:
         resp = await client.get(path)
     except httpx.HTTPError:
-        return None
+        return {}
     if resp.status_code != 200:
-        return None
-    totals = {"vllm:time_to_first_token_seconds_sum": 0.0, "vllm:time_to_first_token_seconds_count": 0.0}
-    found = False
-    for name, value in _PROM.findall(resp.text):
-        totals[name] += float(value)
-        found = True
-    if not found:
-        return None
-    return totals["vllm:time_to_first_token_seconds_sum"], totals["vllm:time_to_first_token_seconds_count"]
+        return {}
+    return adapter.server_side_timings(resp.text)
+
+
+def server_means_ms(before: dict[str, tuple[float, float]],
+                    after: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """``server_{figure}_ms_mean`` of what the server observed between two scrapes."""
+    out = {}
+    for figure, (sum_after, n_after) in after.items():
+        if figure in before and n_after > before[figure][1]:
+            out[f"server_{figure}_ms_mean"] = 1000.0 * (sum_after - before[figure][0]) / (n_after - before[figure][1])
+    return out
 
 
 def plan_windows(spec: CellSpec, items: list[PromptItem]) -> list[tuple[WindowPlan, WindowPlan | None]]:
@@ -213,12 +213,11 @@ async def _measure(spec: CellSpec, adapter: Adapter, base_url: str, items: list[
         for meas, warm in plan_windows(spec, items):
             if warm is not None:
                 await client.run_window(warm)
-            before = await server_ttft_totals(client.http, adapter.server_metrics_path())
+            before = await server_timings(client.http, adapter)
             recs, window_s = await client.run_window(meas, on_done=progress.update)
-            after = await server_ttft_totals(client.http, adapter.server_metrics_path())
+            after = await server_timings(client.http, adapter)
             summary = window_summary(recs, window_s, meas.concurrency, meas.stream, meas.prompt_tokens_target)
-            if before and after and after[1] > before[1]:
-                summary["server_ttft_ms_mean"] = 1000.0 * (after[0] - before[0]) / (after[1] - before[1])
+            summary.update(server_means_ms(before, after))
             windows.append(summary)
             records.extend(recs)
             lost = await server_lost(client.http, adapter, alive) if summary["failed"] or not alive() else None
@@ -321,10 +320,12 @@ def run_cell(spec: CellSpec, workload: str | Path, out_path: str | Path, results
                 "pid": handle.proc.pid, "command": handle.proc.command(), "log": str(log_path),
                 "server_settings": {"gpu_memory_utilization": spec.server.gpu_memory_utilization,
                                     "prefix_caching": spec.server.prefix_caching,
-                                    "server_args": list(spec.server.server_args)},
+                                    "server_args": list(spec.server.server_args),
+                                    "model_server_args": list(spec.server.model_server_args)},
             },
             "provenance": {**provenance.collect(spec.server.framework, gpu.info if gpu else None,
-                                                spec.config_hash, spec.server.image, spec.server.profile),
+                                                spec.config_hash, spec.server.image, spec.server.profile,
+                                                dict(spec.server.env)),
                            "started_at": started_at, "finished_at": provenance.now_iso()},
             "requests_file": requests_path(out_path).name,
         }

@@ -2,8 +2,10 @@
 
 Definitions (DESIGN §3): ``dispatch`` is stamped with ``perf_counter_ns`` after the request is
 built and after any wait for a concurrency slot, right before the request's bytes are written
-to the socket; TTFT is dispatch to the first event carrying generated text; E2E is dispatch to
-the last byte (sync) or the last content event (stream).
+to the socket; TTFT is dispatch to the first event carrying generated output (text, or a token
+count the server gives: see frameworks.base.StreamUpdate); E2E is dispatch to the last byte
+(sync) or the last such event (stream). Each such event's time and, where the server says it,
+its number of tokens are kept per request (``event_offsets_ms``, ``event_tokens``).
 
 Two transports. ``http1`` (the default for ``http://``): servingbench.http1, a hand-written
 HTTP/1.1 client on raw sockets that parses each stream inside the event loop's read callback
@@ -53,6 +55,8 @@ class RequestRecord:
     ttft_ms: float | None = None
     e2e_ms: float | None = None
     event_offsets_ms: list[float] = field(default_factory=list)
+    # Tokens each of those events carried, where the server said (None: it never did).
+    event_tokens: list[int | None] | None = None
     output_tokens_requested: int = 0
     output_tokens_forced: bool = False
     output_tokens: int | None = None
@@ -94,7 +98,7 @@ class _Sink:
     """One response, fed by servingbench.http1 from inside the read callback: a stream is parsed
     event by event as its bytes arrive, anything else (a sync answer, an HTTP error) is kept."""
 
-    __slots__ = ("t0", "stream", "status", "headers", "parts", "parser", "reader", "offsets", "ended")
+    __slots__ = ("t0", "stream", "status", "headers", "parts", "parser", "reader", "offsets", "counts", "ended")
 
     def __init__(self, stream: bool, reader: Any) -> None:
         self.t0 = 0
@@ -105,6 +109,7 @@ class _Sink:
         self.parser = SSEParser() if stream else None
         self.reader = reader
         self.offsets: list[float] = []
+        self.counts: list[int | None] = []
         self.ended = False
 
     def on_head(self, status: int, headers: dict[str, str], t_ns: int) -> None:
@@ -117,11 +122,12 @@ class _Sink:
         if parser is None:
             self.parts.append(data)
             return
-        reader, offsets = self.reader, self.offsets
+        reader, offsets, counts = self.reader, self.offsets, self.counts
         for payload in parser.feed(data):
             upd = reader.feed(payload)
-            if upd.text:
+            if upd.text or upd.tokens:
                 offsets.append((t_ns - self.t0) / NS_PER_MS)
+                counts.append(upd.tokens)
             if upd.done:
                 self.ended = True
 
@@ -235,7 +241,8 @@ class LoadClient:
                 done.error = f"HTTP {sink.status}"
             rec.e2e_ms = (ex.end_ns - sink.t0) / NS_PER_MS
             return self._finish(rec, done)
-        return self._finish(rec, self._end_stream(sink.parser, sink.reader, sink.offsets, sink.ended, rec))
+        return self._finish(rec, self._end_stream(sink.parser, sink.reader, sink.offsets, sink.counts,
+                                                  sink.ended, rec))
 
     async def _exchange(self, request: httpx.Request, stream: bool, rec: RequestRecord) -> Completion:
         rec.dispatch_ns = t0 = time.perf_counter_ns()
@@ -257,19 +264,21 @@ class LoadClient:
     async def _read_stream(self, resp: httpx.Response, t0: int, rec: RequestRecord) -> Completion:
         parser, reader = SSEParser(), self.adapter.stream_reader()
         offsets: list[float] = []
+        counts: list[int | None] = []
         ended = False
         async for chunk in resp.aiter_raw():
             now = time.perf_counter_ns()
             for payload in parser.feed(chunk):
                 upd = reader.feed(payload)
-                if upd.text:
+                if upd.text or upd.tokens:
                     offsets.append((now - t0) / NS_PER_MS)
+                    counts.append(upd.tokens)
                 if upd.done:
                     ended = True
-        return self._end_stream(parser, reader, offsets, ended, rec)
+        return self._end_stream(parser, reader, offsets, counts, ended, rec)
 
-    def _end_stream(self, parser: SSEParser, reader: Any, offsets: list[float], ended: bool,
-                    rec: RequestRecord) -> Completion:
+    def _end_stream(self, parser: SSEParser, reader: Any, offsets: list[float], counts: list[int | None],
+                    ended: bool, rec: RequestRecord) -> Completion:
         for payload in parser.flush():
             upd = reader.feed(payload)
             ended = ended or upd.done
@@ -278,10 +287,11 @@ class LoadClient:
             if self.adapter.stream_has_done_marker or done.finish_reason is None:
                 done.error = "stream ended before its end marker (cut off)"
         rec.event_offsets_ms = offsets
-        if offsets:
+        rec.event_tokens = counts if any(c is not None for c in counts) else None
+        if offsets:  # never a TTFT from an event that carried no output (DESIGN §3)
             rec.ttft_ms, rec.e2e_ms = offsets[0], offsets[-1]
         elif done.error is None:
-            done.error = "stream carried no generated text"
+            done.error = "stream carried no generated text and no token counts"
         return done
 
     @staticmethod

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from servingbench.frameworks import known_arms
+from servingbench.frameworks import get_adapter, known_arms
 from servingbench.spec import CellSpec, GenerationParams, ServerSpec
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -40,9 +40,12 @@ def _check_range(name: str, rng: TokenRange) -> TokenRange:
 
 
 class Arm(_Strict):
-    framework: Literal["transformers", "tgi", "vllm"]
+    framework: Literal["transformers", "tgi", "vllm", "sglang"]
     adapter: str | None = None  # defaults to the arm's own name
     server_args: list[str] = Field(default_factory=list)
+    # Extra server arguments for one model only (appended after server_args), e.g. a model this
+    # framework cannot serve with its defaults. Results record them and the report flags the cells.
+    model_server_args: dict[str, list[str]] = Field(default_factory=dict)
     env: dict[str, str] = Field(default_factory=dict)
     image: str | None = None  # overrides containers/images.yaml for this arm
     max_batch_tokens: int = Field(default=0, ge=0)
@@ -194,6 +197,17 @@ class Config(_Strict):
                     raise ValueError(
                         f"tasks.{task}.input_tokens: up to {tspec.input_tokens[1]} prompt tokens + "
                         f"{gen.max_tokens} output tokens do not fit {model}'s context of {ctx} tokens")
+        for name, arm in self.frameworks.items():
+            for model in arm.model_server_args:
+                if model not in models:
+                    raise ValueError(f"frameworks.{name}.model_server_args.{model}: unknown model; "
+                                     f"allowed: {', '.join(sorted(models))}")
+            try:
+                why = get_adapter(arm.adapter or name).unsupported_profiles.get(self.profile)
+            except ValueError:  # an unknown arm: _known_arms says so
+                why = None
+            if why:
+                raise ValueError(f"frameworks.{name}: cannot run under profile {self.profile}: {why}")
         sweep = self.sweeps.concurrency
         if sweep is not None and sweep.task not in tasks:
             raise ValueError(f"sweeps.concurrency.task: unknown task {sweep.task!r}; allowed: {', '.join(sorted(tasks))}")
@@ -279,7 +293,8 @@ def server_spec(cfg: Config, arm: str, model: str) -> ServerSpec:
         context_length=min(m.context_length, cfg.run.max_model_len),
         image=image_for(cfg, arm),
         profile=cfg.profile,
-        server_args=tuple(a.server_args),
+        server_args=tuple(a.server_args) + tuple(a.model_server_args.get(model, ())),
+        model_server_args=tuple(a.model_server_args.get(model, ())),
         env=tuple(sorted(a.env.items())),
         gpu_memory_utilization=cfg.run.gpu_memory_utilization,
         prefix_caching=cfg.run.prefix_caching,

@@ -40,10 +40,33 @@ def stats(values: Iterable[float | None]) -> dict[str, float] | None:
     }
 
 
-def itl_ms(rec: RequestRecord) -> list[float]:
-    """Gaps between successive content events of one stream."""
+def event_gaps_ms(rec: RequestRecord) -> list[float]:
+    """Gaps between successive events that carried output: one event may carry several tokens."""
     o = rec.event_offsets_ms
     return [b - a for a, b in zip(o, o[1:])]
+
+
+def token_events(rec: RequestRecord) -> list[tuple[float, int]] | None:
+    """(time, tokens) of each event that carried tokens, when the server said how many every
+    event carried and they add up to the request's output tokens; else None (not known)."""
+    counts = rec.event_tokens
+    if counts is None or len(counts) != len(rec.event_offsets_ms) or any(c is None for c in counts):
+        return None
+    if rec.output_tokens is not None and sum(counts) != rec.output_tokens:
+        return None  # the per-event counts do not account for the output: do not trust them
+    return [(t, int(k)) for t, k in zip(rec.event_offsets_ms, counts) if k]
+
+
+def itl_ms(rec: RequestRecord) -> list[float] | None:
+    """Inter-token latency, one value per token after the first event's: an event that brings
+    k tokens after a gap g gives k values g / k. None when the tokens per event are not known."""
+    events = token_events(rec)
+    if events is None:
+        return None
+    out: list[float] = []
+    for (t0, _), (t1, k) in zip(events, events[1:]):
+        out += [(t1 - t0) / k] * k
+    return out
 
 
 def tpot_ms(rec: RequestRecord) -> float | None:
@@ -72,6 +95,9 @@ def window_summary(records: list[RequestRecord], window_s: float, concurrency: i
         "e2e_ms": stats(r.e2e_ms for r in ok),
         "ttft_ms": None,
         "itl_ms": None,
+        "itl_unknown_requests": None,
+        "event_gap_ms": None,
+        "tokens_per_event": None,
         "tpot_ms": None,
         "output_tok_s": None,
         "queue_ms": stats(r.queue_ms for r in records),
@@ -81,11 +107,16 @@ def window_summary(records: list[RequestRecord], window_s: float, concurrency: i
         "output_tokens_mismatched": sum(1 for r in ok if r.output_tokens != r.output_tokens_requested),
         "output_tokens_source": dict(Counter(r.output_tokens_source for r in ok)),
         "server_ttft_ms_mean": None,
+        "server_itl_ms_mean": None,
     }
     if stream:
+        per_token = [itl_ms(r) for r in ok]
         summary.update(
             ttft_ms=stats(r.ttft_ms for r in ok),
-            itl_ms=stats(g for r in ok for g in itl_ms(r)),
+            itl_ms=stats(g for gaps in per_token if gaps is not None for g in gaps),
+            itl_unknown_requests=sum(1 for gaps in per_token if gaps is None),
+            event_gap_ms=stats(g for r in ok for g in event_gaps_ms(r)),
+            tokens_per_event=stats(k for r in ok for _, k in (token_events(r) or ())),
             tpot_ms=stats(tpot_ms(r) for r in ok),
             output_tok_s=stats((r.output_tokens or 0) / (r.e2e_ms / 1000.0)
                                for r in ok if r.e2e_ms and r.output_tokens),

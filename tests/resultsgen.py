@@ -24,12 +24,12 @@ from servingbench.results import (
     sweep_path,
 )
 
-ALL_ARMS = ["transformers-naive", "transformers-serve", "tgi", "vllm"]
+ALL_ARMS = ["transformers-naive", "transformers-serve", "tgi", "vllm", "sglang"]
 # Relative cost of a decode step per arm (1.0 = fastest): gives each headline a clear winner.
-ARM_SPEED = {"transformers-naive": 3.0, "transformers-serve": 1.7, "tgi": 1.25, "vllm": 1.0}
-ARM_STARTUP_S = {"transformers-naive": 9.5, "transformers-serve": 12.0, "tgi": 38.0, "vllm": 21.3}
+ARM_SPEED = {"transformers-naive": 3.0, "transformers-serve": 1.7, "tgi": 1.25, "vllm": 1.0, "sglang": 1.1}
+ARM_STARTUP_S = {"transformers-naive": 9.5, "transformers-serve": 12.0, "tgi": 38.0, "vllm": 21.3, "sglang": 72.5}
 ARM_FRAMEWORK = {"transformers-naive": "transformers", "transformers-serve": "transformers",
-                 "tgi": "tgi", "vllm": "vllm"}
+                 "tgi": "tgi", "vllm": "vllm", "sglang": "sglang"}
 ARCH = {
     "smollm2-135m": ({"model_type": "llama", "num_hidden_layers": 30, "hidden_size": 576,
                       "num_attention_heads": 9, "vocab_size": 49152, "max_position_embeddings": 8192}, "135M"),
@@ -51,12 +51,13 @@ def make_config(device: str = "cpu", weights: str = "real", arms: Iterable[str] 
                 models: Iterable[str] | None = None, tasks: Iterable[str] = ("chat", "qa"),
                 modes: Iterable[str] = ("sync", "stream"), cell_concurrency: Iterable[int] = (1,),
                 levels: Iterable[int] = (1, 2, 4), prompt_tokens: Iterable[int] = (128, 512),
-                requests: int = 6, sweeps: bool = True) -> Config:
+                requests: int = 6, sweeps: bool = True, profile: str = "seed",
+                arm_settings: dict[str, dict[str, Any]] | None = None) -> Config:
     """A small valid config. Adapters that other issues add are not needed to test the report."""
     models = list(models or (["smollm2-135m"] if device == "cpu" else ["gpt2", "llama-2-7b-chat"]))
     data: dict[str, Any] = {
-        "device": device, "weights": weights, "profile": "seed", "modes": list(modes),
-        "frameworks": {a: {"framework": ARM_FRAMEWORK[a]} for a in arms},
+        "device": device, "weights": weights, "profile": profile, "modes": list(modes),
+        "frameworks": {a: {"framework": ARM_FRAMEWORK[a], **(arm_settings or {}).get(a, {})} for a in arms},
         "models": {m: {"hf_id": f"example/{m}", "params": ARCH[m][1], "architecture": ARCH[m][0]} for m in models},
         "tasks": {t: {"input_tokens": TASKS[t][0], "output_tokens": TASKS[t][1]} for t in tasks},
         "generation": {m: {t: {"temperature": 0.7, "top_p": 0.9, "max_tokens": MAX_TOKENS[t]} for t in tasks}
@@ -125,6 +126,7 @@ class Generator:
                 "ttft_ms": None if failed or mode == "sync" else round(ttft, 3),
                 "e2e_ms": None if failed else offsets[-1],
                 "event_offsets_ms": [] if failed or mode == "sync" else offsets,
+                "event_tokens": None if failed or mode == "sync" else [1] * len(offsets),
                 "output_tokens_requested": out_tokens, "output_tokens": None if failed else out,
                 "output_tokens_source": "server", "prompt_tokens": prompt,
                 "http_status": 500 if failed else 200, "error": "HTTP 500: internal error" if failed else None,
@@ -150,8 +152,13 @@ class Generator:
             "throughput_output_tok_s": out_tokens / window_s,
             "e2e_ms": _stats(r["e2e_ms"] for r in ok),
             "ttft_ms": _stats(r["ttft_ms"] for r in ok) if stream else None,
+            # one token per event: the per-token ITL equals the event gap here
             "itl_ms": _stats(b - a for r in ok for a, b in zip(r["event_offsets_ms"], r["event_offsets_ms"][1:]))
             if stream else None,
+            "itl_unknown_requests": 0 if stream else None,
+            "event_gap_ms": _stats(b - a for r in ok for a, b in zip(r["event_offsets_ms"], r["event_offsets_ms"][1:]))
+            if stream else None,
+            "tokens_per_event": _stats(1 for r in ok for _ in r["event_offsets_ms"]) if stream else None,
             "tpot_ms": _stats(tpot(r) for r in ok) if stream else None,
             "output_tok_s": _stats(r["output_tokens"] / (r["e2e_ms"] / 1000.0) for r in ok) if stream else None,
             "queue_ms": _stats(r["queue_ms"] for r in rows),
@@ -161,6 +168,7 @@ class Generator:
             "output_tokens_mismatched": sum(1 for r in ok if r["output_tokens"] != r["output_tokens_requested"]),
             "output_tokens_source": {"server": len(ok)},
             "server_ttft_ms_mean": None,
+            "server_itl_ms_mean": None,
         }
         return s
 
@@ -200,10 +208,15 @@ class Generator:
                        "started_at": "2026-01-15T10:00:00Z", "pid": 4242,
                        "command": ["python", "-m", f"{arm}.server"],
                        "log": f"results/logs/{requests_file.parent.name}/{requests_file.stem}.server.log",
-                       "server_settings": {"gpu_memory_utilization": 0.85, "prefix_caching": False}},
+                       "server_settings": {"gpu_memory_utilization": 0.85, "prefix_caching": False,
+                                           "server_args": list(spec.server.server_args),
+                                           "model_server_args": list(spec.server.model_server_args)}},
             "provenance": {
                 "servingbench_version": "0.1.0",
-                "framework_version": {"transformers": "4.46.3", "tgi": "1.2.0", "vllm": "0.6.3"}[spec.server.framework],
+                "framework_version": {"transformers": "4.46.3", "tgi": "1.2.0", "vllm": "0.6.3",
+                                      "sglang": "0.5.16"}[spec.server.framework],
+                "framework_kernels": "sglang-kernel 0.4.5, flashinfer-python 0.6.14" if spec.server.framework == "sglang"
+                else None,
                 "versions": {"python": "3.10.12", "torch": "2.1.0", "transformers": "4.46.3"},
                 "host": "bench-01", "cpu": "Synthetic CPU @ 2.0GHz",
                 "device_name": self.gpu_name if cuda else None, "driver": "535.129.03" if cuda else None,

@@ -45,6 +45,7 @@ def test_sync_and_stream_count_the_forced_tokens(gen):
     final = gen.stream(_req(), events.append)
     assert sync["generated_tokens"] == final["generated_tokens"] == 6
     assert sync["text"] and "".join(e["text"] for e in events)
+    assert sum(e["tokens"] for e in events) == 6  # each event says how many tokens it brings
 
 
 def test_a_failing_stream_raises_and_the_worker_serves_the_next_request(gen):
@@ -53,8 +54,9 @@ def test_a_failing_stream_raises_and_the_worker_serves_the_next_request(gen):
     assert gen.generate(_req())["generated_tokens"] == 6
 
 
-def _streamed(gen, ids: list[int]) -> list[str]:
-    """Feed a prompt and then ``ids`` one token at a time, as ``generate`` does; the texts sent."""
+def _streamed(gen, ids: list[int]) -> list[tuple[str, int]]:
+    """Feed a prompt and then ``ids`` one token at a time, as ``generate`` does; the (text, tokens)
+    pieces sent."""
     import torch
 
     from servingbench.frameworks.transformers_naive_server import TokenStreamer
@@ -64,25 +66,28 @@ def _streamed(gen, ids: list[int]) -> list[str]:
     for i in ids:
         streamer.put(torch.tensor([i]))
     streamer.end()
-    return [t for t in streamer if t]
+    return [(t, n) for t, n in streamer if t or n]
 
 
 def test_stream_sends_each_token_as_it_is_generated(gen):
     # The stock TextIteratorStreamer would hold "ab-cd-ef-gh" back to the end: it has no space.
     ids = gen.tokenizer.encode("ab-cd-ef-gh/ij_kl", add_special_tokens=False)
     assert len(ids) >= 5
-    texts = _streamed(gen, ids)
-    assert texts == [gen.tokenizer.decode([i]) for i in ids]
+    pieces = _streamed(gen, ids)
+    assert pieces == [(gen.tokenizer.decode([i]), 1) for i in ids]
 
 
 def test_stream_holds_an_incomplete_character_until_it_is_whole(gen):
     ids = gen.tokenizer.encode("go 🚀 now", add_special_tokens=False)
     pieces = [gen.tokenizer.decode([i]) for i in ids]
     assert any("\ufffd" in p for p in pieces)  # the rocket spans several byte-level tokens
-    texts = _streamed(gen, ids)
+    sent = _streamed(gen, ids)
+    texts = [t for t, _ in sent]
     assert "".join(texts) == "go 🚀 now"
     assert not any("\ufffd" in t for t in texts)
     assert len(texts) < len(ids)
+    assert sum(n for _, n in sent) == len(ids)  # the held tokens count with the text they complete
+    assert max(n for _, n in sent) > 1
 
 
 def test_stream_sockets_send_each_token_without_nagle() -> None:

@@ -250,3 +250,82 @@ def test_framework_table_matches_the_users_matrix(cpu_cfg, tmp_path: Path) -> No
     assert rows["batching"][0] == shipped["transformers"]["batching"]
     assert rows["arms in this run"] == ["transformers-naive", "tgi", "vllm"]
     assert rows["version measured"] == ["4.46.3", "1.2.0", "0.6.3"]
+
+
+# -- SGLang as a first-class arm; per-token ITL and event gaps (issues 16, 19) -------------------
+@pytest.fixture()
+def sglang_cfg():
+    return make_config(device="cuda", weights="dummy", profile="current", models=("gpt2",),
+                       arms=("vllm", "sglang", "transformers-serve"), cell_concurrency=(1, 4),
+                       arm_settings={"sglang": {"model_server_args": {"gpt2": ["--disable-cuda-graph"]}}})
+
+
+def test_sglang_is_ranked_plotted_and_described_like_any_arm(sglang_cfg, tmp_path: Path) -> None:
+    results = write_results(sglang_cfg, tmp_path / "results", speed={"sglang": 0.9})
+    ctx = build_context(sglang_cfg, results)
+    tpot = next(r for r in ctx["headline"]["gpt2"] if r.label == "TPOT p50")
+    assert tpot.winner[0] == "sglang"  # the synthetic sglang decodes fastest
+    assert "sglang" in ctx["arm_colors"] and [s.arm for s in ctx["startup"]].count("sglang") == 1
+    facts = {a["arm"]: a for a in ctx["arm_facts"]}
+    assert facts["sglang"]["version"] == "0.5.16 (kernels: sglang-kernel 0.4.5, flashinfer-python 0.6.14)"
+    assert "gpt2 only: --disable-cuda-graph" in facts["sglang"]["server_args"]
+    table = ctx["frameworks"]
+    assert table["names"] == ["transformers", "tgi", "vllm", "sglang"]  # the users' three, then the kit's
+    rows = dict(table["rows"])
+    assert rows["in the users' comparison"] == ["yes", "yes", "yes", "no: the kit's description"]
+    assert rows["version measured"][3] == "0.5.16" and rows["arms in this run"][3] == "sglang"
+    html = _render(sglang_cfg, results)
+    for plot_id in ("plot-ttft", "plot-throughput", "plot-memory"):
+        spec = re.search(rf'id="spec-{plot_id}">(.*?)</script>', html, re.S).group(1)
+        assert '"sglang"' in spec, plot_id
+
+
+def test_cells_served_with_per_model_arguments_are_flagged(sglang_cfg, tmp_path: Path) -> None:
+    results = write_results(sglang_cfg, tmp_path / "results")
+    flags = [f for f in build_context(sglang_cfg, results)["flags"] if f.what == "server set up for this model only"]
+    assert len(flags) == 1 and flags[0].severity == "warn"
+    assert all(c.startswith("sglang/gpt2/") for c in flags[0].cells) and len(flags[0].cells) == 2 * 2 + 2
+    assert "--disable-cuda-graph" in flags[0].detail
+
+
+def test_itl_unknown_is_said_and_the_event_gap_shown_instead(sglang_cfg, tmp_path: Path) -> None:
+    results = write_results(sglang_cfg, tmp_path / "results")
+    path = cell_path(results, "transformers-serve", "gpt2", "chat", "stream")
+    doc = json.loads(path.read_text())
+    for w in doc["windows"]:  # a stream that never said its tokens per event
+        w.update(itl_ms=None, tokens_per_event=None, itl_unknown_requests=w["completed"])
+    path.write_text(json.dumps(doc))
+    ctx = build_context(sglang_cfg, results)
+    flag = next(f for f in ctx["flags"] if f.what == "ITL per token not known")
+    assert flag.cells == ["transformers-serve/gpt2/chat/stream"]
+    row = next(r for r in ctx["tasks"]["chat"] if r.arm == "transformers-serve" and r.mode == "stream")
+    assert row.stats["itl_ms"]["p50"] is None and row.stats["event_gap_ms"]["p50"] > 0
+    assert "Event gap" in _section(_render(sglang_cfg, results), "tasks")
+
+
+def test_old_results_show_their_event_gaps_as_event_gaps(sglang_cfg, tmp_path: Path) -> None:
+    results = write_results(sglang_cfg, tmp_path / "results")
+    path = cell_path(results, "vllm", "gpt2", "chat", "stream")
+    doc = json.loads(path.read_text())
+    gaps = doc["windows"][0]["event_gap_ms"]
+    for w in doc["windows"]:  # as written before per-token ITL: itl_ms held the event gaps
+        for key in ("event_gap_ms", "tokens_per_event", "itl_unknown_requests", "server_itl_ms_mean"):
+            w.pop(key)
+    path.write_text(json.dumps(doc))
+    ctx = build_context(sglang_cfg, results)
+    row = next(r for r in ctx["tasks"]["chat"] if r.arm == "vllm" and r.mode == "stream" and r.concurrency == 1)
+    assert row.stats["itl_ms"]["p50"] is None and row.stats["event_gap_ms"]["p50"] == pytest.approx(gaps["p50"])
+    assert "vllm/gpt2/chat/stream" in next(f for f in ctx["flags"] if f.what == "ITL per token not known").cells
+
+
+def test_server_itl_shown_beside_the_clients(sglang_cfg, tmp_path: Path) -> None:
+    results = write_results(sglang_cfg, tmp_path / "results")
+    path = cell_path(results, "sglang", "gpt2", "qa", "stream")
+    doc = json.loads(path.read_text())
+    doc["windows"][0].update(server_ttft_ms_mean=17.7, server_itl_ms_mean=6.25)
+    path.write_text(json.dumps(doc))
+    rows = build_context(sglang_cfg, results)["server_view"]
+    assert [(r.arm, r.task, r.server_itl_ms) for r in rows] == [("sglang", "qa", 6.25)]
+    assert rows[0].client_itl_ms == pytest.approx(doc["windows"][0]["itl_ms"]["mean"])
+    cal = _section(_render(sglang_cfg, results), "calibration")
+    assert "sglang:inter_token_latency_seconds" in cal and "6.25" in cal and "17.7" in cal

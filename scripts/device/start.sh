@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
-# On the GPU machine: install the kit's wheels, copy the kit to /tmp/sb, and start Snakemake on
-# configs/h100-dummy.yaml in the background (its own session, so it outlives this call; the
-# machine and everything on it goes back at the end of the lease).
+# On the GPU machine, after scripts/device/install.sh: copy the kit to /tmp/sb and start Snakemake
+# on $CONFIG (default configs/h200-dummy.yaml) in the background (its own session, so it outlives
+# this call; the machine and everything on it goes back at the end of the lease).
 #   bash scripts/device/start.sh [ARM[:MODEL,MODEL...] | results/PATH ...]
-# An ARM names its cells and sweeps (all models, or the listed ones); a results/ path is taken
-# as is. Targets whose file is already in examples/h100-dummy/results are skipped (a lease
-# resumes what the last one left), except those named as paths (a rerun). Models and workloads
-# are prepared first on 8 cores (each job imports transformers: ~9 min one by one); then the
-# measuring jobs run one at a time, as users run them, one Snakemake run per argument in the
-# order given (the lease may end before the last).
+# An ARM names its cells and sweeps (all models, or the listed ones); a results/ path is taken as
+# is. With ORDER=model, arms are taken model by model instead (every arm of the first model, then
+# of the next), so that a lease that ends early leaves whole models compared across arms; an ARM
+# alone is then every model. Targets whose file is already in $DONE (default
+# examples/h200-dummy/results) are skipped (a lease resumes what the last one left), except those
+# named as paths (a rerun). Models and workloads are prepared first on 8 cores (each job imports
+# transformers: ~9 min one by one); then the measuring jobs run one at a time, as users run them,
+# one Snakemake run per group in the order given (the lease may end before the last).
 set -euo pipefail
-export PYTHONPATH=/tmp/site
-python3 -m pip install -q --no-index --find-links .gwk --target /tmp/site-kit snakemake pyyaml pydantic httpx psutil nvidia-ml-py 2>&1 | tail -2 || true
+CONFIG=${CONFIG:-configs/h200-dummy.yaml}
+done_dir=$(pwd)/${DONE:-examples/h200-dummy/results}
+[ -d /tmp/site-kit ] || { echo "start: /tmp/site-kit missing: run scripts/device/install.sh first" >&2; exit 2; }
 rm -rf /tmp/sb && mkdir -p /tmp/sb && cp -r Snakefile rules configs config.yaml servingbench /tmp/sb/
 mkdir -p /tmp/bin && printf '#!/bin/sh\nexec python3 -m servingbench.cli "$@"\n' > /tmp/bin/servingbench && chmod +x /tmp/bin/servingbench
 cat > /tmp/sb/env.sh <<'ENV'
@@ -19,25 +22,36 @@ export PYTHONPATH=/tmp/sb:/tmp/site:/tmp/site-kit
 export PATH=/tmp/bin:/tmp/site-kit/bin:$PATH
 export VLLM_USE_FLASHINFER_SAMPLER=0 VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1 HF_HUB_OFFLINE=1
 export TRANSFORMERS_OFFLINE=1 VLLM_HOST_IP=127.0.0.1 HF_HUB_DISABLE_UPDATE_CHECK=1 PYTHONUNBUFFERED=1
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1
 ENV
-done_dir=$(pwd)/examples/h100-dummy/results
+echo "CONFIG=$CONFIG" >> /tmp/sb/env.sh
 . /tmp/sb/env.sh
 cd /tmp/sb
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee gpu.txt
-python3 -m servingbench.cli cells --config configs/h100-dummy.yaml > cells.jsonl
-python3 - "$done_dir" "$@" > picks.txt <<'PY'
-import json, sys
+python3 -m servingbench.cli cells --config "$CONFIG" > cells.jsonl
+ORDER=${ORDER:-arm} python3 - "$done_dir" "$@" > picks.txt <<'PY'
+import json, os, sys
 from pathlib import Path
 done, picks = Path(sys.argv[1]), sys.argv[2:]
 cells = [json.loads(line) for line in open("cells.jsonl")]
 models = list(dict.fromkeys(c["model"] for c in cells))
-out = {}
-for i, pick in enumerate(picks):
+groups = []  # (arm, models) or a results/ path, in run order
+for pick in picks:
     if pick.startswith("results/"):
-        out.setdefault(pick, i)
+        groups.append(pick)
         continue
     arm, _, only = pick.partition(":")
-    wanted = only.split(",") if only else models
+    groups.append((arm, only.split(",") if only else models))
+if os.environ.get("ORDER") == "model":  # whole models first: every arm of a model, then the next
+    arms = [g for g in groups if not isinstance(g, str)]
+    groups = [g for g in groups if isinstance(g, str)] + [
+        (arm, [m]) for m in models for arm, wanted in arms if m in wanted]
+out = {}
+for i, group in enumerate(groups):
+    if isinstance(group, str):
+        out.setdefault(group, i)
+        continue
+    arm, wanted = group
     for c in cells:
         if c["framework"] == arm and c["model"] in wanted:
             out.setdefault(f"results/cells/{arm}/{c['model']}/{c['task']}/{c['mode']}.json", i)
@@ -64,10 +78,10 @@ for m in sorted(models):
     for task in sorted(tasks[m]):
         print(f"results/workloads/{m}/{task}.jsonl")
 PY
-echo "$(wc -l < targets.txt) targets, $(wc -l < prep.txt) preparation outputs"
+echo "$(wc -l < targets.txt) targets in $(cut -d' ' -f1 picks.txt | uniq | wc -l) groups, $(wc -l < prep.txt) preparation outputs"
 cat > run.sh <<'RUN'
 . /tmp/sb/env.sh
-sm="python3 -m snakemake --configfile configs/h100-dummy.yaml --keep-going --rerun-incomplete"
+sm="python3 -m snakemake --configfile $CONFIG --keep-going --rerun-incomplete"
 echo "== prepare $(date -u +%T)"
 $sm --cores 8 $(cat prep.txt)
 for i in $(cut -d' ' -f1 picks.txt | uniq); do

@@ -12,5 +12,11 @@ grep -E "^== |Finished jobid|Error in rule|rror" snakemake.log | tail -15
 ls results/cells/*/*/*/*.json results/sweeps/*/*/*.json 2>/dev/null | grep -v requests | wc -l
 nvidia-smi --query-gpu=memory.used --format=csv,noheader
 if kill -0 "$(cat snakemake.pid)" 2>/dev/null; then echo running; else echo done; fi
-tar czf "$OUT/results.tar.gz" --exclude='results/servers' results gpu.txt snakemake.log configs/h100-dummy.yaml 2>/dev/null
+. /tmp/sb/env.sh
+tar czf "$OUT/results.tar.gz" --exclude='results/servers' results gpu.txt snakemake.log "$CONFIG" 2>/dev/null
+# SGLang's JIT kernels (built with nvcc at its first start): carry them back into .sg-dl/ to skip
+# the ~55 s build on the next fresh machine (sglang-wheelhouse README, "Start-up").
+if [ -d "$HOME/.cache/tvm-ffi" ] && [ ! -f "$OUT/tvm_ffi_cache.tar.gz" ]; then
+  tar czf "$OUT/tvm_ffi_cache.tar.gz" -C "$HOME/.cache" --exclude='*.o' --exclude='.ninja_*' tvm-ffi 2>/dev/null || true
+fi
 ls -la "$OUT"

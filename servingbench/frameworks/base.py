@@ -12,6 +12,7 @@ import abc
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from servingbench.prometheus import histogram_totals
 from servingbench.spec import GenerationParams, PromptItem, ServerSpec
 
 # Where an output-token count came from, in order of trust.
@@ -53,11 +54,23 @@ class Completion:
 
 @dataclass
 class StreamUpdate:
-    """One parsed stream event: the generated text it carries (may be empty) and whether it ends."""
+    """One parsed stream event: the generated text it carries (may be empty), how many generated
+    tokens it carries when the server says so, and whether it ends the stream.
+
+    ``tokens`` is None when the event does not say (text alone never tells: one event may carry
+    several tokens, and a token whose text the server holds back arrives as an empty event).
+    An event carries generated output when it has text or ``tokens`` > 0; no other event is
+    timed.
+    """
 
     text: str = ""
     done: bool = False
     error: str | None = None
+    tokens: int | None = None
+
+    @property
+    def carries_output(self) -> bool:
+        return bool(self.text) or bool(self.tokens)
 
 
 class StreamReader(abc.ABC):
@@ -120,8 +133,27 @@ class Adapter(abc.ABC):
         return self.build_request(server, item, gen, 2, False, False)
 
     def server_metrics_path(self) -> str | None:
-        """Prometheus metrics endpoint, if the framework has one (for server-side TTFT)."""
+        """Prometheus metrics endpoint, if the framework has one (for server-side timings)."""
         return None
+
+    #: The server's own timing histograms on its metrics endpoint: figure (``ttft``, ``itl``) ->
+    #: Prometheus histogram names to try, in order (the first one present is read).
+    server_timing_histograms: Mapping[str, tuple[str, ...]] = {}
+
+    def server_side_timings(self, metrics_text: str) -> dict[str, tuple[float, float]]:
+        """figure -> (sum of seconds, count) of the server's own histograms, summed over label
+        sets, from one scrape of its metrics endpoint; figures it does not expose are absent."""
+        out = {}
+        for figure, names in self.server_timing_histograms.items():
+            for name in names:
+                totals = histogram_totals(metrics_text, name)
+                if totals is not None:
+                    out[figure] = totals
+                    break
+        return out
+
+    #: Container profiles this framework cannot run in: profile -> why (config validation says it).
+    unsupported_profiles: Mapping[str, str] = {}
 
     def effective_output_tokens(self, item: PromptItem, gen: GenerationParams, policy: str) -> tuple[int, bool]:
         """(tokens to ask for, whether the length is forced) under an output-length policy."""

@@ -49,6 +49,14 @@ def chat_body(model: str, item: PromptItem, gen: GenerationParams, output_tokens
     return body
 
 
+def ask_usage_per_event(body: dict[str, Any]) -> dict[str, Any]:
+    """Ask a stream for usage on every chunk (``stream_options.continuous_usage_stats``, vLLM
+    and SGLang): its running ``completion_tokens`` says how many tokens each event carries."""
+    if body.get("stream"):
+        body["stream_options"] = {**body.get("stream_options", {}), "continuous_usage_stats": True}
+    return body
+
+
 def _usage_counts(usage: Any) -> tuple[int | None, int | None]:
     if not isinstance(usage, dict):
         return None, None
@@ -84,11 +92,17 @@ def parse_completion(status: int, headers: Mapping[str, str], body: bytes) -> Co
 class OpenAIStreamReader(StreamReader):
     """Reads ``data:`` payloads of an OpenAI-style SSE stream.
 
-    A chunk counts as content only if it carries non-empty generated text: the role-only
-    first chat chunk and the final usage-only chunk (empty ``choices``) do not.
+    A chunk counts as content only if it carries generated output: the role-only first chat
+    chunk and the final usage-only chunk (empty ``choices``) do not. With ``usage_per_event``
+    (the request asked for usage on every chunk, see ``ask_usage_per_event``) each chunk's
+    running ``completion_tokens`` minus the previous one is the number of tokens it carries,
+    so an event whose text the server held back still counts its token; a chunk without usage
+    then carries an unknown number. The final usage-only chunk is never an event's count.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, usage_per_event: bool = False) -> None:
+        self._usage_per_event = usage_per_event
+        self._running = 0  # completion_tokens of the last chunk that had choices and usage
         self._parts: list[str] = []
         self._out: int | None = None
         self._prompt: int | None = None
@@ -114,13 +128,17 @@ class OpenAIStreamReader(StreamReader):
         if out is not None:
             self._out, self._prompt = out, prompt
         text = ""
-        for choice in chunk.get("choices") or []:
+        choices = chunk.get("choices") or []
+        for choice in choices:
             text += _choice_text(choice)
             if choice.get("finish_reason"):
                 self._finish = choice["finish_reason"]
         if text:
             self._parts.append(text)
-        return StreamUpdate(text=text)
+        tokens = None
+        if self._usage_per_event and choices and isinstance(out, int) and not isinstance(out, bool):
+            tokens, self._running = max(0, out - self._running), max(out, self._running)
+        return StreamUpdate(text=text, tokens=tokens)
 
     def result(self) -> Completion:
         return Completion(

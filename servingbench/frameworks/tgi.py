@@ -251,8 +251,8 @@ def parse_generate(status: int, headers: Mapping[str, str], body: bytes) -> Comp
 class TGIStreamReader(StreamReader):
     """Reads the ``data:`` payloads of ``/generate_stream``, one ``StreamResponse`` each.
 
-    Each event carries one token; a ``special`` token (EOS and the like) carries no generated
-    text, so it is not content. The last event has ``generated_text`` (and ``details`` when
+    Each event carries one token (``tokens`` = 1, so ITL is per token); a ``special`` token (EOS
+    and the like) carries no generated text, but it is a generated token all the same. The last event has ``generated_text`` (and ``details`` when
     asked for); an ``{"error", "error_type"}`` event ends the stream with an error.
     """
 
@@ -290,7 +290,7 @@ class TGIStreamReader(StreamReader):
             self._details = event["details"]
         if event.get("generated_text") is not None:
             self._final_text, self._done = event["generated_text"], True
-        return StreamUpdate(text=text, done=self._done)
+        return StreamUpdate(text=text, done=self._done, tokens=1 if token else None)
 
     def result(self) -> Completion:
         out = self._details.get("generated_tokens")

@@ -2,8 +2,9 @@
 ``model.generate`` (see ``transformers_naive_server``), one request at a time.
 
 Its protocol is ours: ``POST /generate`` answers JSON; ``POST /generate_stream`` answers SSE
-with one ``data: {"text": ...}`` event per streamer chunk, a final event with the token
-counts, then ``data: [DONE]``. Length is forced with ``min_new_tokens``.
+with one ``data: {"text": ..., "tokens": N}`` event per streamer chunk (N: the tokens it brings),
+a final event with the token counts, then ``data: [DONE]``. Length is forced with
+``min_new_tokens``.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ class NaiveStreamReader(StreamReader):
         text = event.get("text") or ""
         if text:
             self._parts.append(text)
-        return StreamUpdate(text=text)
+        tokens = event.get("tokens")  # absent from servers of older kits: unknown
+        return StreamUpdate(text=text, tokens=tokens if isinstance(tokens, int) and not isinstance(tokens, bool) else None)
 
     def result(self) -> Completion:
         done = _completion({**self._final, "text": "".join(self._parts)}, self._error)

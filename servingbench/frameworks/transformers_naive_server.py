@@ -36,8 +36,12 @@ class TokenStreamer(TextIteratorStreamer):
     The stock streamer holds text back to the last space so that no word is split; on text with
     few spaces (random weights and their generated tokenizers) one event then carried 3-5 tokens,
     which moved decode steps into TTFT and out of TPOT and ITL. Here only an incomplete UTF-8
-    sequence (decoded as U+FFFD) waits for the next token, as vLLM's detokenizer does.
+    sequence (decoded as U+FFFD) waits for the next token, as vLLM's detokenizer does. Each piece
+    of text is handed over with the number of tokens it brings (usually 1; more after a wait), so
+    the stream can say how many tokens each event carries.
     """
+
+    _unsent = 0  # tokens generated since the last piece handed over
 
     def put(self, value: torch.Tensor) -> None:
         if len(value.shape) > 1 and value.shape[0] > 1:
@@ -47,12 +51,21 @@ class TokenStreamer(TextIteratorStreamer):
         if self.skip_prompt and self.next_tokens_are_prompt:
             self.next_tokens_are_prompt = False
             return
-        self.token_cache.extend(value.tolist())
+        ids = value.tolist()
+        self.token_cache.extend(ids)
+        self._unsent += len(ids)
         text = self.tokenizer.decode(self.token_cache, **self.decode_kwargs)
         if text.endswith("\ufffd") or len(text) <= self.print_len:
             return
         self.on_finalized_text(text[self.print_len:])
         self.print_len = len(text)
+
+    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+        """Queue (text, tokens it brings); ``end()`` calls this with the rest and stream_end."""
+        self.text_queue.put((text, self._unsent), timeout=self.timeout)
+        self._unsent = 0
+        if stream_end:
+            self.text_queue.put(self.stop_signal, timeout=self.timeout)
 
 
 class Generator:
@@ -122,9 +135,9 @@ class Generator:
     def stream(self, req: dict[str, Any], emit) -> dict[str, Any]:
         streamer = TokenStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         done = self.worker.submit(self._run, req, streamer)
-        for text in streamer:
-            if text:
-                emit({"text": text})
+        for text, tokens in streamer:
+            if text or tokens:  # a token whose text never decoded still counts
+                emit({"text": text, "tokens": tokens})
         return done.result()  # re-raises generate's error: sent as a stream error event
 
 

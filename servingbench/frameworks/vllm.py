@@ -5,6 +5,10 @@ every arm sees the same tokens. Forced length: ``ignore_eos`` with ``max_tokens`
 (both exist since vLLM 0.2; ``min_tokens`` came later). Streams end with ``data: [DONE]``
 and carry usage in a final chunk when ``stream_options.include_usage`` is set (vLLM >= 0.5;
 the seed-era 0.2.x server has no usage in streams, so counts fall back to the tokenizer).
+Streams also ask for ``continuous_usage_stats``: every chunk then carries the running
+``completion_tokens``, which says how many tokens each event brought (several per event under
+load or with multi-step decoding: vllm#27485), so ITL is per token; 0.2.x ignores it and its
+ITL is reported as unknown. Server-side TTFT and ITL come from ``/metrics``.
 """
 
 from __future__ import annotations
@@ -22,6 +26,11 @@ class VLLMAdapter(Adapter):
     framework = "vllm"
     can_force_output_length = True
     health_path = "/health"
+    # vLLM >= 0.10 calls its per-token histogram inter_token_latency; older ones time_per_output_token.
+    server_timing_histograms = {
+        "ttft": ("vllm:time_to_first_token_seconds",),
+        "itl": ("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds"),
+    }
 
     def launch(self, server: ServerSpec, host: str, port: int) -> Launch:
         argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
@@ -43,7 +52,7 @@ class VLLMAdapter(Adapter):
 
     def build_request(self, server: ServerSpec, item: PromptItem, gen: GenerationParams,
                       output_tokens: int, force_length: bool, stream: bool) -> HttpRequest:
-        body = openai_api.completion_body(server.model, item, gen, output_tokens, stream)
+        body = openai_api.ask_usage_per_event(openai_api.completion_body(server.model, item, gen, output_tokens, stream))
         if force_length:
             body["ignore_eos"] = True
             if server.profile != "seed":
@@ -54,7 +63,7 @@ class VLLMAdapter(Adapter):
         return openai_api.parse_completion(status, headers, body)
 
     def stream_reader(self) -> StreamReader:
-        return openai_api.OpenAIStreamReader()
+        return openai_api.OpenAIStreamReader(usage_per_event=True)
 
     def server_metrics_path(self) -> str | None:
         return "/metrics"

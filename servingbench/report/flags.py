@@ -83,6 +83,7 @@ def flags(data: ReportData, floor: list[FloorRow]) -> list[Flag]:
                             f"{row.metric} at concurrency {row.concurrency} is below the {num(row.floor_ms)} ms per token "
                             f"that reading {num(row.weight_gb)} GB of weights at {num(row.bandwidth_gb_s)} GB/s takes: "
                             "check token counts and timing", [row.source]))
+    out += stream_flags(data)
     dummy = [(e.label, data.source(e)) for e in data.ok if e.weights == "dummy"]
     _group(out, "info", "dummy weights", dummy,
            "random weights with the real architecture: serving cost is real once output length is forced, "
@@ -91,6 +92,41 @@ def flags(data: ReportData, floor: list[FloorRow]) -> list[Flag]:
     _group(out, "info", "ran on CPU", cpu,
            "CPU results show the kit works end to end; they say nothing about GPU serving performance")
     out.sort(key=lambda f: SEVERITY_ORDER[f.severity])
+    return out
+
+
+def stream_flags(data: ReportData) -> list[Flag]:
+    """Cells whose ITL is not per token, whose events carried several tokens, or whose server
+    was set up unlike the arm's other models."""
+    out: list[Flag] = []
+    unknown, several, overridden = [], [], []
+    for e in data.ok:
+        windows = data.windows(e)
+        n_unknown = sum(w.get("itl_unknown_requests") or 0 for w in windows)
+        if n_unknown:
+            unknown.append((e.label, data.source(e)))
+        means = [(w.get("tokens_per_event") or {}).get("mean") for w in windows]
+        top = max((m for m in means if m is not None), default=None)
+        if top is not None and top > 1.05:
+            several.append((e.label, data.source(e), top))
+        extra = ((e.doc or {}).get("server") or {}).get("server_settings") or {}
+        if extra.get("model_server_args"):
+            overridden.append((e.label, data.source(e), " ".join(extra["model_server_args"])))
+    _group(out, "info", "ITL per token not known", unknown,
+           "the stream did not say how many tokens each event carried (for some or all requests): no ITL is "
+           "reported for those requests, only the event gap, which is not an inter-token latency when one "
+           "event carries several tokens")
+    if several:
+        out.append(Flag("info", "several tokens per event", [c for c, _, _ in several],
+                        "events carried several tokens (highest window mean: "
+                        + "; ".join(f"{c} {num(m)}" for c, _, m in several)
+                        + "): the event gap is larger than the per-token ITL there", [s for _, s, _ in several]))
+    for args in sorted({a for _, _, a in overridden}):
+        cells = [(c, s) for c, s, a in overridden if a == args]
+        out.append(Flag("warn", "server set up for this model only", [c for c, _ in cells],
+                        f"served with extra arguments for this model only ({args}, the arm's model_server_args): "
+                        "its other models ran without them, so this model's figures are not like for like",
+                        [s for _, s in cells]))
     return out
 
 

@@ -206,7 +206,7 @@ def output_tokens_per_s(data: ReportData) -> dict[str, Any] | None:
 
 def _gpu_caption(data: ReportData) -> str:
     if any((e.doc["memory"].get("gpu") or {}) for e in data.ok):
-        return "GPU: device memory used (NVML); vLLM and TGI reserve memory up front."
+        return "GPU: device memory used (NVML); vLLM, SGLang and TGI reserve memory up front."
     reasons = sorted({e.doc["memory"].get("gpu_unavailable_reason") or "not recorded" for e in data.ok})
     return "No GPU memory figures: " + "; ".join(reasons) + "." if reasons else ""
 

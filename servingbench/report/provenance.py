@@ -66,13 +66,16 @@ def arm_facts(data: ReportData) -> list[dict[str, str]]:
         prov = [d.get("provenance", {}) for d in docs]
         dists = sorted({k for p in prov for k in (p.get("versions") or {}) if k != "python"})
         stack = "; ".join(f"{k} {_values([(p.get('versions') or {}).get(k) for p in prov])}" for k in dists)
+        kernels = [p.get("framework_kernels") for p in prov]
+        per_model = "; ".join(f"{m} only: {' '.join(a)}" for m, a in spec.model_server_args.items())
         rows.append({
             "arm": arm, "framework": spec.framework,
-            "version": _values([p.get("framework_version") for p in prov]),
+            "version": _values([p.get("framework_version") for p in prov])
+            + (f" (kernels: {_values(kernels)})" if any(kernels) else ""),
             "image": (_values([p.get("image") for p in prov]) if any(p.get("image") for p in prov)
                       else "none (host environment)") if docs else "no finished cell",
             "stack": stack or "not recorded",
-            "server_args": " ".join(spec.server_args) or "(defaults)",
+            "server_args": (" ".join(spec.server_args) or "(defaults)") + (f"; {per_model}" if per_model else ""),
             "env": " ".join(f"{k}={v}" for k, v in spec.env.items()) or "—",
         })
     return rows
@@ -108,10 +111,25 @@ def load_frameworks(matrix_spec_path: str | Path | None = None) -> dict[str, dic
     return block
 
 
-def framework_table(data: ReportData, spec: dict[str, dict[str, str]]) -> dict[str, Any]:
-    """Rows of the users' comparison plus two rows of what this run measured."""
+def load_added_frameworks() -> dict[str, dict[str, str]]:
+    """The packaged descriptions of frameworks the kit measures beyond the users' matrix."""
+    text = resources.files("servingbench").joinpath("data/frameworks.yaml").read_text(encoding="utf-8")
+    return (yaml.safe_load(text) or {}).get("added") or {}
+
+
+def framework_table(data: ReportData, spec: dict[str, dict[str, str]],
+                    added: dict[str, dict[str, str]] | None = None) -> dict[str, Any]:
+    """Rows of the users' comparison plus two rows of what this run measured; a framework the
+    users' matrix lacks gets a column of the kit's own description when one of its arms ran."""
+    added = load_added_frameworks() if added is None else added
+    in_run = {s.framework for s in data.cfg.frameworks.values()}
+    extra = {n: d for n, d in added.items() if n not in spec and n in in_run}
+    spec = {**spec, **extra}
     names = list(spec)
     rows = [(f, [str(spec[n].get(f, "")) for n in names]) for f in FRAMEWORK_FIELDS]
+    if extra:
+        rows.append(("in the users' comparison", ["no: the kit's description" if n in extra else "yes"
+                                                  for n in names]))
     arms = {n: [a for a, s in data.cfg.frameworks.items() if s.framework == n] for n in names}
     measured = []
     for n in names:

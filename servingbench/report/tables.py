@@ -10,8 +10,8 @@ from servingbench.report.data import ReportData
 
 STATS = ("p50", "p90", "p99", "mean")
 # (metric, heading, unit) of the per-request distributions, in reading order.
-LATENCY = [("ttft_ms", "TTFT", "ms"), ("tpot_ms", "TPOT", "ms"), ("itl_ms", "ITL", "ms"),
-           ("e2e_ms", "E2E latency", "ms")]
+LATENCY = [("ttft_ms", "TTFT", "ms"), ("tpot_ms", "TPOT", "ms"), ("itl_ms", "ITL per token", "ms"),
+           ("event_gap_ms", "Event gap", "ms"), ("e2e_ms", "E2E latency", "ms")]
 # Per-request distributions of the second table: decode speed and the client's own queueing.
 RATE = [("output_tok_s", "Output tokens/s per request", "tokens/s"), ("queue_ms", "Queue wait", "ms")]
 
@@ -98,33 +98,40 @@ def startup_table(data: ReportData) -> list[StartupRow]:
 
 @dataclass
 class ServerViewRow:
-    """Client TTFT beside the server's own (vLLM's /metrics histogram) for one window."""
+    """Client TTFT and ITL beside the server's own (its /metrics histograms) for one window;
+    a figure is None where the server or the client does not have it."""
 
     arm: str
     model: str
     task: str
     concurrency: int
-    client_ttft_ms: float
-    server_ttft_ms: float
+    client_ttft_ms: float | None
+    server_ttft_ms: float | None
+    client_itl_ms: float | None
+    server_itl_ms: float | None
     source: str
 
     @property
-    def gap_ms(self) -> float:
+    def gap_ms(self) -> float | None:
+        if self.client_ttft_ms is None or self.server_ttft_ms is None:
+            return None
         return self.client_ttft_ms - self.server_ttft_ms
 
     @property
-    def gap_pct(self) -> float:
-        return 100.0 * self.gap_ms / self.server_ttft_ms if self.server_ttft_ms else float("nan")
+    def gap_pct(self) -> float | None:
+        gap = self.gap_ms
+        return 100.0 * gap / self.server_ttft_ms if gap is not None and self.server_ttft_ms else None
 
 
 def server_view_table(data: ReportData) -> list[ServerViewRow]:
-    """Every stream window whose server reported its own TTFT: the network and client share."""
+    """Every stream window whose server reported its own TTFT or ITL: the network and client share."""
     rows = []
     for e in data.ok:
         for w in data.windows(e):
-            server, client = w.get("server_ttft_ms_mean"), (w.get("ttft_ms") or {}).get("mean")
-            if server is not None and client is not None:
+            server_ttft, server_itl = w.get("server_ttft_ms_mean"), w.get("server_itl_ms_mean")
+            client_ttft, client_itl = (w.get("ttft_ms") or {}).get("mean"), (w.get("itl_ms") or {}).get("mean")
+            if (server_ttft is not None and client_ttft is not None) or (server_itl is not None and client_itl is not None):
                 what = e.task if e.kind == "cell" else f"{e.kind.removeprefix('sweep_')} sweep"
-                rows.append(ServerViewRow(e.arm, e.model, what, int(w["concurrency"]), client, server,
-                                          data.source(e)))
+                rows.append(ServerViewRow(e.arm, e.model, what, int(w["concurrency"]), client_ttft, server_ttft,
+                                          client_itl, server_itl, data.source(e)))
     return rows
