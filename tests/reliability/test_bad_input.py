@@ -348,8 +348,8 @@ def test_stray_files_beside_the_results_are_ignored(good_run):
 # -- a real Snakemake run: hostile names never reach a shell ------------------------------------------
 def _snakemake(wd: Path, config: Path, *targets: str) -> tuple[int, str]:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    res = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", "--snakefile", str(ROOT / "Snakefile"),
-                          "--directory", str(wd), "--configfile", str(config), *targets],
+    res = subprocess.run([sys.executable, "-m", "snakemake", *targets, "--cores", "1", "--snakefile",
+                          str(ROOT / "Snakefile"), "--directory", str(wd), "--configfile", str(config)],
                          capture_output=True, text=True, env=env, timeout=600, cwd=wd)
     return res.returncode, res.stdout + res.stderr
 
