@@ -122,15 +122,19 @@ class Progress:
     def step(self, ok: bool = True) -> None:
         self.done += 1
         self.errors += 0 if ok else 1
+        self.show()
+
+    def show(self, note: str = "") -> None:
+        """Print the line if it is due (a terminal: always; a log: every 5 s and at the end)."""
         now = time.monotonic()
         if now - self.t0 < self.after_s:
             return
         if self.tty or now - self._last >= 5.0 or self.done == self.total:
             self._last, self._printed = now, True
             rate = self.done / max(now - self.t0, 1e-9)
-            eta = (self.total - self.done) / rate if rate > 0 else 0.0
+            eta = f"ETA {(self.total - self.done) / rate:5.0f} s" if rate > 0 else "ETA unknown"
             errors = f", {self.errors} errors" if self.unit == "requests" else ""
-            line = f"[{self.cell_id}] {self.done}/{self.total} {self.unit}{errors}, ETA {eta:5.0f} s"
+            line = f"[{self.cell_id}] {self.done}/{self.total} {self.unit}{errors}{note}, {eta}"
             print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=self.out, flush=True)
 
     def close(self) -> None:

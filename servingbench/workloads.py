@@ -193,6 +193,8 @@ def _distinct(candidates: Iterator[str], r: _Renderer, n: int, what: str, rng_: 
                 return out
         if tries > 200 * n + 2000:
             break
+        if tries % 10_000 == 0:  # candidates may be rejected for a long time: say so
+            progress.show(f" ({tries} candidates tried)")
     raise WorkloadError(f"{what}: found only {len(out)} distinct prompts of {lo}-{hi} tokens "
                         f"after {tries} tries; {n} are needed")
 
