@@ -6,6 +6,9 @@ config resolves for the same cell; the keys that differ name what changed. A res
 settings are unchanged is not stale even if its ``config_hash`` differs (another model's
 temperature was edited and only that model's cells reran). Keys one side lacks (a result from
 an older kit) are not compared, and neither are the config's hash and the model folder's path.
+A result that records no image ran outside any container (a GPU host driven directly, where
+``containers/images.yaml`` was absent): its software is in its provenance, and the image the
+config names today says nothing about it, so the image is compared only when one was recorded.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 from servingbench.config import Config, cell_spec, concurrency_sweep_spec, context_sweep_spec
 
 NOT_COMPARED = ("config_hash", "server.model_dir")
+COMPARED_WHEN_RECORDED = ("server.image",)  # "" in the file: no container was named
 
 
 class StaleResultsError(ValueError):
@@ -39,8 +43,9 @@ def differences(recorded: Any, expected: Any, path: str = "") -> list[str]:
         out: list[str] = []
         for key in sorted(set(recorded) & set(expected)):
             sub = f"{path}.{key}" if path else str(key)
-            if sub not in NOT_COMPARED:
-                out += differences(recorded[key], expected[key], sub)
+            if sub in NOT_COMPARED or (sub in COMPARED_WHEN_RECORDED and recorded[key] in ("", None)):
+                continue
+            out += differences(recorded[key], expected[key], sub)
         return out
     if recorded != expected:
         return [f"{path}: {json.dumps(recorded)} in the file, {json.dumps(expected)} in the config"]

@@ -19,6 +19,23 @@ def test_differences_name_each_leaf():
     assert differences({"levels": [1, 8]}, {"levels": [1, 2]}) == ["levels: [1, 8] in the file, [1, 2] in the config"]
 
 
+def test_an_image_is_compared_only_where_one_was_recorded():
+    """A host run (no container named) against today's images.yaml is not stale for that alone."""
+    assert differences({"server": {"image": ""}}, {"server": {"image": "reg/x:1"}}) == []
+    assert differences({"server": {"image": "reg/x:1"}}, {"server": {"image": "reg/x:2"}}) == [
+        'server.image: "reg/x:1" in the file, "reg/x:2" in the config']
+
+
+def test_the_published_h100_example_is_not_stale():
+    from pathlib import Path
+
+    from servingbench.config import load_config
+
+    root = Path(__file__).resolve().parent.parent / "examples" / "h100-dummy"
+    entries = load_results(load_config(root / "config.yaml"), root / "results")
+    assert len([e for e in entries if e.status == "ok"]) == 120 and not any(e.stale for e in entries)
+
+
 def test_results_of_the_same_config_are_not_stale(tmp_path):
     cfg = make_config(device="cpu", arms=("transformers-naive", "vllm"), tasks=("chat",))
     write_results(cfg, tmp_path / "results")
