@@ -47,7 +47,7 @@ RESERVED_TASKS = ("context",)
 
 # Upper bounds: a typo (10**6 for 16) must fail at validation, not after building a million
 # prompts and opening a million sockets. The load client was calibrated up to 1024 concurrent
-# streams and reached about 4,700 requests/s on one core (benchmarks/RESULTS.md); beyond these
+# streams and reached about 6,800 requests/s on one core (benchmarks/RESULTS.md); beyond these
 # bounds the figures would describe the client, not the server.
 MAX_CONCURRENCY = 4096
 MAX_REQUESTS = 100_000  # per window; also the most distinct prompts one workload file may need
