@@ -8,6 +8,10 @@ import sys
 from servingbench import config as sbc
 
 CONFIG_PATH = workflow.configfiles[-1] if workflow.configfiles else "config.yaml"
+# Snakemake's own YAML loading keeps the last of a duplicated key, dropping a block unseen.
+# Every value below reaches a shell only quoted ({...:q}); names are checked identifiers too.
+for _path in workflow.configfiles:
+    sbc.read_yaml(_path)
 CFG = sbc.parse_config(config, CONFIG_PATH) if config else sbc.load_config(CONFIG_PATH)
 RESULTS = "results"
 ARMS, MODELS, TASKS, MODES = list(CFG.frameworks), list(CFG.models), list(CFG.tasks), list(CFG.modes)

@@ -25,5 +25,5 @@ for (_arm, _model), _order in SERVER_ORDER.items():
         container:
             get_image(_arm)
         shell:
-            "servingbench run-cell --spec {params.spec:q} --workload {input.workload}"
-            " --out {output.result} --results results 2>&1 | tee {log}"
+            "servingbench run-cell --spec {params.spec:q} --workload {input.workload:q}"
+            " --out {output.result:q} --results results 2>&1 | tee {log:q}"

@@ -13,4 +13,5 @@ rule prepare_model:
     container:
         get_image("transformers-naive")
     shell:
-        "servingbench prepare-model --config {params.config} --model {wildcards.model} --out {output} > {log} 2>&1"
+        "servingbench prepare-model --config {params.config:q} --model {wildcards.model:q} --out {output:q}"
+        " > {log:q} 2>&1"

@@ -13,7 +13,7 @@ rule aggregate:
     log:
         "results/logs/aggregate.log",
     shell:
-        "servingbench aggregate --config {params.config} --results results > {log} 2>&1"
+        "servingbench aggregate --config {params.config:q} --results results > {log:q} 2>&1"
 
 
 rule report:
@@ -26,4 +26,4 @@ rule report:
     log:
         "results/logs/report.log",
     shell:
-        "servingbench report --config {params.config} --results results --out {output} > {log} 2>&1"
+        "servingbench report --config {params.config:q} --results results --out {output:q} > {log:q} 2>&1"

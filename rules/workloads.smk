@@ -17,5 +17,5 @@ rule build_workload:
     container:
         get_image("transformers-naive")
     shell:
-        "servingbench build-workload --config {params.config} --model {wildcards.model} --task {wildcards.task}"
-        " --model-dir {input.model} --out {output} > {log} 2>&1"
+        "servingbench build-workload --config {params.config:q} --model {wildcards.model:q}"
+        " --task {wildcards.task:q} --model-dir {input.model:q} --out {output:q} > {log:q} 2>&1"

@@ -81,6 +81,7 @@ class Entry:
     failure: dict[str, Any] | None = None  # the validated failure record (status failed)
     weights: str = ""
     device: str = ""
+    stale: str = ""  # keys whose recorded setting differs from the config's (servingbench.staleness)
 
     @property
     def label(self) -> str:
@@ -199,9 +200,16 @@ def load_entry(entry: Entry) -> Entry:
     return entry
 
 
-def load_results(cfg: Config, results_dir: str | Path) -> list[Entry]:
-    """Every expected entry, validated; raises ResultFileError on the first bad file."""
-    return [load_entry(e) for e in expected_entries(cfg, results_dir)]
+def load_results(cfg: Config, results_dir: str | Path, allow_stale: bool = False,
+                 source: str = "the config") -> list[Entry]:
+    """Every expected entry, validated; raises ResultFileError on the first bad file and
+    StaleResultsError for results measured under other settings (unless ``allow_stale``:
+    then they are kept and marked)."""
+    from servingbench.staleness import check_stale
+
+    entries = [load_entry(e) for e in expected_entries(cfg, results_dir)]
+    check_stale(cfg, entries, source, allow_stale)
+    return entries
 
 
 def read_requests(entry: Entry) -> list[dict[str, Any]]:
@@ -256,8 +264,9 @@ def tidy(entries: list[Entry], results_dir: str | Path) -> pd.DataFrame:
     results_dir = Path(results_dir)
     rows: list[dict[str, Any]] = []
     for e in entries:
+        reason = f"stale: {e.stale}" if e.stale else e.reason
         base = dict(framework=e.arm, model=e.model, task=e.task, mode=e.mode, kind=e.kind,
-                    status=e.status, reason=e.reason, weights=e.weights, device=e.device,
+                    status=e.status, reason=reason, weights=e.weights, device=e.device,
                     source=e.source(results_dir))
         if e.doc is None:
             rows.append(dict(base, concurrency=None, prompt_tokens_target=None, metric="",
@@ -274,9 +283,10 @@ def tidy(entries: list[Entry], results_dir: str | Path) -> pd.DataFrame:
     return df
 
 
-def aggregate(cfg: Config, results_dir: str | Path) -> pd.DataFrame:
+def aggregate(cfg: Config, results_dir: str | Path, allow_stale: bool = False,
+              source: str = "the config") -> pd.DataFrame:
     """Validate every expected result file under ``results_dir`` and return the tidy table."""
-    return tidy(load_results(cfg, results_dir), results_dir)
+    return tidy(load_results(cfg, results_dir, allow_stale, source), results_dir)
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:

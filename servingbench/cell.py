@@ -26,6 +26,7 @@ from servingbench.frameworks import get_adapter
 from servingbench.frameworks.base import Adapter
 from servingbench.lifecycle import _OOM, ServerProcess, ServerStartError, redact, secret_values, start_server
 from servingbench.metrics import window_summary
+from servingbench.server_settings import SettingMismatch, fetch_metrics, server_log_text, verify_settings
 from servingbench.monitor import GPU, Monitor
 from servingbench.results import (
     CELL_SCHEMA,
@@ -99,29 +100,45 @@ def fresh_server(adapter: Adapter, spec: CellSpec, log_path: Path) -> ServerHand
 
 
 class Progress:
-    """One progress line per cell on stderr: requests done, errors, ETA."""
+    """One progress line per cell on stderr: requests done, errors, ETA.
 
-    def __init__(self, cell_id: str, total: int, stream: Any = None) -> None:
+    ``unit`` names what is counted (requests show their errors too); with ``after_s`` nothing is
+    printed until the step has run that long, so short steps (a small warm-up) stay quiet.
+    """
+
+    def __init__(self, cell_id: str, total: int, stream: Any = None, unit: str = "requests",
+                 after_s: float = 0.0) -> None:
         self.cell_id, self.total, self.done, self.errors = cell_id, total, 0, 0
+        self.unit, self.after_s = unit, after_s
         self.out = stream or sys.stderr
         self.tty = hasattr(self.out, "isatty") and self.out.isatty()
         self.t0 = time.monotonic()
         self._last = 0.0
+        self._printed = False
 
     def update(self, rec: RequestRecord) -> None:
+        self.step(rec.ok)
+
+    def step(self, ok: bool = True) -> None:
         self.done += 1
-        self.errors += 0 if rec.ok else 1
+        self.errors += 0 if ok else 1
+        self.show()
+
+    def show(self, note: str = "") -> None:
+        """Print the line if it is due (a terminal: always; a log: every 5 s and at the end)."""
         now = time.monotonic()
+        if now - self.t0 < self.after_s:
+            return
         if self.tty or now - self._last >= 5.0 or self.done == self.total:
-            self._last = now
+            self._last, self._printed = now, True
             rate = self.done / max(now - self.t0, 1e-9)
-            eta = (self.total - self.done) / rate if rate > 0 else 0.0
-            line = (f"[{self.cell_id}] {self.done}/{self.total} requests, {self.errors} errors, "
-                    f"ETA {eta:5.0f} s")
+            eta = f"ETA {(self.total - self.done) / rate:5.0f} s" if rate > 0 else "ETA unknown"
+            errors = f", {self.errors} errors" if self.unit == "requests" else ""
+            line = f"[{self.cell_id}] {self.done}/{self.total} {self.unit}{errors}{note}, {eta}"
             print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=self.out, flush=True)
 
     def close(self) -> None:
-        if self.tty:
+        if self.tty and self._printed:
             print(file=self.out, flush=True)
 
 
@@ -211,8 +228,10 @@ async def _measure(spec: CellSpec, adapter: Adapter, base_url: str, items: list[
                           spec.request_timeout_s, max_connections=max_conn,
                           count_tokens=TokenCounter(spec.server.model_dir)) as client:
         for meas, warm in plan_windows(spec, items):
-            if warm is not None:
-                await client.run_window(warm)
+            if warm is not None:  # a long warm-up (thousands of requests) shows its progress too
+                warm_progress = Progress(f"{spec.cell_id()} warm-up", len(warm.items), progress.out, after_s=5.0)
+                await client.run_window(warm, on_done=warm_progress.update)
+                warm_progress.close()
             before = await server_timings(client.http, adapter)
             recs, window_s = await client.run_window(meas, on_done=progress.update)
             after = await server_timings(client.http, adapter)
@@ -272,6 +291,15 @@ def _cell_keys(spec: CellSpec) -> dict[str, str]:
             "task": spec.task, "mode": spec.mode}
 
 
+def _checked_settings(adapter: Adapter, spec: CellSpec, proc: ServerProcess) -> dict[str, Any]:
+    """What the server itself reports of the settings the result records; CellFailed if it differs."""
+    try:
+        return verify_settings(adapter, spec.server, server_log_text(proc.log_path),
+                               fetch_metrics(proc.base_url, adapter.server_metrics_path()))
+    except SettingMismatch as exc:
+        raise CellFailed(spec.cell_id(), "setting_mismatch", f"{exc} (log: {proc.log_path})") from None
+
+
 def default_provider() -> ServerProvider:
     """The server pool when ``SERVINGBENCH_POOL`` names a state folder, else a fresh server."""
     from servingbench.pool import pool_from_env, pooled_server
@@ -296,6 +324,7 @@ def run_cell(spec: CellSpec, workload: str | Path, out_path: str | Path, results
         before_load = gpu.used_bytes() if gpu and gpu.available else None
         handle = provider(adapter, spec, log_path)
         after_load = gpu.used_bytes() if gpu and gpu.available else None
+        settings = _checked_settings(adapter, spec, handle.proc)
         monitor = Monitor(lambda: handle.proc.pid, gpu, spec.monitor_interval_s).start()
         total = sum(len(m.items) for m, _ in plan_windows(spec, items))
         progress = Progress(spec.cell_id(), total, progress_stream)
@@ -321,7 +350,7 @@ def run_cell(spec: CellSpec, workload: str | Path, out_path: str | Path, results
                 "server_settings": {"gpu_memory_utilization": spec.server.gpu_memory_utilization,
                                     "prefix_caching": spec.server.prefix_caching,
                                     "server_args": list(spec.server.server_args),
-                                    "model_server_args": list(spec.server.model_server_args)},
+                                    "model_server_args": list(spec.server.model_server_args), **settings},
             },
             "provenance": {**provenance.collect(spec.server.framework, gpu.info if gpu else None,
                                                 spec.config_hash, spec.server.image, spec.server.profile,

@@ -49,6 +49,13 @@ def cmd_validate(a: argparse.Namespace) -> int:
     from servingbench.config import expand_cells
 
     cfg = _load(a.config)
+    if cfg.weights == "dummy":  # exact special-token ids need transformers: checked here, not at every parse
+        from servingbench.models import dummy_vocab_problem
+
+        for model in cfg.models:
+            problem = dummy_vocab_problem(cfg, model)
+            if problem:
+                raise ValueError(f"{a.config}: {problem}")
     print(f"{a.config}: ok ({len(expand_cells(cfg))} cells)")
     return 0
 
@@ -150,7 +157,7 @@ def cmd_build_workload(a: argparse.Namespace) -> int:
 def cmd_aggregate(a: argparse.Namespace) -> int:
     from servingbench.aggregate import aggregate, write_summary
 
-    df = aggregate(_load(a.config), a.results)
+    df = aggregate(_load(a.config), a.results, a.allow_stale, a.config)
     write_summary(df, a.results)
     print(f"{Path(a.results) / 'summary.csv'}: {len(df)} rows")
     return 0
@@ -160,7 +167,7 @@ def cmd_aggregate(a: argparse.Namespace) -> int:
 def cmd_report(a: argparse.Namespace) -> int:
     from servingbench.report import render_report
 
-    out = render_report(_load(a.config), a.results, a.out)
+    out = render_report(_load(a.config), a.results, a.out, allow_stale=a.allow_stale, source=a.config)
     print(out)
     return 0
 
@@ -230,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--results", default="results")
         if name == "report":
             p.add_argument("--out", default="report/index.html")
+        p.add_argument("--allow-stale", action="store_true",
+                       help="include results measured under other settings than the config, marked as stale "
+                            "(default: refuse them, exit 2)")
     p = sub.add_parser("publish", help="write a ready-to-publish folder or .tar.gz")
     p.add_argument("--config", default="config.yaml")
     p.add_argument("--results", default="results")

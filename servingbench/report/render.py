@@ -66,9 +66,10 @@ def _script_json(obj: Any) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def build_context(cfg: Config, results_dir: str | Path, matrix_spec_path: str | Path | None = None) -> dict[str, Any]:
+def build_context(cfg: Config, results_dir: str | Path, matrix_spec_path: str | Path | None = None,
+                  allow_stale: bool = False, source: str = "the config") -> dict[str, Any]:
     """Everything the template shows (useful to tests: the page's figures without parsing HTML)."""
-    data = ReportData.load(cfg, results_dir)
+    data = ReportData.load(cfg, results_dir, allow_stale, source)
     floor, floor_notes = bandwidth.floor_rows(data)
     plot_list = plots.all_plots(data)
     flag_list = flags(data, floor)
@@ -96,9 +97,11 @@ def render_html(context: dict[str, Any], inline_js: bool = True) -> str:
 
 
 def render_report(cfg: Config, results_dir: str | Path, out_html: str | Path,
-                  matrix_spec_path: str | Path | None = None) -> Path:
-    """Render ``out_html`` (e.g. report/index.html) from ``results_dir``; written atomically."""
-    html = render_html(build_context(cfg, results_dir, matrix_spec_path))
+                  matrix_spec_path: str | Path | None = None, allow_stale: bool = False,
+                  source: str = "the config") -> Path:
+    """Render ``out_html`` (e.g. report/index.html) from ``results_dir``; written atomically.
+    Results measured under other settings are refused, or with ``allow_stale`` flagged."""
+    html = render_html(build_context(cfg, results_dir, matrix_spec_path, allow_stale, source))
     out = Path(out_html)
     atomic_write_text(out, html)
     os.chmod(out, 0o644)  # atomic_write_text's temp file is 0600; the page is meant to be shared

@@ -59,7 +59,7 @@ def test_hf_token_never_reaches_a_file_or_a_command_line(monkeypatch, cell_spec_
 
     # 3. Aggregate and report, as the workflow runs them.
     cfg = tmp_path / "tiny.yaml"
-    cfg.write_text(yaml.safe_dump(tiny_config_dict()))
+    cfg.write_text(yaml.safe_dump(tiny_config_dict(requests=2)))  # the stream cell's size: not stale
     for cmd in (["aggregate", "--config", str(cfg), "--results", str(results)],
                 ["report", "--config", str(cfg), "--results", str(results), "--out", str(report / "index.html")]):
         res = subprocess.run([sys.executable, "-m", "servingbench.cli", *cmd], capture_output=True, text=True,
