@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from servingbench.config import Config, load_config
+from servingbench.errors import UserError
+from servingbench.results import atomic_write_text
 
 MARKER = "servingbench-model.json"
 MARKER_SCHEMA = "servingbench/model-v1"
@@ -69,7 +71,7 @@ INST_CHAT_TEMPLATE = (
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
 
-class ModelPrepError(RuntimeError):
+class ModelPrepError(UserError, RuntimeError):
     """A model directory that cannot be prepared; the message says what to do."""
 
 
@@ -413,13 +415,7 @@ def _write_marker(d: Path, cfg: Config, model: str, info: dict[str, Any]) -> Non
     spec = cfg.models[model]
     marker = {"schema": MARKER_SCHEMA, "model": model, "hf_id": spec.hf_id,
               "model_type": spec.architecture["model_type"], **info}
-    _atomic_write(d / MARKER, json.dumps(marker, indent=2, sort_keys=True) + "\n")
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(d / MARKER, json.dumps(marker, indent=2, sort_keys=True) + "\n")
 
 
 @contextlib.contextmanager
