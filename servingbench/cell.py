@@ -28,7 +28,7 @@ from servingbench.frameworks.base import Adapter
 from servingbench.lifecycle import _OOM, ServerProcess, ServerStartError, start_server
 from servingbench.metrics import window_summary
 from servingbench.monitor import GPU, Monitor
-from servingbench.redaction import redact, redact_argv, redact_data, redact_server
+from servingbench.redaction import redact, redact_argv, redact_data, redact_server, remember
 from servingbench.results import (
     CELL_SCHEMA,
     FAILURE_SCHEMA,
@@ -319,6 +319,7 @@ def run_cell(spec: CellSpec, workload: str | Path, out_path: str | Path, results
     provider = provider or default_provider()
     out_path = Path(out_path)
     log_path = server_log_path(out_path, results_dir)
+    remember(dict(spec.server.env), spec.server.server_args)  # masked in all this cell writes
     items = _read_items(workload)  # bad input never starts a server
     check_writable(out_path, log_path, need_bytes=records_bytes(spec))
     failure_path(out_path).unlink(missing_ok=True)

@@ -97,7 +97,7 @@ class ServerProcess:
     def command(self) -> list[str]:
         """The argv it runs with, secrets redacted (what result files record)."""
         assert self.launch is not None
-        return redact_argv(self.launch.argv, secret_values(self._env))
+        return redact_argv(self.launch.argv, secret_values(self._env, self.launch.argv))
 
     def start(self) -> None:
         self.launch = self.adapter.launch(self.server, self.host, self.port)
@@ -116,7 +116,8 @@ class ServerProcess:
         self.proc = subprocess.Popen(self.launch.argv, env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      start_new_session=True)
-        self._copier = threading.Thread(target=_copy_redacted, args=(self.proc.stdout, log, secret_values(env)),
+        self._copier = threading.Thread(target=_copy_redacted, args=(self.proc.stdout, log,
+                                                                          secret_values(env, self.launch.argv)),
                                         daemon=True, name=f"log-{self.server.arm}")
         self._copier.start()
 

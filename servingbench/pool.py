@@ -33,7 +33,7 @@ from servingbench.cell import ServerHandle, ServerProvider
 from servingbench.frameworks import get_adapter
 from servingbench.frameworks.base import Adapter
 from servingbench.lifecycle import ServerProcess, ServerStartError
-from servingbench.redaction import redact, redact_server
+from servingbench.redaction import redact, redact_server, remember
 from servingbench.results import atomic_write_json
 from servingbench.spec import CellSpec, ServerSpec
 
@@ -236,6 +236,7 @@ def keep(state_path: Path, spec: CellSpec, log_path: Path, idle_s: float) -> int
     signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("now", True))
     signal.signal(signal.SIGINT, lambda *_: stop.__setitem__("now", True))
     adapter = get_adapter(spec.arm)
+    remember(dict(spec.server.env), spec.server.server_args)
     started_at = provenance.now_iso()
     proc = ServerProcess(adapter, spec.server, log_path)
     state = json.loads(state_path.read_text())

@@ -71,20 +71,48 @@ def looks_like_token(value: str) -> bool:
     return bool(_PREFIXED.search(value) or _BEARER.search(value))
 
 
-def secret_values(env: Mapping[str, str] | None = None) -> list[str]:
-    """Values of the credential-named variables of ``env`` (default: this process's), longest first."""
+_REMEMBERED: set[str] = set()
+
+
+def _argv_values(argv: Iterable[str]) -> set[str]:
+    """Values given to credential-named flags: ``--api-key X`` and ``--api-key=X``."""
+    found, args = set(), list(argv)
+    for i, arg in enumerate(args):
+        name, eq, value = arg.partition("=")
+        if not arg.startswith("-") or not is_secret_name(name):
+            continue
+        if not eq and i + 1 < len(args):
+            value = args[i + 1]
+        if value and not _harmless(value):
+            found.add(value)
+    return found
+
+
+def secret_values(env: Mapping[str, str] | None = None, argv: Iterable[str] = ()) -> list[str]:
+    """Values of the credential-named variables of ``env`` (default: this process's) and flags
+    of ``argv``, and every value ``remember`` was given; longest first."""
     env = os.environ if env is None else env
     found = {v for k, v in env.items()
              if v and not _harmless(v) and (k in _KNOWN and len(v) >= 4 or is_secret_name(k) and len(v) >= 8)}
-    return sorted(found, key=len, reverse=True)
+    return sorted(found | _argv_values(argv) | _REMEMBERED, key=len, reverse=True)
+
+
+def remember(env: Mapping[str, str], argv: Iterable[str] = ()) -> None:
+    """Mask the credential values of a server's own settings (its spec's ``env`` and flags) in
+    everything this process writes from now on, whatever they look like."""
+    _REMEMBERED.update(v for v in secret_values(env, argv) if len(v) >= 4)
 
 
 def _mask_named(m: re.Match[str]) -> str:
     g = m.groupdict()
     q = g.get("q")
     value = g["qv"] if q else g["v"]
-    # In free text a number or a bracket after "token" is a count or a list (prompt_token_ids=[1, 2]).
+    # In free text a number or a bracket after "token" is a count or a list (prompt_token_ids=[1, 2]),
+    # and a word after "token:" is prose ("first token: start"); quoted values, NAME=value and
+    # --flag value are settings, masked whatever they look like.
     if value is None or _harmless(value) or _NOT_SECRET.match(value) or not is_secret_name(g["name"]):
+        return m.group(0)
+    if not q and g["sep"].strip() == ":" and (len(value) < 8 or value.isalpha()):
         return m.group(0)
     return f"{g['name']}{g['sep']}{q}{MASK}{q}" if q else f"{g['name']}{g['sep']}{MASK}"
 

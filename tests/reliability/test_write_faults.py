@@ -81,7 +81,7 @@ def _check_rescued(kept: Path, out: Path, requests: int) -> None:
     result = json.loads((kept / out.name).read_text())
     assert result["status"] == "ok" and result["windows"][0]["requests"] == requests
     rows = [json.loads(x) for x in (kept / requests_path(out).name).read_text().splitlines()]
-    assert len(rows) == requests and all(r["error"] is None for r in rows)
+    assert len(rows) == requests and all(r["error"] is None for r in rows), [r["error"] for r in rows]
     assert (kept / "WHERE").read_text().strip() == str(out)
 
 
