@@ -16,15 +16,13 @@ import gzip
 import hashlib
 import io
 import os
-import shutil
 import sys
 import tarfile
-import tempfile
 from pathlib import Path
 
 from servingbench.errors import UserError
 from servingbench.redaction import looks_like_token, redact, secret_values
-from servingbench.results import atomic_write_bytes
+from servingbench.results import atomic_dir, atomic_write_bytes
 
 MANIFEST = "MANIFEST"
 
@@ -94,25 +92,11 @@ def _write_tar(files: dict[str, bytes], out: Path, top: str) -> None:
     atomic_write_bytes(out, buf.getvalue())
 
 
-def _write_dir(files: dict[str, bytes], out: Path, overwrite: bool) -> None:
-    # Build beside the target, then rename: a reader never sees a half-written folder.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+def _write_dir(files: dict[str, bytes], out: Path) -> None:
+    with atomic_dir(out) as tmp:
         for name, data in files.items():
             (tmp / name).write_bytes(data)
             os.chmod(tmp / name, 0o644)
-        os.chmod(tmp, 0o755)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def publish(results_dir: str | Path, report_html: str | Path, config_path: str | Path, out: str | Path,
@@ -127,7 +111,7 @@ def publish(results_dir: str | Path, report_html: str | Path, config_path: str |
         top = out.name.removesuffix(".tar.gz").removesuffix(".tgz")
         _write_tar(files, out, top)
     else:
-        _write_dir(files, out, overwrite)
+        _write_dir(files, out)
     return out
 
 

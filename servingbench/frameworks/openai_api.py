@@ -17,19 +17,8 @@ from servingbench.frameworks.base import (
     StreamReader,
     StreamUpdate,
 )
-from servingbench.malformed import (
-    Malformed,
-    event_json,
-    guard_feed,
-    guard_parse,
-    json_answer,
-    obj,
-    opt_count,
-    opt_list,
-    opt_obj,
-    opt_str,
-    snippet,
-)
+from servingbench.malformed import (Malformed, event_json, guard_feed, guard_parse, json_answer, obj, opt_count,
+    opt_list, opt_obj, opt_str, snippet)
 from servingbench.spec import GenerationParams, PromptItem
 
 COMPLETIONS = "/v1/completions"

@@ -32,17 +32,8 @@ from servingbench.frameworks.base import (
     StreamReader,
     StreamUpdate,
 )
-from servingbench.malformed import (
-    Malformed,
-    event_json,
-    guard_feed,
-    guard_parse,
-    json_answer,
-    obj,
-    opt_count,
-    opt_obj,
-    opt_str,
-)
+from servingbench.malformed import (Malformed, event_json, guard_feed, guard_parse, json_answer, obj, opt_count,
+    opt_obj, opt_str)
 from servingbench.redaction import find_credentials
 from servingbench.spec import GenerationParams, PromptItem, ServerSpec
 
