@@ -160,6 +160,9 @@ def cmd_build_workload(a: argparse.Namespace) -> int:
 
     cfg = _load(a.config)
     model_dir = a.model_dir or f"models/{a.model}"
+    if not Path(model_dir, "config.json").is_file():
+        raise UserError(f"{model_dir}: not a prepared model folder (no config.json); "
+                        f"run `servingbench prepare-model --model {a.model} --out {model_dir}` first")
     if a.task == "context":
         workloads.build_context_workload(cfg, a.model, model_dir, a.out)
     else:
@@ -277,7 +280,8 @@ def _user_message(exc: BaseException) -> str:
     from servingbench.redaction import redact
 
     if isinstance(exc, OSError) and exc.filename and exc.strerror:  # raised by the OS: name the file
-        text = f"{exc.filename}: {exc.strerror}"
+        # (a rename names its target second: the temporary file it came from means nothing to a user)
+        text = f"{exc.filename2 or exc.filename}: {exc.strerror}"
     else:
         text = str(exc) or type(exc).__name__
     return redact(text)

@@ -47,6 +47,12 @@ def _file(tmp: Path, name: str, text: str = "x") -> str:
     return str(path)
 
 
+def _folder(tmp: Path, name: str) -> Path:
+    path = tmp / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def _publish(tmp: Path, *, report: bool = True, summary: bool = True, config: bool = True, out_exists: bool = False,
              report_text: str = "<html></html>") -> list[str]:
     results = tmp / "results"
@@ -146,9 +152,21 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], str, Callable | None]] = {
                                            "no such folder; give the results folder of a run", None),
     "report on a file, not a results folder": (lambda t: ["report", "--config", _cfg(t), "--results",
                                                           _file(t, "results.txt")], "no such folder", None),
+    "aggregate with a folder where a result file belongs": (
+        lambda t: ["aggregate", "--config", _cfg(t), "--results", str(_folder(
+            t, "results/cells/transformers-naive/smollm2-135m/chat/sync.json").parents[4])],
+        "sync.json: Is a directory", None),
+    "report --out a folder": (lambda t: ["report", "--config", _cfg(t), "--results", str(_folder(t, "results")),
+                                         "--out", str(_folder(t, "report/index.html"))],
+                              "report/index.html: Is a directory", None),
+    "build-workload without a prepared model": (
+        lambda t: ["build-workload", "--config", _cfg(t), "--model", "smollm2-135m", "--task", "chat",
+                   "--model-dir", f"{t}/models/smollm2-135m", "--out", f"{t}/w.jsonl"],
+        "not a prepared model folder (no config.json); run `servingbench prepare-model", None),
     "build-workload for an unknown task": (lambda t: ["build-workload", "--config", _cfg(t), "--model",
-                                                      "smollm2-135m", "--task", "poetry", "--out", f"{t}/w.jsonl"],
-                                           "unknown task 'poetry'", None),
+                                                      "smollm2-135m", "--task", "poetry", "--model-dir",
+                                                      str(Path(_file(t, "m/config.json", "{}")).parent),
+                                                      "--out", f"{t}/w.jsonl"], "unknown task 'poetry'", None),
 }
 
 
