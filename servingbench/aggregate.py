@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -21,7 +19,7 @@ import pandas as pd
 
 from servingbench.config import REPO_ROOT, Config, context_lengths
 from servingbench.results import (
-    CELL_SCHEMA, FAILURE_SCHEMA, atomic_write_text, cell_path, failure_path, sweep_path,
+    CELL_SCHEMA, FAILURE_SCHEMA, atomic_write_bytes, atomic_write_text, cell_path, failure_path, sweep_path,
 )
 
 SCHEMA_DIR = REPO_ROOT / "schemas"
@@ -289,21 +287,6 @@ def aggregate(cfg: Config, results_dir: str | Path, allow_stale: bool = False,
     return tidy(load_results(cfg, results_dir, allow_stale, source), results_dir)
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    # results.atomic_write_text is text-only; parquet is binary. Same temp-then-rename pattern.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_summary(df: pd.DataFrame, results_dir: str | Path) -> tuple[Path, Path]:
     """Write ``summary.csv`` and ``summary.parquet``; both are rendered before either is written."""
     results_dir = Path(results_dir)
@@ -312,9 +295,7 @@ def write_summary(df: pd.DataFrame, results_dir: str | Path) -> tuple[Path, Path
     df.to_parquet(buf, index=False)
     csv_path, pq_path = results_dir / "summary.csv", results_dir / "summary.parquet"
     atomic_write_text(csv_path, csv_text)
-    _atomic_write_bytes(pq_path, buf.getvalue())
-    for path in (csv_path, pq_path):
-        os.chmod(path, 0o644)  # temp files are created 0600; the summary is meant to be shared
+    atomic_write_bytes(pq_path, buf.getvalue())
     return csv_path, pq_path
 
 

@@ -22,19 +22,26 @@ import httpx
 
 from servingbench import provenance
 from servingbench.client import LoadClient, RequestRecord, WindowPlan
+from servingbench.errors import UserError
 from servingbench.frameworks import get_adapter
 from servingbench.frameworks.base import Adapter
-from servingbench.lifecycle import _OOM, ServerProcess, ServerStartError, redact, secret_values, start_server
+from servingbench.lifecycle import _OOM, ServerProcess, ServerStartError, start_server
 from servingbench.metrics import window_summary
 from servingbench.server_settings import SettingMismatch, fetch_metrics, server_log_text, verify_settings
 from servingbench.monitor import GPU, Monitor
+from servingbench.redaction import redact, redact_argv, redact_data, redact_server, remember
 from servingbench.results import (
     CELL_SCHEMA,
     FAILURE_SCHEMA,
     atomic_write_json,
     atomic_write_jsonl,
+    check_writable,
     failure_path,
+    json_text,
+    jsonl_text,
+    keep_safe,
     requests_path,
+    rescue_roots,
     server_log_path,
 )
 from servingbench.spec import CellSpec, PromptItem, read_workload
@@ -44,14 +51,20 @@ class CellFailed(RuntimeError):
     """A cell could not produce an honest result; the message names the cell and the cause.
 
     ``requests``: what the measured requests did before the cell failed (total, completed,
-    failed, errors by kind), when any ran; the failure record keeps it.
+    failed, errors by kind), when any ran; the failure record keeps it. ``kept``: the rescue
+    folder holding the measured records when the results folder could not take them.
     """
 
     def __init__(self, cell_id: str, category: str, reason: str,
-                 requests: dict[str, Any] | None = None) -> None:
+                 requests: dict[str, Any] | None = None, kept: Path | None = None) -> None:
+        reason = redact(reason)
         super().__init__(f"cell {cell_id} failed ({category}): {reason}")
         self.cell_id, self.category, self.reason = cell_id, category, reason
-        self.requests = requests
+        self.requests, self.kept = requests, kept
+
+    def noting(self, note: str) -> "CellFailed":
+        """The same failure with ``note`` (where its failure record went) added to the reason."""
+        return CellFailed(self.cell_id, self.category, self.reason + note, self.requests, self.kept) if note else self
 
 
 def request_counts(windows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -274,16 +287,34 @@ async def server_lost(client: httpx.AsyncClient, adapter: Adapter, alive: Callab
 
 
 def write_failure(out_path: Path, spec: CellSpec, category: str, reason: str, log: Path | None,
-                  requests: dict[str, Any] | None = None) -> Path:
+                  requests: dict[str, Any] | None = None, kept: Path | None = None) -> str:
+    """Write the failure record beside where the result would be; if that folder cannot take
+    it, into the rescue folder. Returns "" when it went to its place, else a note saying where
+    it went (for the cell's message). Never raises OSError: the failure it records matters more."""
     path = failure_path(out_path)
     record = {
         "schema": FAILURE_SCHEMA, "kind": spec.kind, "cell": _cell_keys(spec), "category": category,
-        "reason": redact(reason, secret_values()), "log": str(log) if log else None, "at": provenance.now_iso(),
+        "reason": redact(reason), "log": str(log) if log else None, "at": provenance.now_iso(),
     }
     if requests is not None:  # failed requests are counted, never dropped, even when the cell fails
         record["requests"] = requests
-    atomic_write_json(path, record)
-    return path
+    if kept is not None:
+        record["kept"] = str(kept)
+    try:
+        atomic_write_json(path, record)
+        return ""
+    except OSError as exc:
+        error = exc.strerror or str(exc)
+    try:
+        if kept is not None:
+            atomic_write_json(kept / path.name, record)
+            return f"; failure record in {kept / path.name} ({path.parent}: {error})"
+    except OSError:
+        pass
+    folder = keep_safe(out_path, {path.name: json_text(record)})
+    if folder is not None:
+        return f"; failure record in {folder / path.name} ({path.parent}: {error})"
+    return f"; no failure record could be written ({path.parent}: {error}; tried {', '.join(map(str, rescue_roots()))})"
 
 
 def _cell_keys(spec: CellSpec) -> dict[str, str]:
@@ -310,17 +341,21 @@ def default_provider() -> ServerProvider:
 
 def run_cell(spec: CellSpec, workload: str | Path, out_path: str | Path, results_dir: str | Path = "results",
              provider: ServerProvider | None = None, progress_stream: Any = None) -> dict[str, Any]:
-    """Measure one cell or sweep and write ``out_path`` (+ requests file). Raises CellFailed."""
+    """Measure one cell or sweep and write ``out_path`` (+ requests file). Raises CellFailed;
+    raises UserError before any server starts for bad input (an unreadable workload, an output
+    that cannot be written)."""
     provider = provider or default_provider()
     out_path = Path(out_path)
     log_path = server_log_path(out_path, results_dir)
+    remember(dict(spec.server.env), spec.server.server_args)  # masked in all this cell writes
+    items = _read_items(workload)  # bad input never starts a server
+    check_writable(out_path, log_path, need_bytes=records_bytes(spec))
     failure_path(out_path).unlink(missing_ok=True)
     adapter = get_adapter(spec.arm)
     gpu = GPU() if spec.server.device == "cuda" else None
     started_at = provenance.now_iso()
     handle: ServerHandle | None = None
     try:
-        items = read_workload(str(workload))
         before_load = gpu.used_bytes() if gpu and gpu.available else None
         handle = provider(adapter, spec, log_path)
         after_load = gpu.used_bytes() if gpu and gpu.available else None
@@ -349,8 +384,8 @@ def run_cell(spec: CellSpec, workload: str | Path, out_path: str | Path, results
                 "pid": handle.proc.pid, "command": handle.proc.command(), "log": str(log_path),
                 "server_settings": {"gpu_memory_utilization": spec.server.gpu_memory_utilization,
                                     "prefix_caching": spec.server.prefix_caching,
-                                    "server_args": list(spec.server.server_args),
-                                    "model_server_args": list(spec.server.model_server_args), **settings},
+                                    "server_args": redact_argv(spec.server.server_args),
+                                    "model_server_args": redact_argv(spec.server.model_server_args), **settings},
             },
             "provenance": {**provenance.collect(spec.server.framework, gpu.info if gpu else None,
                                                 spec.config_hash, spec.server.image, spec.server.profile,
@@ -358,27 +393,74 @@ def run_cell(spec: CellSpec, workload: str | Path, out_path: str | Path, results
                            "started_at": started_at, "finished_at": provenance.now_iso()},
             "requests_file": requests_path(out_path).name,
         }
-        atomic_write_jsonl(requests_path(out_path), [r.to_dict() for r in records])
-        atomic_write_json(out_path, result)  # last: its existence means the cell is complete
+        result = redact_data(result)
+        write_result(spec, out_path, result, [_record_row(r) for r in records], request_counts(windows))
         return result
     except CellFailed as exc:
         if exc.category == "server_exited" and handle is not None and _OOM.search(handle.proc.log_tail()):
             exc = CellFailed(exc.cell_id, "out_of_memory", f"server out of memory: {exc.reason}", exc.requests)
-        write_failure(out_path, spec, exc.category, exc.reason, log_path, exc.requests)
-        raise exc from None
+        note = write_failure(out_path, spec, exc.category, exc.reason, log_path, exc.requests, exc.kept)
+        raise exc.noting(note) from None
     except ServerStartError as exc:
-        write_failure(out_path, spec, exc.category, str(exc), log_path)
-        raise CellFailed(spec.cell_id(), exc.category, f"{exc} (log: {log_path})") from None
+        note = write_failure(out_path, spec, exc.category, str(exc), log_path)
+        raise CellFailed(spec.cell_id(), exc.category, f"{exc} (log: {log_path}){note}") from None
     except (KeyboardInterrupt, SystemExit) as exc:
         write_failure(out_path, spec, "interrupted", f"interrupted by {_signal_name(exc)}; no result written",
                       log_path)
         raise
     except Exception as exc:
-        write_failure(out_path, spec, "error", f"{type(exc).__name__}: {exc}", log_path)
-        raise CellFailed(spec.cell_id(), "error", f"{type(exc).__name__}: {exc}") from exc
+        note = write_failure(out_path, spec, "error", f"{type(exc).__name__}: {exc}", log_path)
+        raise CellFailed(spec.cell_id(), "error", f"{type(exc).__name__}: {exc}{note}") from exc
     finally:
         if handle is not None:
             handle.close()
+
+
+def _read_items(workload: str | Path) -> list[PromptItem]:
+    try:
+        return read_workload(str(workload))
+    except OSError as exc:
+        raise UserError(f"{workload}: cannot read the workload ({exc.strerror or exc}); build it first "
+                        "(servingbench build-workload) or pass --workload") from None
+    except ValueError as exc:
+        raise UserError(f"{exc}; rebuild it (servingbench build-workload)") from None
+
+
+def records_bytes(spec: CellSpec) -> int:
+    """A generous estimate of the bytes a cell's records take (checked free before it starts):
+    about 1 KiB per request plus its stream's event times."""
+    per_request = 1024 + (16 * spec.generation.max_tokens if spec.mode == "stream" else 0)
+    windows = len(spec.concurrency_levels) if spec.kind != "sweep_context" else 8
+    return 64 * 1024 + spec.requests * windows * per_request
+
+
+def _record_row(rec: RequestRecord) -> dict[str, Any]:
+    row = rec.to_dict()
+    if row["error"]:  # server-supplied text: an echoed header could carry a credential
+        row["error"] = redact(row["error"])
+    return row
+
+
+def write_result(spec: CellSpec, out_path: Path, result: dict[str, Any], rows: list[dict[str, Any]],
+                 counts: dict[str, Any]) -> None:
+    """Write the requests file, then the result (its existence means the cell is complete).
+    If either cannot be written, leave neither (no orphan requests file), keep both in a
+    rescue folder, and raise CellFailed ("write_failed") saying where they are."""
+    req_file = requests_path(out_path)
+    try:
+        atomic_write_jsonl(req_file, rows)
+        atomic_write_json(out_path, result)
+        return
+    except OSError as exc:
+        error = f"cannot write {exc.filename or out_path} ({exc.strerror or exc})"
+    try:
+        req_file.unlink(missing_ok=True)
+    except OSError:
+        pass
+    kept = keep_safe(out_path, {out_path.name: json_text(result), req_file.name: jsonl_text(rows)})
+    where = (f"its {len(rows)} measured request records and its result are kept in {kept}" if kept else
+             f"its measured records could not be kept anywhere (tried {', '.join(map(str, rescue_roots()))})")
+    raise CellFailed(spec.cell_id(), "write_failed", f"{error}; {where}", requests=counts, kept=kept)
 
 
 def interrupt_signal(exc: BaseException) -> tuple[int, str | None]:
@@ -402,6 +484,9 @@ def _signal_name(exc: BaseException) -> str:
 
 
 def _spec_dict(spec: CellSpec) -> dict[str, Any]:
+    """The spec as the result records it: the server's flags and environment masked."""
     import json
 
-    return json.loads(spec.to_json())
+    data = json.loads(spec.to_json())
+    data["server"] = redact_server(data["server"])
+    return data

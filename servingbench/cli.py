@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from servingbench.errors import UserError
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
 
@@ -64,13 +66,27 @@ def _spec_from_args(a: argparse.Namespace):
     from servingbench.spec import CellSpec
 
     if a.spec:
-        text = Path(a.spec[1:]).read_text() if a.spec.startswith("@") else a.spec
-        return CellSpec.from_json(text)
+        text = a.spec
+        if a.spec.startswith("@"):
+            try:
+                text = Path(a.spec[1:]).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise UserError(f"--spec {a.spec}: cannot read the spec file "
+                                f"({getattr(exc, 'strerror', None) or exc}); give @FILE of an existing file") from None
+        try:
+            return CellSpec.from_json(text)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            where = a.spec if a.spec.startswith("@") else "the --spec JSON"
+            raise UserError(f"--spec: {where} is not a cell spec ({type(exc).__name__}: {exc}); pass the JSON "
+                            "the Snakemake rule passes, or --config with --framework, --model, --task "
+                            "and --mode") from None
     if not a.config:
-        raise SystemExit("run-cell: give --spec JSON (what the Snakemake rule passes) or --config with the cell names")
+        raise UserError("run-cell: give --spec JSON (what the Snakemake rule passes) or --config with the cell names")
     from servingbench import config as c
 
     cfg = _load(a.config)
+    if a.sweep and getattr(cfg.sweeps, a.sweep) is None:
+        raise UserError(f"--sweep {a.sweep}: {a.config} has no sweeps.{a.sweep} (set it, or measure a cell)")
     if a.sweep == "concurrency":
         return c.concurrency_sweep_spec(cfg, a.framework, a.model)
     if a.sweep == "context":
@@ -124,8 +140,13 @@ def cmd_run_cell(a: argparse.Namespace) -> int:
 @command
 def cmd_measure(a: argparse.Namespace) -> int:
     """Measure an already-running server (a deployed endpoint): no server is started."""
+    from urllib.parse import urlsplit
+
     from servingbench.pool import external_server
 
+    url = urlsplit(a.url)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise UserError(f"--url {a.url}: not an http:// or https:// address with a host, e.g. http://127.0.0.1:8000")
     return _measure_cell(a, external_server(a.url), f" at {a.url}")
 
 
@@ -146,6 +167,9 @@ def cmd_build_workload(a: argparse.Namespace) -> int:
 
     cfg = _load(a.config)
     model_dir = a.model_dir or f"models/{a.model}"
+    if not Path(model_dir, "config.json").is_file():
+        raise UserError(f"{model_dir}: not a prepared model folder (no config.json); "
+                        f"run `servingbench prepare-model --model {a.model} --out {model_dir}` first")
     if a.task == "context":
         workloads.build_context_workload(cfg, a.model, model_dir, a.out)
     else:
@@ -153,10 +177,16 @@ def cmd_build_workload(a: argparse.Namespace) -> int:
     return 0
 
 
+def _results_folder(path: str) -> None:
+    if not Path(path).is_dir():
+        raise UserError(f"--results {path}: no such folder; give the results folder of a run (default: results)")
+
+
 @command
 def cmd_aggregate(a: argparse.Namespace) -> int:
     from servingbench.aggregate import aggregate, write_summary
 
+    _results_folder(a.results)
     df = aggregate(_load(a.config), a.results, a.allow_stale, a.config)
     write_summary(df, a.results)
     print(f"{Path(a.results) / 'summary.csv'}: {len(df)} rows")
@@ -167,6 +197,7 @@ def cmd_aggregate(a: argparse.Namespace) -> int:
 def cmd_report(a: argparse.Namespace) -> int:
     from servingbench.report import render_report
 
+    _results_folder(a.results)
     out = render_report(_load(a.config), a.results, a.out, allow_stale=a.allow_stale, source=a.config)
     print(out)
     return 0
@@ -176,7 +207,7 @@ def cmd_report(a: argparse.Namespace) -> int:
 def cmd_publish(a: argparse.Namespace) -> int:
     from servingbench.publish import publish
 
-    print(publish(a.results, a.report, a.config, a.out))
+    print(publish(a.results, a.report, a.config, a.out, overwrite=a.overwrite))
     return 0
 
 
@@ -245,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default="results")
     p.add_argument("--report", default="report/index.html")
     p.add_argument("--out", default="publish/servingbench-report.tar.gz")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p = sub.add_parser("compare", help="what changed between two results folders")
     p.add_argument("run_a")
     p.add_argument("run_b")
@@ -253,12 +285,27 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _user_message(exc: BaseException) -> str:
+    """One line (or one per problem, for configs) for a user's mistake, credentials masked."""
+    from servingbench.redaction import redact
+
+    if isinstance(exc, OSError) and exc.filename and exc.strerror:  # raised by the OS: name the file
+        # (a rename names its target second: the temporary file it came from means nothing to a user)
+        text = f"{exc.filename2 or exc.filename}: {exc.strerror}"
+    else:
+        text = str(exc) or type(exc).__name__
+    return redact(text)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. A user's mistake (UserError; ValueError such as a bad config; OSError
+    such as a missing or unreadable file) is one line on stderr and exit code 2, no traceback."""
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except ValueError as exc:  # ConfigError and friends: one clear line, no traceback
-        print(f"servingbench: {exc}", file=sys.stderr)
+    except (UserError, ValueError, OSError) as exc:
+        for line in _user_message(exc).splitlines() or [""]:
+            print(f"servingbench: {line}", file=sys.stderr)
         return 2
 
 

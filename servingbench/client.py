@@ -36,6 +36,7 @@ from servingbench.frameworks.base import (
     Completion,
 )
 from servingbench import http1
+from servingbench.malformed import is_event_stream, not_a_stream
 from servingbench.spec import GenerationParams, PromptItem, ServerSpec
 from servingbench.sse import SSEParser
 
@@ -114,7 +115,7 @@ class _Sink:
 
     def on_head(self, status: int, headers: dict[str, str], t_ns: int) -> None:
         self.status, self.headers = status, headers
-        if status >= 400:
+        if status >= 400 or not is_event_stream(headers):  # kept whole, read as an answer
             self.parser = None
 
     def on_body(self, data: bytes, t_ns: int) -> None:
@@ -235,26 +236,32 @@ class LoadClient:
         except (asyncio.TimeoutError, http1.HTTPError) as exc:
             return self._failed(rec, exc)
         rec.http_status = sink.status
-        if not stream or sink.status >= 400:
-            done = self.adapter.parse_response(sink.status, sink.headers, b"".join(sink.parts))
-            if done.error is None and sink.status >= 400:
-                done.error = f"HTTP {sink.status}"
+        if not stream or sink.parser is None:
+            done = self._answer(stream, sink.status, sink.headers, b"".join(sink.parts))
             rec.e2e_ms = (ex.end_ns - sink.t0) / NS_PER_MS
             return self._finish(rec, done)
         return self._finish(rec, self._end_stream(sink.parser, sink.reader, sink.offsets, sink.counts,
                                                   sink.ended, rec))
+
+    def _answer(self, stream: bool, status: int, headers: Any, body: bytes) -> Completion:
+        """A whole (not streamed) answer: an HTTP error, a sync answer, or a stream request
+        answered with something that is not an event stream (an error naming what it was)."""
+        if stream and status < 400:
+            return Completion(error=not_a_stream(headers, body))
+        done = self.adapter.parse_response(status, headers, body)
+        if done.error is None and status >= 400:
+            done.error = f"HTTP {status}"
+        return done
 
     async def _exchange(self, request: httpx.Request, stream: bool, rec: RequestRecord) -> Completion:
         rec.dispatch_ns = t0 = time.perf_counter_ns()
         resp = await self.http.send(request, stream=stream)
         try:
             rec.http_status = resp.status_code
-            if not stream or resp.status_code >= 400:
+            if not stream or resp.status_code >= 400 or not is_event_stream(resp.headers):
                 body = await resp.aread()
                 t_end = time.perf_counter_ns()
-                done = self.adapter.parse_response(resp.status_code, resp.headers, body)
-                if done.error is None and resp.status_code >= 400:
-                    done.error = f"HTTP {resp.status_code}"
+                done = self._answer(stream, resp.status_code, resp.headers, body)
                 rec.e2e_ms = (t_end - t0) / NS_PER_MS
                 return done
             return await self._read_stream(resp, t0, rec)

@@ -15,14 +15,16 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from servingbench.errors import UserError
 from servingbench.frameworks import get_adapter, known_arms
+from servingbench.redaction import find_credentials
 from servingbench.spec import CellSpec, GenerationParams, ServerSpec
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 IMAGES_FILE = REPO_ROOT / "containers" / "images.yaml"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config that cannot run; the message names the file and the key."""
 
 
@@ -107,14 +109,6 @@ class Arm(_Strict):
         for key in env if isinstance(env, dict) else ():
             if not isinstance(key, str) or not ENV_NAME.match(key):
                 raise ValueError(f"{key!r} is not an environment variable name (letters, digits, '_')")
-        return env
-
-    @field_validator("env")
-    @classmethod
-    def _no_secrets(cls, env: dict[str, str]) -> dict[str, str]:
-        for key in env:
-            if "TOKEN" in key.upper() or "SECRET" in key.upper():
-                raise ValueError(f"{key}: secrets never go in a config file; export it in the environment")
         return env
 
 
@@ -359,10 +353,23 @@ def parse_config(data: Any, source: str = "config") -> Config:
     """Validate an already-parsed config mapping (e.g. Snakemake's ``config``)."""
     if not isinstance(data, dict) or not data:
         raise ConfigError(f"{source}: empty or not a mapping")
+    secrets = find_credentials(data)
+    if secrets:  # a config is recorded in every result and published verbatim
+        raise ConfigError("\n".join(f"{source}: {where}; secrets never go in a config file: export it in the "
+                                     "environment of the run (the server inherits it)" for where in secrets))
     try:
         return Config.model_validate(data)
     except ValidationError as err:
         raise ConfigError(_format_error(source, err)) from None
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error on one line: where, and what."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    what = " ".join(str(getattr(exc, "problem", None) or exc).split())
+    context = getattr(exc, "context", None)
+    return f"{where}{what}" + (f" ({context})" if context else "")
 
 
 class _DuplicateKey(yaml.YAMLError):
@@ -401,7 +408,7 @@ def read_yaml(path: str | Path) -> Any:
     except _DuplicateKey as exc:
         raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
 
 
 def load_config(path: str | Path) -> Config:

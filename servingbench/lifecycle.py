@@ -22,9 +22,9 @@ import httpx
 import psutil
 
 from servingbench.frameworks.base import Adapter, Launch
+from servingbench.redaction import redact_argv, redact_bytes, secret_values
 from servingbench.spec import ServerSpec
 
-SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 _OOM = re.compile(r"out of memory|CUDA error: out of memory|OutOfMemoryError|Cannot allocate memory|"
                   r"not enough (GPU |KV cache )?memory|No available memory for the cache blocks|"
                   r"MemoryError: Memory footprint \d+ is more than available memory", re.I)
@@ -47,24 +47,18 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def secret_values(env: Mapping[str, str] | None = None) -> list[str]:
-    env = os.environ if env is None else env
-    return [v for k in SECRET_ENV if (v := env.get(k)) and len(v) >= 4]
-
-
-def redact(text: str, secrets: list[str]) -> str:
-    for value in secrets:
-        text = text.replace(value, "***")
-    return text
-
-
 def _copy_redacted(src: IO[bytes], dst: IO[bytes], secrets: list[str]) -> None:
-    blobs = [s.encode() for s in secrets]
+    """Copy the server's output to its log, credentials masked. When the log cannot be written
+    (a full disk), keep draining the pipe: a server blocked on a full pipe would stall the cell."""
+    writable = True
     for line in iter(src.readline, b""):
-        for blob in blobs:
-            line = line.replace(blob, b"***")
-        dst.write(line)
-        dst.flush()
+        if not writable:
+            continue
+        try:
+            dst.write(redact_bytes(line, secrets))
+            dst.flush()
+        except (OSError, ValueError):
+            writable = False
     src.close()
 
 
@@ -90,6 +84,7 @@ class ServerProcess:
         self.startup_s: float | None = None
         self._copier: threading.Thread | None = None
         self._known_pids: set[int] = set()
+        self._env: Mapping[str, str] | None = None  # the server's environment (its secrets are masked)
 
     @property
     def base_url(self) -> str:
@@ -102,13 +97,14 @@ class ServerProcess:
     def command(self) -> list[str]:
         """The argv it runs with, secrets redacted (what result files record)."""
         assert self.launch is not None
-        return [redact(a, secret_values()) for a in self.launch.argv]
+        return redact_argv(self.launch.argv, secret_values(self._env, self.launch.argv))
 
     def start(self) -> None:
         self.launch = self.adapter.launch(self.server, self.host, self.port)
         env = dict(os.environ)
         env.update(self.launch.env)
         env.update(dict(self.server.env))
+        self._env = env
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         log.write(f"# servingbench: starting {self.server.arm} on port {self.port}: "
@@ -120,7 +116,8 @@ class ServerProcess:
         self.proc = subprocess.Popen(self.launch.argv, env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      start_new_session=True)
-        self._copier = threading.Thread(target=_copy_redacted, args=(self.proc.stdout, log, secret_values(env)),
+        self._copier = threading.Thread(target=_copy_redacted, args=(self.proc.stdout, log,
+                                                                          secret_values(env, self.launch.argv)),
                                         daemon=True, name=f"log-{self.server.arm}")
         self._copier.start()
 

@@ -19,7 +19,6 @@ so a half-written model directory never exists under its final name.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import importlib.metadata
@@ -27,12 +26,12 @@ import itertools
 import json
 import os
 import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from servingbench.config import Config, load_config
+from servingbench.errors import UserError
+from servingbench.results import atomic_dir, atomic_write_text
 
 MARKER = "servingbench-model.json"
 MARKER_SCHEMA = "servingbench/model-v1"
@@ -69,7 +68,7 @@ INST_CHAT_TEMPLATE = (
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
 
-class ModelPrepError(RuntimeError):
+class ModelPrepError(UserError, RuntimeError):
     """A model directory that cannot be prepared; the message says what to do."""
 
 
@@ -96,7 +95,7 @@ def prepare_model(cfg: Config, model: str, out_dir: str | Path, *, with_weights:
             _write_marker(out, cfg, model, info)
             return out
         build = functools.partial(_build_hub, model, spec.hf_id, final=out)
-    with _atomic_dir(out) as tmp:
+    with atomic_dir(out) as tmp:
         info = build(tmp)
         _write_marker(tmp, cfg, model, info)
     return out
@@ -439,32 +438,4 @@ def _write_marker(d: Path, cfg: Config, model: str, info: dict[str, Any]) -> Non
     spec = cfg.models[model]
     marker = {"schema": MARKER_SCHEMA, "model": model, "hf_id": spec.hf_id,
               "model_type": spec.architecture["model_type"], **info}
-    _atomic_write(d / MARKER, json.dumps(marker, indent=2, sort_keys=True) + "\n")
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-@contextlib.contextmanager
-def _atomic_dir(out: Path) -> Iterator[Path]:
-    """Yield a temp dir beside ``out``; on success it replaces ``out`` in one rename."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary directory
-    try:
-        yield tmp
-        old = None
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.rename(out, old)
-        os.rename(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    atomic_write_text(d / MARKER, json.dumps(marker, indent=2, sort_keys=True) + "\n")

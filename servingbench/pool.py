@@ -33,6 +33,7 @@ from servingbench.cell import ServerHandle, ServerProvider
 from servingbench.frameworks import get_adapter
 from servingbench.frameworks.base import Adapter
 from servingbench.lifecycle import ServerProcess, ServerStartError
+from servingbench.redaction import redact, redact_server, remember
 from servingbench.results import atomic_write_json
 from servingbench.spec import CellSpec, ServerSpec
 
@@ -181,7 +182,7 @@ class ServerPool:
 
     def _start_keeper(self, spec: CellSpec, kh: str, log_path: Path) -> tuple[Path, dict[str, Any]]:
         path = self.dir / f"{kh}.json"
-        state = {"key_hash": kh, "key": json.loads(spec.server.key()), "arm": spec.arm, "model": spec.model,
+        state = {"key_hash": kh, "key": redact_server(json.loads(spec.server.key())), "arm": spec.arm, "model": spec.model,
                  "status": "starting", "log": str(log_path), "requested_at": provenance.now_iso()}
         atomic_write_json(path, state)
         argv = [sys.executable, "-m", "servingbench.pool", "keep", "--state", str(path),
@@ -235,6 +236,7 @@ def keep(state_path: Path, spec: CellSpec, log_path: Path, idle_s: float) -> int
     signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("now", True))
     signal.signal(signal.SIGINT, lambda *_: stop.__setitem__("now", True))
     adapter = get_adapter(spec.arm)
+    remember(dict(spec.server.env), spec.server.server_args)
     started_at = provenance.now_iso()
     proc = ServerProcess(adapter, spec.server, log_path)
     state = json.loads(state_path.read_text())
@@ -246,12 +248,13 @@ def keep(state_path: Path, spec: CellSpec, log_path: Path, idle_s: float) -> int
         proc.wait_ready(spec.server_start_timeout_s)
     except ServerStartError as exc:
         proc.stop()
-        state.update(status="failed", category=exc.category, reason=str(exc), log_tail=exc.log_tail[-2000:])
+        state.update(status="failed", category=exc.category, reason=redact(str(exc)),
+                     log_tail=redact(exc.log_tail[-2000:]))
         atomic_write_json(state_path, state)
         return 1
     except BaseException as exc:
         proc.stop()
-        state.update(status="failed", category="error", reason=f"{type(exc).__name__}: {exc}")
+        state.update(status="failed", category="error", reason=redact(f"{type(exc).__name__}: {exc}"))
         atomic_write_json(state_path, state)
         return 1
     state.update(status="ready", startup_s=proc.startup_s, last_used=time.time())

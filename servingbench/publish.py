@@ -4,6 +4,10 @@ The folder (or ``.tar.gz``) holds ``index.html``, ``summary.csv``, ``summary.par
 config file under its own name, and ``MANIFEST``: one ``<sha256>  <name>`` line per file, the
 format ``sha256sum -c MANIFEST`` checks. The archive is reproducible: fixed order, times and
 owners, so the same inputs give the same bytes.
+
+Nothing that looks like a credential is published (servingbench.redaction): the config is
+copied with any credential masked (a token in a comment, say), and a report or summary that
+holds one is refused, since masking the generated files would hide where it came from.
 """
 
 from __future__ import annotations
@@ -12,12 +16,27 @@ import gzip
 import hashlib
 import io
 import os
-import shutil
+import sys
 import tarfile
-import tempfile
 from pathlib import Path
 
+from servingbench.errors import UserError
+from servingbench.redaction import looks_like_token, redact, secret_values
+from servingbench.results import atomic_dir, atomic_write_bytes
+
 MANIFEST = "MANIFEST"
+
+
+class PublishError(UserError):
+    """Inputs that cannot be published as they are; the message names the file."""
+
+
+class OutputExists(PublishError, FileExistsError):
+    pass
+
+
+class InputMissing(PublishError, FileNotFoundError):
+    pass
 
 
 def _sha256(data: bytes) -> str:
@@ -31,16 +50,35 @@ def collect(results_dir: str | Path, report_html: str | Path, config_path: str |
                "summary.parquet": results_dir / "summary.parquet"}
     config_path = Path(config_path)
     if config_path.name in sources or config_path.name == MANIFEST:
-        raise ValueError(f"{config_path}: a config named {config_path.name!r} would clash with a published file")
+        raise PublishError(f"{config_path}: a config named {config_path.name!r} would clash with a published file")
     sources[config_path.name] = config_path
     files: dict[str, bytes] = {}
     for name, path in sources.items():
         if not path.is_file():
-            hint = " (run `servingbench aggregate` first)" if name.startswith("summary") else ""
-            raise FileNotFoundError(f"{path}: not found, cannot publish{hint}")
+            hint = {"index.html": " (run `servingbench report` first)"}.get(
+                name, " (run `servingbench aggregate` first)" if name.startswith("summary") else "")
+            raise InputMissing(f"{path}: not found, cannot publish{hint}")
         files[name] = path.read_bytes()
+    files[config_path.name] = _masked_config(config_path, files[config_path.name])
+    values = secret_values()
+    for name in ("index.html", "summary.csv"):
+        text = files[name].decode("utf-8", "replace")
+        if looks_like_token(text) or any(v in text for v in values):
+            raise PublishError(f"{sources[name]}: holds something that looks like a credential; not published. "
+                               "Find and remove it where it came from, then rerun aggregate and report")
     files[MANIFEST] = "".join(f"{_sha256(data)}  {name}\n" for name, data in sorted(files.items())).encode()
     return files
+
+
+def _masked_config(path: Path, data: bytes) -> bytes:
+    """The config as published: every credential in it masked (it was refused as a config
+    unless it sits in a comment or a key the kit does not read)."""
+    text = data.decode("utf-8", "surrogateescape")
+    masked = redact(text)
+    if masked != text:
+        print(f"servingbench publish: {path}: credentials masked in the published copy; the file itself "
+              "still holds them (remove them, and revoke them if they were ever shared)", file=sys.stderr)
+    return masked.encode("utf-8", "surrogateescape")
 
 
 def _write_tar(files: dict[str, bytes], out: Path, top: str) -> None:
@@ -51,36 +89,14 @@ def _write_tar(files: dict[str, bytes], out: Path, top: str) -> None:
                 info = tarfile.TarInfo(f"{top}/{name}")
                 info.size, info.mtime, info.mode = len(data), 0, 0o644
                 tar.addfile(info, io.BytesIO(data))
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(buf.getvalue())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(out, buf.getvalue())
 
 
-def _write_dir(files: dict[str, bytes], out: Path, overwrite: bool) -> None:
-    # Build beside the target, then rename: a reader never sees a half-written folder.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+def _write_dir(files: dict[str, bytes], out: Path) -> None:
+    with atomic_dir(out) as tmp:
         for name, data in files.items():
             (tmp / name).write_bytes(data)
             os.chmod(tmp / name, 0o644)
-        os.chmod(tmp, 0o755)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def publish(results_dir: str | Path, report_html: str | Path, config_path: str | Path, out: str | Path,
@@ -88,14 +104,14 @@ def publish(results_dir: str | Path, report_html: str | Path, config_path: str |
     """Write the publishable folder, or a ``.tar.gz`` / ``.tgz`` when ``out`` ends so. Returns ``out``."""
     out = Path(out)
     if out.exists() and not overwrite:
-        raise FileExistsError(f"{out}: already exists (pass overwrite=True to replace it)")
+        raise OutputExists(f"{out}: already exists; pass --overwrite (overwrite=True) to replace it")
     files = collect(results_dir, report_html, config_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.name.endswith((".tar.gz", ".tgz")):
         top = out.name.removesuffix(".tar.gz").removesuffix(".tgz")
         _write_tar(files, out, top)
     else:
-        _write_dir(files, out, overwrite)
+        _write_dir(files, out)
     return out
 
 

@@ -33,13 +33,13 @@ import functools
 import hashlib
 import json
 import math
-import os
 import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from servingbench.config import Config, context_lengths
+from servingbench.results import atomic_write_text
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 TASKS = ("chat", "summarization", "qa", "code")
@@ -345,9 +345,5 @@ def _fit_words(r: _Renderer, instruction: str, words: tuple[str, ...], start: in
 
 def _write_jsonl(path: str | Path, records: list[dict[str, Any]]) -> None:
     """Write atomically: a temp file beside the target, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
-        fh.writelines(json.dumps(rec, ensure_ascii=False, separators=(",", ":")) + "\n" for rec in records)
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(json.dumps(rec, ensure_ascii=False, separators=(",", ":")) + "\n"
+                                    for rec in records))

@@ -8,7 +8,6 @@ parsing of responses and streams lives here once.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Mapping
 
 from servingbench.frameworks.base import (
@@ -18,6 +17,8 @@ from servingbench.frameworks.base import (
     StreamReader,
     StreamUpdate,
 )
+from servingbench.malformed import (Malformed, event_json, guard_feed, guard_parse, json_answer, obj, opt_count,
+    opt_list, opt_obj, opt_str, snippet)
 from servingbench.spec import GenerationParams, PromptItem
 
 COMPLETIONS = "/v1/completions"
@@ -57,32 +58,41 @@ def ask_usage_per_event(body: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-def _usage_counts(usage: Any) -> tuple[int | None, int | None]:
-    if not isinstance(usage, dict):
-        return None, None
-    return usage.get("completion_tokens"), usage.get("prompt_tokens")
+def _usage_counts(usage: Any, where: str = "usage") -> tuple[int | None, int | None]:
+    usage = opt_obj(usage, where)
+    return (opt_count(usage.get("completion_tokens"), f"{where}.completion_tokens"),
+            opt_count(usage.get("prompt_tokens"), f"{where}.prompt_tokens"))
 
 
-def _choice_text(choice: dict[str, Any]) -> str:
+def _choice_text(choice: Any, where: str) -> str:
+    choice = obj(choice, where)
     if "text" in choice:
-        return choice.get("text") or ""
-    msg = choice.get("delta") or choice.get("message") or {}
-    return (msg.get("content") or "") if isinstance(msg, dict) else ""
+        return opt_str(choice.get("text"), f"{where}.text") or ""
+    key = "delta" if "delta" in choice else "message"
+    msg = opt_obj(choice.get(key), f"{where}.{key}")
+    return opt_str(msg.get("content"), f"{where}.{key}.content") or ""
 
 
+def _finish_reason(choice: dict[str, Any], where: str) -> str | None:
+    return opt_str(choice.get("finish_reason"), f"{where}.finish_reason")
+
+
+@guard_parse
 def parse_completion(status: int, headers: Mapping[str, str], body: bytes) -> Completion:
-    """Parse a non-streamed completion or chat completion."""
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return Completion(error=f"HTTP {status}: body is not JSON: {body[:200]!r}")
-    if status >= 400 or "error" in data and not data.get("choices"):
+    """Parse a non-streamed completion or chat completion. An answer of any other shape is
+    the request's error, naming what was wrong (malformed.py)."""
+    data = json_answer(headers, body)
+    if status >= 400 or isinstance(data, dict) and "error" in data and not data.get("choices"):
         err = data.get("error") if isinstance(data, dict) else None
         msg = err.get("message") if isinstance(err, dict) else err
-        return Completion(error=f"HTTP {status}: {msg or data.get('detail') or body[:200]!r}")
-    choices = data.get("choices") or []
-    text = "".join(_choice_text(c) for c in choices)
-    finish = choices[0].get("finish_reason") if choices else None
+        detail = data.get("detail") if isinstance(data, dict) else None
+        return Completion(error=f"HTTP {status}: {msg or detail or snippet(body)}")
+    data = obj(data, "the answer")
+    choices = opt_list(data.get("choices"), "choices")
+    if not choices:
+        raise Malformed("no choices")
+    text = "".join(_choice_text(c, f"choices[{i}]") for i, c in enumerate(choices))
+    finish = _finish_reason(choices[0], "choices[0]")
     out, prompt = _usage_counts(data.get("usage"))
     return Completion(text=text, output_tokens=out,
                       output_tokens_source=TOKENS_FROM_SERVER if out is not None else TOKENS_UNKNOWN,
@@ -98,6 +108,7 @@ class OpenAIStreamReader(StreamReader):
     running ``completion_tokens`` minus the previous one is the number of tokens it carries,
     so an event whose text the server held back still counts its token; a chunk without usage
     then carries an unknown number. The final usage-only chunk is never an event's count.
+    A chunk of any other shape ends the stream with an error naming what was wrong.
     """
 
     def __init__(self, usage_per_event: bool = False) -> None:
@@ -109,17 +120,11 @@ class OpenAIStreamReader(StreamReader):
         self._finish: str | None = None
         self._error: str | None = None
 
+    @guard_feed
     def feed(self, data: str) -> StreamUpdate:
         if data.strip() == "[DONE]":
             return StreamUpdate(done=True)
-        try:
-            chunk = json.loads(data)
-        except ValueError:
-            self._error = f"malformed stream event: {data[:200]!r}"
-            return StreamUpdate(error=self._error, done=True)
-        if not isinstance(chunk, dict):
-            self._error = f"malformed stream event: {data[:200]!r}"
-            return StreamUpdate(error=self._error, done=True)
+        chunk = event_json(data)
         if "error" in chunk and not chunk.get("choices"):
             err = chunk["error"]
             self._error = str(err.get("message") if isinstance(err, dict) else err)
@@ -128,15 +133,16 @@ class OpenAIStreamReader(StreamReader):
         if out is not None:
             self._out, self._prompt = out, prompt
         text = ""
-        choices = chunk.get("choices") or []
-        for choice in choices:
-            text += _choice_text(choice)
-            if choice.get("finish_reason"):
-                self._finish = choice["finish_reason"]
+        choices = opt_list(chunk.get("choices"), "choices")
+        for i, choice in enumerate(choices):
+            text += _choice_text(choice, f"choices[{i}]")
+            finish = _finish_reason(choice, f"choices[{i}]")
+            if finish:
+                self._finish = finish
         if text:
             self._parts.append(text)
         tokens = None
-        if self._usage_per_event and choices and isinstance(out, int) and not isinstance(out, bool):
+        if self._usage_per_event and choices and out is not None:
             tokens, self._running = max(0, out - self._running), max(out, self._running)
         return StreamUpdate(text=text, tokens=tokens)
 

@@ -20,7 +20,6 @@ Runtime module: standard library only.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any, Mapping
 
 from servingbench.frameworks.base import (
@@ -33,6 +32,9 @@ from servingbench.frameworks.base import (
     StreamReader,
     StreamUpdate,
 )
+from servingbench.malformed import (Malformed, event_json, guard_feed, guard_parse, json_answer, obj, opt_count,
+    opt_obj, opt_str)
+from servingbench.redaction import find_credentials
 from servingbench.spec import GenerationParams, PromptItem, ServerSpec
 
 GENERATE = "/generate"
@@ -52,8 +54,6 @@ TIMING_HEADERS = {
     "x-inference-time": "inference_ms",
     "x-time-per-token": "time_per_token_ms",
 }
-SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
-_TOKEN_LIKE = re.compile(r"hf_[A-Za-z0-9]{20,}")
 
 
 # --- launch -------------------------------------------------------------------------------
@@ -90,12 +90,9 @@ def check_launchable(server: ServerSpec) -> None:
 
 def _check_no_secrets(server: ServerSpec) -> None:
     """Tokens reach the server only through Launch.passthrough_env, never argv or spec env."""
-    for key, _ in server.env:
-        if key in SECRET_ENV:
-            raise ValueError(f"{server.arm}: {key} must come from the caller's environment, not the config's env")
-    for arg in server.server_args:
-        if _TOKEN_LIKE.search(arg):
-            raise ValueError(f"{server.arm}: server_args carry something that looks like a hub token")
+    found = find_credentials({"server_args": list(server.server_args), "env": dict(server.env)})
+    if found:
+        raise ValueError(f"{server.arm}: {found[0]}; a token must come from the caller's environment (HF_TOKEN)")
 
 
 def launch_argv(server: ServerSpec, host: str, port: int) -> list[str]:
@@ -215,35 +212,42 @@ def error_message(status: int, data: Any, body: bytes = b"") -> str:
     return f"HTTP {status}: {body[:200]!r}"
 
 
-def _counts(details: Any, headers: Mapping[str, str]) -> tuple[int | None, int | None]:
-    """(output tokens, prompt tokens): details first, then the x-*-tokens headers."""
-    out = details.get("generated_tokens") if isinstance(details, dict) else None
-    if out is None:
-        out = _header_int(headers, "x-generated-tokens")
-    prompt = details.get("input_length") if isinstance(details, dict) else None
-    if prompt is None:
-        prompt = _header_int(headers, "x-prompt-tokens")
-    return out, prompt
+def _details(details: Any) -> tuple[int | None, int | None, str | None]:
+    """(output tokens, prompt tokens, finish reason) of a ``details`` object, checked."""
+    details = opt_obj(details, "details")
+    return (opt_count(details.get("generated_tokens"), "details.generated_tokens"),
+            opt_count(details.get("input_length"), "details.input_length"),
+            opt_str(details.get("finish_reason"), "details.finish_reason"))
 
 
+@guard_parse
 def parse_generate(status: int, headers: Mapping[str, str], body: bytes) -> Completion:
-    """Parse a ``/generate`` answer (a ``GenerateResponse`` or an ``ErrorResponse``)."""
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return Completion(error=error_message(status, None, body))
+    """Parse a ``/generate`` answer (a ``GenerateResponse`` or an ``ErrorResponse``); an answer
+    of any other shape is the request's error, naming what was wrong (malformed.py)."""
+    if status >= 400:
+        try:
+            data = json.loads(body)
+        except ValueError:
+            data = None
+        return Completion(error=error_message(status, data, body), server_timing=server_timing(headers))
+    data = json_answer(headers, body)
     if isinstance(data, list) and data:  # the compat route "/" wraps the answer in a list
         data = data[0]
-    if status >= 400 or not isinstance(data, dict) or "error" in data:
+    if isinstance(data, dict) and "error" in data:
         return Completion(error=error_message(status, data, body), server_timing=server_timing(headers))
-    details = data.get("details")
-    out, prompt = _counts(details, headers)
+    data = obj(data, "the answer")
+    if "generated_text" not in data:
+        raise Malformed("no generated_text")
+    out, prompt, finish = _details(data.get("details"))
+    # details first, then the x-*-tokens headers
+    out = out if out is not None else _header_int(headers, "x-generated-tokens")
+    prompt = prompt if prompt is not None else _header_int(headers, "x-prompt-tokens")
     return Completion(
-        text=data.get("generated_text") or "",
+        text=opt_str(data.get("generated_text"), "generated_text") or "",
         output_tokens=out,
         output_tokens_source=TOKENS_FROM_SERVER if out is not None else TOKENS_UNKNOWN,
         prompt_tokens=prompt,
-        finish_reason=details.get("finish_reason") if isinstance(details, dict) else None,
+        finish_reason=finish,
         server_timing=server_timing(headers),
     )
 
@@ -252,14 +256,17 @@ class TGIStreamReader(StreamReader):
     """Reads the ``data:`` payloads of ``/generate_stream``, one ``StreamResponse`` each.
 
     Each event carries one token (``tokens`` = 1, so ITL is per token); a ``special`` token (EOS
-    and the like) carries no generated text, but it is a generated token all the same. The last event has ``generated_text`` (and ``details`` when
-    asked for); an ``{"error", "error_type"}`` event ends the stream with an error.
+    and the like) carries no generated text, but it is a generated token all the same. The last
+    event has ``generated_text`` (and ``details`` when asked for); an ``{"error", "error_type"}``
+    event ends the stream with an error, and so does an event of any other shape.
     """
 
     def __init__(self) -> None:
         self._parts: list[str] = []
         self._final_text: str | None = None
-        self._details: dict[str, Any] = {}
+        self._out: int | None = None
+        self._prompt: int | None = None
+        self._finish: str | None = None
         self._error: str | None = None
         self._done = False
 
@@ -267,33 +274,30 @@ class TGIStreamReader(StreamReader):
         self._error, self._done = message, True
         return StreamUpdate(error=message, done=True)
 
+    @guard_feed
     def feed(self, data: str) -> StreamUpdate:
         if not data.strip():
             return StreamUpdate()
         if data.strip() == "[DONE]":  # not sent by the native route; tolerated
             self._done = True
             return StreamUpdate(done=True)
-        try:
-            event = json.loads(data)
-        except ValueError:
-            return self._fail(f"malformed stream event: {data[:200]!r}")
-        if not isinstance(event, dict):
-            return self._fail(f"malformed stream event: {data[:200]!r}")
+        event = event_json(data)
         if "error" in event:
             kind = event.get("error_type")
             return self._fail(f"{kind}: {event['error']}" if kind else str(event["error"]))
-        token = event.get("token") or {}
-        text = "" if token.get("special") else (token.get("text") or "")
+        token = opt_obj(event.get("token"), "token")
+        text = "" if token.get("special") else (opt_str(token.get("text"), "token.text") or "")
         if text:
             self._parts.append(text)
-        if isinstance(event.get("details"), dict):
-            self._details = event["details"]
-        if event.get("generated_text") is not None:
-            self._final_text, self._done = event["generated_text"], True
+        if event.get("details") is not None:
+            self._out, self._prompt, self._finish = _details(event["details"])
+        final = opt_str(event.get("generated_text"), "generated_text")
+        if final is not None:
+            self._final_text, self._done = final, True
         return StreamUpdate(text=text, done=self._done, tokens=1 if token else None)
 
     def result(self) -> Completion:
-        out = self._details.get("generated_tokens")
+        out = self._out
         error = self._error
         if error is None and not self._done:
             error = "stream ended before TGI's final event (no generated_text)"
@@ -304,8 +308,8 @@ class TGIStreamReader(StreamReader):
             text=text,
             output_tokens=out,
             output_tokens_source=TOKENS_FROM_SERVER if out is not None else TOKENS_UNKNOWN,
-            prompt_tokens=self._details.get("input_length"),  # TGI >= 2 only
-            finish_reason=self._details.get("finish_reason"),
+            prompt_tokens=self._prompt,  # TGI >= 2 only
+            finish_reason=self._finish,
             error=error,
         )
 

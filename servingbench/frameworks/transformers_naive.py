@@ -23,45 +23,62 @@ from servingbench.frameworks.base import (
     StreamReader,
     StreamUpdate,
 )
+from servingbench.malformed import (Malformed, event_json, guard_feed, guard_parse, json_answer, obj, opt_count,
+    opt_str)
 from servingbench.spec import GenerationParams, PromptItem, ServerSpec
 
 
 def _completion(data: dict, error: str | None = None) -> Completion:
-    tokens = data.get("generated_tokens")
-    return Completion(text=data.get("text", ""), output_tokens=tokens,
+    """A Completion from the server's answer (or its stream's last event), its fields checked."""
+    tokens = opt_count(data.get("generated_tokens"), "generated_tokens")
+    return Completion(text=opt_str(data.get("text"), "text") or "", output_tokens=tokens,
                       output_tokens_source=TOKENS_FROM_SERVER if tokens is not None else TOKENS_UNKNOWN,
-                      prompt_tokens=data.get("prompt_tokens"), finish_reason=data.get("finish_reason"),
-                      error=error or data.get("error"))
+                      prompt_tokens=opt_count(data.get("prompt_tokens"), "prompt_tokens"),
+                      finish_reason=opt_str(data.get("finish_reason"), "finish_reason"),
+                      error=error or (str(data["error"]) if data.get("error") else None))
+
+
+@guard_parse
+def parse_answer(status: int, headers: Mapping[str, str], body: bytes) -> Completion:
+    """Read ``/generate``'s JSON answer; any other shape is the request's error."""
+    if status >= 400:
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return Completion(error=f"HTTP {status}: body is not JSON: {body[:200]!r}")
+        return Completion(error=f"HTTP {status}: {data.get('error', data) if isinstance(data, dict) else data}")
+    data = obj(json_answer(headers, body), "the answer")
+    if "text" not in data and not data.get("error"):
+        raise Malformed("no text")
+    return _completion(data)
 
 
 class NaiveStreamReader(StreamReader):
     def __init__(self) -> None:
         self._parts: list[str] = []
-        self._final: dict = {}
+        self._final: Completion | None = None
         self._error: str | None = None
 
+    @guard_feed
     def feed(self, data: str) -> StreamUpdate:
         if data.strip() == "[DONE]":
             return StreamUpdate(done=True)
-        try:
-            event = json.loads(data)
-        except ValueError:
-            self._error = f"malformed stream event: {data[:200]!r}"
-            return StreamUpdate(error=self._error, done=True)
+        event = event_json(data)
         if event.get("error"):
             self._error = str(event["error"])
             return StreamUpdate(error=self._error, done=True)
         if "generated_tokens" in event:
-            self._final = event
+            self._final = _completion(event)
             return StreamUpdate()
-        text = event.get("text") or ""
+        text = opt_str(event.get("text"), "text") or ""
         if text:
             self._parts.append(text)
         tokens = event.get("tokens")  # absent from servers of older kits: unknown
         return StreamUpdate(text=text, tokens=tokens if isinstance(tokens, int) and not isinstance(tokens, bool) else None)
 
     def result(self) -> Completion:
-        done = _completion({**self._final, "text": "".join(self._parts)}, self._error)
+        done = self._final or Completion()
+        done.text, done.error = "".join(self._parts), self._error or done.error
         return done
 
 
@@ -88,13 +105,7 @@ class TransformersNaiveAdapter(Adapter):
         return HttpRequest("POST", "/generate_stream" if stream else "/generate", body)
 
     def parse_response(self, status: int, headers: Mapping[str, str], body: bytes) -> Completion:
-        try:
-            data = json.loads(body)
-        except ValueError:
-            return Completion(error=f"HTTP {status}: body is not JSON: {body[:200]!r}")
-        if status >= 400:
-            return Completion(error=f"HTTP {status}: {data.get('error', data)}")
-        return _completion(data)
+        return parse_answer(status, headers, body)
 
     def stream_reader(self) -> StreamReader:
         return NaiveStreamReader()

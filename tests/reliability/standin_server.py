@@ -32,7 +32,7 @@ def main() -> int:
     ap.add_argument("mode")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True)
-    a = ap.parse_args()
+    a, extra = ap.parse_known_args()  # an arm's server_args, which a stand-in ignores
     if a.mode == "oom":
         print("Loading weights...", flush=True)
         print("Traceback (most recent call last):\n  File \"server.py\", line 1, in <module>", flush=True)
@@ -40,6 +40,7 @@ def main() -> int:
               "capacity of 79.19 GiB of which 1.02 GiB is free.", flush=True)
         return 1
     if a.mode == "secret-then-die":
+        print("command line:", " ".join(sys.argv), flush=True)
         print("environment:", dict(os.environ), flush=True)
         print(f"could not log in with HF_TOKEN={os.environ.get('HF_TOKEN')}", flush=True)
         return 1

@@ -6,18 +6,21 @@
   ``oom`` prints PyTorch's CUDA out-of-memory traceback line and exits 1 (no GPU here);
   ``bind`` binds the port it is given and serves /health, so a taken port fails it the way a
   real server fails (``OSError: [Errno 98] Address already in use``);
-  ``secret-then-die`` prints its environment, then exits 1 (a failure whose last log lines
-  carry a token).
+  ``secret-then-die`` prints its command line and environment, then exits 1 (a failure whose
+  last log lines carry a token).
 - ``StandinAdapter``: the transformers-naive adapter (same request protocol) launching one
-  of those modes instead of the naive server.
+  of those modes instead of the naive server (the arm's ``server_args`` appended).
 - ``EchoEnvAdapter``: the *real* naive server, launched through a wrapper that first prints
   the whole environment to its log (a server that echoes its environment), then execs it.
+- ``EchoArgsAdapter``: the same, with the arm's ``server_args`` on the wrapper's command line
+  (which it prints with its environment) and left off the naive server's, which takes none.
 - ``FaultServer``: a raw TCP HTTP/1.1 server whose replies are scripted per request, down to
   a TCP reset (RST), which neither tests/scripted_server.py nor a real server gives on demand.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import struct
 import sys
@@ -41,7 +44,8 @@ class StandinAdapter(TransformersNaiveAdapter):
         self.mode = mode
 
     def launch(self, server: ServerSpec, host: str, port: int) -> Launch:
-        return Launch(argv=[sys.executable, str(STANDIN), self.mode, "--host", host, "--port", str(port)])
+        return Launch(argv=[sys.executable, str(STANDIN), self.mode, "--host", host, "--port", str(port),
+                            *server.server_args])
 
 
 _ECHO_THEN_EXEC = (
@@ -60,6 +64,26 @@ class EchoEnvAdapter(TransformersNaiveAdapter):
         real = super().launch(server, host, port)
         assert real.argv[0] == sys.executable
         return Launch(argv=[sys.executable, "-c", _ECHO_THEN_EXEC, *real.argv[1:]], env=real.env)
+
+
+_ECHO_ARGS_THEN_EXEC = (
+    "import os, sys\n"
+    "extra = int(sys.argv[1])\n"
+    "print('server command line:', ' '.join(sys.argv), flush=True)\n"
+    "print('server environment:', dict(os.environ), flush=True)\n"
+    "os.execv(sys.executable, [sys.executable, *sys.argv[2:len(sys.argv) - extra]])\n"
+)
+
+
+class EchoArgsAdapter(TransformersNaiveAdapter):
+    """The real naive server behind a wrapper that prints its whole command line (the arm's
+    server_args included) and environment, then execs the server without those flags."""
+
+    def launch(self, server: ServerSpec, host: str, port: int) -> Launch:
+        real = super().launch(dataclasses.replace(server, server_args=()), host, port)
+        extra = list(server.server_args)
+        return Launch(argv=[sys.executable, "-c", _ECHO_ARGS_THEN_EXEC, str(len(extra)), *real.argv[1:], *extra],
+                      env=real.env)
 
 
 # -- a raw, scripted HTTP/1.1 server --------------------------------------------------------------

@@ -58,6 +58,10 @@ MORE = [
     ("inverted output range", "tasks.chat.output_tokens", [12, 8], "tasks.chat.output_tokens"),
     ("context sweep prompt length 0", "sweeps.context", {"prompt_tokens": [0]}, "sweeps.context.prompt_tokens"),
     ("a secret-looking env key", "frameworks.transformers-naive.env", {"MY_SECRET": "x"}, "MY_SECRET"),
+    ("an API key in server_args", "frameworks.transformers-naive.server_args", ["--api-key", "abc12345"],
+     "frameworks.transformers-naive.server_args[1]: the value of --api-key is a credential"),
+    ("a token-shaped env value", "frameworks.transformers-naive.env", {"EXTRA": "hf_" + "t" * 34},
+     "frameworks.transformers-naive.env.EXTRA: looks like a credential"),
     ("frameworks as a list", "frameworks", ["transformers-naive"], "frameworks"),
     ("no tasks", "tasks", {}, "tasks"),
 ]
