@@ -14,3 +14,23 @@ rule prepare_model:
         get_image("transformers-naive")
     shell:
         "servingbench prepare-model --config {params.config} --model {wildcards.model} --out {output} > {log} 2>&1"
+
+
+# The llamacpp arm's weights: the folder's tensors, same dtype, as GGUF (servingbench.gguf_export).
+rule prepare_gguf:
+    input:
+        model="models/{model}",
+    output:
+        gguf="models/{model}.gguf",
+        record="models/{model}.gguf.json",
+    params:
+        model=get_model_params,
+        config=CONFIG_PATH,
+    log:
+        "results/logs/models/{model}.gguf.log",
+    priority: PREP_PRIORITY
+    container:
+        get_image("transformers-naive")
+    shell:
+        "servingbench prepare-gguf --config {params.config} --model {wildcards.model} --model-dir {input.model}"
+        " --out {output.gguf} > {log} 2>&1"

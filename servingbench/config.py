@@ -40,7 +40,7 @@ def _check_range(name: str, rng: TokenRange) -> TokenRange:
 
 
 class Arm(_Strict):
-    framework: Literal["transformers", "tgi", "vllm"]
+    framework: Literal["transformers", "tgi", "vllm", "llamacpp"]
     adapter: str | None = None  # defaults to the arm's own name
     server_args: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)

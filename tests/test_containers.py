@@ -76,10 +76,12 @@ def test_each_image_is_built_from_a_definition_in_containers():
 # What each part of a tag promises, and where the definition must say so.
 _TAG_PARTS = {
     "pt": lambda v, text: f"pytorch/pytorch:{v}-" in text or f"torch.__version__.split('+')[0] == '{v}'" in text,
-    "cu": lambda v, text: f"cuda{v[:-1]}.{v[-1]}-" in text or f"torch.version.cuda == '{v[:-1]}.{v[-1]}'" in text,
+    "cu": lambda v, text: (f"cuda{v[:-1]}.{v[-1]}-" in text or f"torch.version.cuda == '{v[:-1]}.{v[-1]}'" in text
+                           or f"nvidia/cuda:{v[:-1]}.{v[-1]}." in text),
     "tf": lambda v, text: f"transformers=={v}" in text,
     "vllm": lambda v, text: f"vllm-openai:v{v}" in text or f"/v{v}/vllm-{v}+" in text,
     "tgi": lambda v, text: f"text-generation-inference:{v}" in text,
+    "llamacpp": lambda v, text: f"LLAMA_CPP_PYTHON={v}" in text,
 }
 
 
@@ -111,6 +113,7 @@ def test_seed_profile_choices_are_stated():
     assert data["seed"]["transformers-serve"] == data["current"]["transformers-serve"]
     assert data["seed"]["transformers-serve"] != data["seed"]["transformers-naive"]
     assert "4.55" in text
+    assert data["seed"]["llamacpp"] == data["current"]["llamacpp"]  # no seed-era llama-server form
     # TGI: no release has CUDA 11.8 + PyTorch 2.1; the deviation and the licence are written down
     assert "DEVIATION" in text and "HFOIL-1.0" in text
     tgi_seed = (CONTAINERS / "tgi" / "seed.Dockerfile").read_text()
@@ -148,7 +151,7 @@ def test_build_scripts_parse_and_list_what_images_yaml_names():
     assert rows == {ref: str(df.relative_to(ROOT)) for ref, (df, _) in pin_images.images().items()}
     # every definition in containers/ is built for some profile, except the CPU variant
     defined = {str(p.relative_to(ROOT)) for p in CONTAINERS.glob("*/*.Dockerfile")}
-    assert defined - set(rows.values()) == {"containers/transformers/cpu.Dockerfile"}
+    assert defined - set(rows.values()) == {"containers/transformers/cpu.Dockerfile", "containers/llamacpp/cpu.Dockerfile"}
 
 
 def test_pinning_writes_the_digest_alone_and_keeps_the_tag(tmp_path):

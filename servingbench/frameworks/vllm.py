@@ -22,6 +22,7 @@ class VLLMAdapter(Adapter):
     framework = "vllm"
     can_force_output_length = True
     health_path = "/health"
+    server_ttft_source = "vLLM /metrics vllm:time_to_first_token_seconds"
 
     def launch(self, server: ServerSpec, host: str, port: int) -> Launch:
         argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server",

@@ -98,7 +98,8 @@ def startup_table(data: ReportData) -> list[StartupRow]:
 
 @dataclass
 class ServerViewRow:
-    """Client TTFT beside the server's own (vLLM's /metrics histogram) for one window."""
+    """Client TTFT (and TPOT) beside the server's own for one window: vLLM's /metrics histogram,
+    or llama.cpp's per-request timings."""
 
     arm: str
     model: str
@@ -107,6 +108,9 @@ class ServerViewRow:
     client_ttft_ms: float
     server_ttft_ms: float
     source: str
+    server_source: str = ""  # what the server's figure is (the adapter's words)
+    client_tpot_ms: float | None = None
+    server_tpot_ms: float | None = None
 
     @property
     def gap_ms(self) -> float:
@@ -126,5 +130,6 @@ def server_view_table(data: ReportData) -> list[ServerViewRow]:
             if server is not None and client is not None:
                 what = e.task if e.kind == "cell" else f"{e.kind.removeprefix('sweep_')} sweep"
                 rows.append(ServerViewRow(e.arm, e.model, what, int(w["concurrency"]), client, server,
-                                          data.source(e)))
+                                          data.source(e), w.get("server_timing_source") or "",
+                                          (w.get("tpot_ms") or {}).get("mean"), w.get("server_tpot_ms_mean")))
     return rows
