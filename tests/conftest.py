@@ -43,9 +43,9 @@ def dummy_dirs(tmp_path_factory) -> dict[str, Path]:
 
 # ---- llamacpp fixtures (servingbench.gguf_export, frameworks/llamacpp) ----------------------
 @pytest.fixture(scope="session")
-def smollm2_gguf(smollm2_dir, tmp_path_factory) -> Path:
-    """The bf16 GGUF of SmolLM2 the llamacpp arm serves: models/smollm2-135m.gguf beside a valid
-    folder if it has the pinned checksum, else written once per session (~20 s)."""
+def smollm2_gguf(smollm2_dir) -> Path:
+    """The bf16 GGUF of SmolLM2 the llamacpp arm serves, beside the folder (FOLDER.gguf, where the
+    arm looks for it): kept if it has the pinned checksum, else written once per session (~20 s)."""
     from servingbench.config import load_config
     from servingbench.gguf_export import SMOLLM2_GGUF_SHA256, prepare_gguf
     from servingbench.models import sha256_file
@@ -54,5 +54,5 @@ def smollm2_gguf(smollm2_dir, tmp_path_factory) -> Path:
     if local.exists() and sha256_file(local) == SMOLLM2_GGUF_SHA256["bfloat16"]:
         return local
     cfg = load_config(REPO / "configs" / "cpu.yaml")
-    return prepare_gguf(cfg, "smollm2-135m", smollm2_dir, tmp_path_factory.mktemp("gguf") / "smollm2-135m.gguf")
+    return prepare_gguf(cfg, "smollm2-135m", smollm2_dir, local)
 # ---- end of llamacpp fixtures --------------------------------------------------------------
