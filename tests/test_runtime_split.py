@@ -17,7 +17,7 @@ PKG = ROOT / "servingbench"
 RUNTIME = ["spec", "sse", "client", "http1", "lifecycle", "monitor", "metrics", "cell", "pool", "provenance",
            "results", "cli", "frameworks", "frameworks.base", "frameworks.openai_api", "frameworks.vllm",
            "frameworks.transformers_serve", "frameworks.transformers_naive", "frameworks.tgi",
-           "frameworks.tgi_openai"]
+           "frameworks.tgi_openai", "frameworks.llamacpp"]
 ALLOWED_THIRD_PARTY = {"httpx", "psutil", "pynvml"}
 
 

@@ -9,6 +9,14 @@ from typing import Any
 from servingbench.report.data import ReportData
 
 STATS = ("p50", "p90", "p99", "mean")
+# The fewest values a statistic needs before the page prints it: a p90 of fewer than 10 values,
+# or a p99 of fewer than 100, is just the largest value (summary.csv keeps every figure).
+MIN_VALUES = {"p90": 10, "p99": 100}
+
+
+def shown(stat: str, value: float | None, n: float | None) -> float | None:
+    """``value``, or None (printed "—") when its window has too few values for ``stat``."""
+    return value if value is None or n is None or n >= MIN_VALUES.get(stat, 1) else None
 # (metric, heading, unit) of the per-request distributions, in reading order.
 LATENCY = [("ttft_ms", "TTFT", "ms"), ("tpot_ms", "TPOT", "ms"), ("itl_ms", "ITL", "ms"),
            ("e2e_ms", "E2E latency", "ms")]
@@ -63,7 +71,8 @@ def task_tables(data: ReportData) -> dict[str, list[TaskRow]]:
                             "energy_per_output_token_j": gpu.get("energy_per_output_token_j"),
                         })
                         for metric, _, _ in LATENCY + RATE:
-                            row.stats[metric] = {s: data.value(e, metric, s, c) for s in STATS}
+                            n = data.value(e, metric, "n", c)
+                            row.stats[metric] = {s: shown(s, data.value(e, metric, s, c), n) for s in STATS}
                         rows.append(row)
         out[task] = rows
     return out
