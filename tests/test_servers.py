@@ -126,14 +126,16 @@ def test_each_arm_started_once_for_all_its_cells(workdir):
 
 
 def test_llamacpp_does_the_workloads_work_and_reports_its_own_timings(cpu_cfg, smollm2_dir, workdir, pool):
-    """Same prompt tokens as the workload's tokenizer counted, exactly the forced output length,
-    and llama.cpp's per-request timings kept and summarised beside the client's figures."""
+    """The workload's prompts (llama.cpp's own tokenizer may count up to 2% fewer tokens: it keeps
+    "\n\n" before a word as one token, the Hugging Face tokenizer as two), exactly the forced output
+    length, and llama.cpp's per-request timings kept and summarised beside the client's figures."""
     out, result = _run(cpu_cfg, smollm2_dir, workdir, pool, "llamacpp", "summarization", "stream")
     items = {json.loads(line)["id"]: json.loads(line) for line in
              (workdir / "workloads" / "smollm2-135m" / "summarization.jsonl").read_text().splitlines()}
     records = [json.loads(line) for line in requests_path(out).read_text().splitlines()]
     for r in records:
-        assert r["server_prompt_tokens"] == items[r["prompt_id"]]["prompt_tokens"], r  # same tokens in
+        counted = items[r["prompt_id"]]["prompt_tokens"]
+        assert 0.98 * counted <= r["server_prompt_tokens"] <= counted, r
         t = r["server_timing"]
         assert t["predicted_n"] == r["output_tokens"] == r["output_tokens_requested"], r
         assert t["prompt_n"] == r["server_prompt_tokens"] and t.get("cache_n", 0) == 0, t  # no prompt reuse

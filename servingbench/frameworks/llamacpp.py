@@ -9,7 +9,10 @@ timings; ``llama-server`` is what llama.cpp users run.
 
 It serves a GGUF file, ``models/{model}.gguf``, written by ``servingbench prepare-gguf`` from
 the same weights, at the same precision, as the other arms' model folder. Requests go to
-``/v1/completions`` with the workload's templated prompt, so every arm sees the same tokens.
+``/v1/completions`` with the workload's templated prompt text, as to the other arms. llama.cpp
+tokenises it with its own tokenizer (from the GGUF), which for SmolLM2 keeps "\n\n" before a word
+as one token where the Hugging Face tokenizer has two: its prompts can be up to ~1% shorter
+(``server_prompt_tokens`` of each request record says by how much).
 Forced length: ``ignore_eos`` (a -inf logit bias on every end-of-generation token) with
 ``max_tokens`` = target. Sampling is the matrix's temperature and top_p only: llama.cpp's own
 extra samplers (top_k 40, min_p 0.05 by default) are switched off, as they are in the other
