@@ -11,8 +11,9 @@ llama-server build cache are used as they are (say which, "warm" or "cold", from
 existed); --cold gives the run empty ones, so everything is downloaded and compiled.
 
 The machine is shared: the load is recorded beside the times (load average every 5 s, and the
-system's run-queue wait from /proc/schedstat: the mean number of runnable tasks waiting for a
-CPU), so that a slow run can be told from a loaded machine. Writes DIR/demo-timing.json.
+share of time in which some task waited for a CPU from /proc/pressure/cpu, and how long the demo's
+own processes waited in the run queue, /proc/PID/schedstat), so that a slow run can be told from a
+loaded machine. Writes DIR/demo-timing.json.
 """
 
 from __future__ import annotations
@@ -38,33 +39,57 @@ FINISHED = re.compile(r"Finished jobid: (\d+) \(Rule: (\S+)\)")
 SETUP = re.compile(r"^setup-env \[(\d+) s\]: (.*)$")
 
 
-def run_queue_wait_ns() -> int:
-    """Sum over CPUs of the time runnable tasks waited for a CPU (/proc/schedstat, field 8)."""
-    total = 0
-    for line in Path("/proc/schedstat").read_text().splitlines():
-        if line.startswith("cpu"):
-            total += int(line.split()[8])
-    return total
+def cpu_pressure_us() -> int | None:
+    """Total time (µs) in which some runnable task waited for a CPU (/proc/pressure/cpu, PSI)."""
+    try:
+        some = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+    except OSError:
+        return None
+    return int(some.rsplit("total=", 1)[1])
+
+
+def task_wait_s(pid: int) -> float:
+    """Run-queue wait of one process so far (/proc/PID/schedstat, second field, ns)."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 class LoadSampler(threading.Thread):
+    """Every few seconds: the load average, and the run-queue wait of the demo's processes (the
+    last value seen per process; processes shorter than the interval are missed)."""
+
     def __init__(self, every_s: float = 5.0) -> None:
         super().__init__(daemon=True)
         self.every_s, self.samples, self.stop = every_s, [], threading.Event()
+        self.root: int | None = None
+        self.waits: dict[int, float] = {}
 
     def run(self) -> None:
+        import psutil
+
         while not self.stop.is_set():
             self.samples.append(float(Path("/proc/loadavg").read_text().split()[0]))
+            if self.root is not None:
+                try:
+                    procs = [psutil.Process(self.root), *psutil.Process(self.root).children(recursive=True)]
+                except psutil.NoSuchProcess:
+                    procs = []
+                for proc in procs:
+                    self.waits[proc.pid] = max(self.waits.get(proc.pid, 0.0), task_wait_s(proc.pid))
             self.stop.wait(self.every_s)
 
 
-def timed_lines(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> tuple[list[tuple[float, str]], int, float]:
+def timed_lines(cmd: list[str], cwd: Path, env: dict[str, str], log: Path,
+                sampler: LoadSampler) -> tuple[list[tuple[float, str]], int, float]:
     """Run cmd, stamp each output line on arrival (seconds from start); tee to log."""
     t0 = time.monotonic()
     lines: list[tuple[float, str]] = []
     with open(log, "w") as fh:
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 bufsize=1)
+        sampler.root = proc.pid
         assert proc.stdout is not None
         for line in proc.stdout:
             t = time.monotonic() - t0
@@ -148,19 +173,22 @@ def main() -> None:
     caches = {"uv": "cold" if a.cold or not (Path(env.get("UV_CACHE_DIR", cache / "uv"))).exists() else "warm",
               "llama-server": "cold" if a.cold or not (cache / "servingbench" / "llama-server").exists() else "warm"}
     sampler = LoadSampler()
-    wait0, t0 = run_queue_wait_ns(), time.monotonic()
+    psi0 = cpu_pressure_us()
     sampler.start()
-    lines, rc, total = timed_lines(["bash", "scripts/demo-cpu.sh"], work, env, base / "demo.log")
+    lines, rc, total = timed_lines(["bash", "scripts/demo-cpu.sh"], work, env, base / "demo.log", sampler)
     sampler.stop.set()
-    wait_s = (run_queue_wait_ns() - wait0) / 1e9
+    psi1 = cpu_pressure_us()
     out = breakdown(lines, total, work)
     out.update(rc=rc, caches=caches, cpus=os.cpu_count(), log=str(base / "demo.log"),
                load={"mean": sum(sampler.samples) / max(1, len(sampler.samples)), "max": max(sampler.samples, default=0),
-                     "run_queue_wait_mean_tasks": wait_s / (time.monotonic() - t0)})
+                     "cpu_pressure_some_pct": None if psi0 is None or psi1 is None else 100 * (psi1 - psi0) / 1e6 / total,
+                     "demo_run_queue_wait_s": sum(sampler.waits.values())})
     (base / "demo-timing.json").write_text(json.dumps(out, indent=2))
+    load = out["load"]
     print(f"demo: exit {rc}, {fmt(total)} wall (caches: uv {caches['uv']}, llama-server {caches['llama-server']}); "
-          f"load average mean {out['load']['mean']:.1f}, max {out['load']['max']:.1f} on {out['cpus']} CPUs; "
-          f"runnable tasks waiting for a CPU: {out['load']['run_queue_wait_mean_tasks']:.1f} on average")
+          f"load average mean {load['mean']:.1f}, max {load['max']:.1f} on {out['cpus']} CPUs; some task waited for "
+          f"a CPU {load['cpu_pressure_some_pct'] or float('nan'):.0f}% of the time (PSI); the demo's own processes "
+          f"waited {fmt(load['demo_run_queue_wait_s'])} in the run queue")
     print(f"  install (scripts/setup-env.sh)      {fmt(out['setup_s'])}")
     prev = 0
     for secs, what in out["setup_steps"][1:] + [(int(out["setup_s"] or 0), "end")]:
