@@ -36,9 +36,10 @@ FLAGS+=(${LLAMA_CMAKE_ARGS:-})
 for tool in cmake c++ cc; do
   command -v "$tool" >/dev/null || { echo "build-llama-server: $tool is needed (apt-get install cmake g++)" >&2; exit 1; }
 done
-march=$(cc -march=native -Q --help=target 2>/dev/null | awk '$1 == "-march=" {print $2; exit}')
-key=$(printf '%s\n' "$VERSION" "$SDIST_SHA256" "${FLAGS[*]}" "$(c++ --version | head -1)" "${march:-unknown}" \
-      | sha256sum | cut -c1-16)
+# (Readers that consume all input: an early exit would SIGPIPE the writer, and pipefail stop here.)
+march=$(cc -march=native -Q --help=target 2>/dev/null | awk '$1 == "-march=" {m = $2} END {print m}')
+compiler=$(c++ --version | sed -n 1p)
+key=$(printf '%s\n' "$VERSION" "$SDIST_SHA256" "${FLAGS[*]}" "$compiler" "${march:-unknown}" | sha256sum | cut -c1-16)
 cache=${SERVINGBENCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/servingbench}/llama-server/$key
 
 if [ -x "$cache/llama-server" ] && [ -f "$cache/llama-server.json" ]; then
@@ -64,7 +65,7 @@ else
   cp "$work/build/bin/llama-server" "$cache/llama-server.tmp"
   "$cache/llama-server.tmp" --version > "$work/version.txt" 2>&1 || true
   "$VENV/bin/python" - "$cache/llama-server.json" "$VERSION" "$SDIST_SHA256" "$LLAMA_CPP_COMMIT" "$((SECONDS - t0))" \
-      "${march:-unknown}" "$(c++ --version | head -1)" "$work/version.txt" "${FLAGS[@]}" <<'EOF'
+      "${march:-unknown}" "$compiler" "$work/version.txt" "${FLAGS[@]}" <<'EOF'
 import datetime, json, sys
 out, version, sha, commit, secs, march, compiler, vfile, *flags = sys.argv[1:]
 json.dump({"source": f"llama-cpp-python=={version} sdist (PyPI), vendored llama.cpp",
