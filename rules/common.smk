@@ -75,6 +75,13 @@ def get_image(arm):
     return f"docker://{image}" if image and "://" not in image else (image or None)
 
 
+def get_served_weights(wildcards):
+    """Weights an arm loads besides the model folder: the GGUF file of the llamacpp arm."""
+    if CFG.frameworks[wildcards.arm].framework == "llamacpp":
+        return [f"models/{wildcards.model}.gguf"]
+    return []
+
+
 def get_model_params(wildcards):
     """What defines a prepared model dir: a change reruns prepare_model (and what follows)."""
     return json.dumps({"model": CFG.models[wildcards.model].model_dump(), "weights": CFG.weights},

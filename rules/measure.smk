@@ -9,6 +9,7 @@ for (_arm, _model), _order in SERVER_ORDER.items():
         input:
             workload="results/workloads/{model}/{task}.jsonl",
             model="models/{model}",
+            weights=get_served_weights,
         output:
             result="results/cells/{arm}/{model}/{task}/{mode}.json",
             requests="results/cells/{arm}/{model}/{task}/{mode}.requests.jsonl",

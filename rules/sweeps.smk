@@ -8,6 +8,7 @@ for (_arm, _model), _order in SERVER_ORDER.items():
         input:
             workload=get_sweep_workload,
             model="models/{model}",
+            weights=get_served_weights,
         output:
             result="results/sweeps/{arm}/{model}/{sweep}.json",
             requests="results/sweeps/{arm}/{model}/{sweep}.requests.jsonl",

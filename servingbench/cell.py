@@ -250,6 +250,7 @@ async def _measure(spec: CellSpec, adapter: Adapter, base_url: str, items: list[
             after = await server_timings(client.http, adapter)
             summary = window_summary(recs, window_s, meas.concurrency, meas.stream, meas.prompt_tokens_target)
             summary.update(server_means_ms(before, after))
+            summary.update(server_timing_means(adapter, recs, summary.get("server_ttft_ms_mean")))
             windows.append(summary)
             records.extend(recs)
             lost = await server_lost(client.http, adapter, alive) if summary["failed"] or not alive() else None
@@ -257,6 +258,23 @@ async def _measure(spec: CellSpec, adapter: Adapter, base_url: str, items: list[
                 counts = request_counts(windows)
                 raise CellFailed(spec.cell_id(), lost[0], f"{lost[1]}; {_counts_text(counts)}", requests=counts)
     return windows, records
+
+
+def server_timing_means(adapter: Adapter, records: list[RequestRecord],
+                        metrics_ttft_ms: float | None) -> dict[str, Any]:
+    """Means of the server's own per-request timings over a window's completed requests
+    (llama.cpp's ``timings``), with what they are; the /metrics TTFT, where there is one, wins."""
+    ok = [r for r in records if r.ok]
+    ttft = [v for r in ok if (v := adapter.server_ttft_ms(r.server_timing)) is not None]
+    tpot = [v for r in ok if (v := adapter.server_tpot_ms(r.server_timing)) is not None]
+    out: dict[str, Any] = {}
+    if metrics_ttft_ms is None and ttft:
+        out["server_ttft_ms_mean"] = sum(ttft) / len(ttft)
+    if tpot:
+        out["server_tpot_ms_mean"] = sum(tpot) / len(tpot)
+    if out or metrics_ttft_ms is not None:
+        out["server_timing_source"] = adapter.server_ttft_source
+    return out
 
 
 async def server_lost(client: httpx.AsyncClient, adapter: Adapter, alive: Callable[[], bool],
@@ -389,7 +407,8 @@ def run_cell(spec: CellSpec, workload: str | Path, out_path: str | Path, results
             },
             "provenance": {**provenance.collect(spec.server.framework, gpu.info if gpu else None,
                                                 spec.config_hash, spec.server.image, spec.server.profile,
-                                                dict(spec.server.env)),
+                                                dict(spec.server.env), adapter.framework_version()),
+                           "weights": provenance.weights_info(adapter.served_weights(spec.server)),
                            "started_at": started_at, "finished_at": provenance.now_iso()},
             "requests_file": requests_path(out_path).name,
         }

@@ -162,6 +162,20 @@ def cmd_prepare_model(a: argparse.Namespace) -> int:
 
 
 @command
+def cmd_prepare_gguf(a: argparse.Namespace) -> int:
+    """The llamacpp arm's GGUF: the model folder's weights, same dtype (servingbench.gguf_export)."""
+    from servingbench.gguf_export import prepare_gguf
+    from servingbench.models import ModelPrepError
+
+    try:
+        print(prepare_gguf(_load(a.config), a.model, a.model_dir or f"models/{a.model}", a.out))
+    except ModelPrepError as exc:
+        print(f"servingbench: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+@command
 def cmd_build_workload(a: argparse.Namespace) -> int:
     from servingbench import workloads
 
@@ -255,6 +269,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prepare-model", help="make models/MODEL ready offline")
     p.add_argument("--config", default="config.yaml")
     p.add_argument("--model", required=True)
+    p.add_argument("--out", required=True)
+    p = sub.add_parser("prepare-gguf", help="write models/MODEL.gguf for the llamacpp arm")
+    p.add_argument("--config", default="config.yaml")
+    p.add_argument("--model", required=True)
+    p.add_argument("--model-dir", help="the prepared model folder (default: models/MODEL)")
     p.add_argument("--out", required=True)
     p = sub.add_parser("build-workload", help="write a deterministic prompt set")
     p.add_argument("--config", default="config.yaml")

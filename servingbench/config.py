@@ -85,7 +85,7 @@ def _check_range(name: str, rng: TokenRange) -> TokenRange:
 
 
 class Arm(_Strict):
-    framework: Literal["transformers", "tgi", "vllm", "sglang"]
+    framework: Literal["transformers", "tgi", "vllm", "sglang", "llamacpp"]
     adapter: str | None = None  # defaults to the arm's own name
     server_args: list[str] = Field(default_factory=list)
     # Extra server arguments for one model only (appended after server_args), e.g. a model this

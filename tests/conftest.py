@@ -39,3 +39,20 @@ def dummy_dirs(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("dummy-models")
     return {m: prepare_model(cfg, m, root / m) for m in cfg.models}
 # ---- end of models / workloads fixtures ----------------------------------------------------
+
+
+# ---- llamacpp fixtures (servingbench.gguf_export, frameworks/llamacpp) ----------------------
+@pytest.fixture(scope="session")
+def smollm2_gguf(smollm2_dir) -> Path:
+    """The bf16 GGUF of SmolLM2 the llamacpp arm serves, beside the folder (FOLDER.gguf, where the
+    arm looks for it): kept if it has the pinned checksum, else written once per session (~20 s)."""
+    from servingbench.config import load_config
+    from servingbench.gguf_export import SMOLLM2_GGUF_SHA256, prepare_gguf
+    from servingbench.models import sha256_file
+
+    local = Path(str(smollm2_dir) + ".gguf")
+    if local.exists() and sha256_file(local) == SMOLLM2_GGUF_SHA256["bfloat16"]:
+        return local
+    cfg = load_config(REPO / "configs" / "cpu.yaml")
+    return prepare_gguf(cfg, "smollm2-135m", smollm2_dir, local)
+# ---- end of llamacpp fixtures --------------------------------------------------------------

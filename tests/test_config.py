@@ -61,8 +61,8 @@ def test_cli_cells_prints_the_same_matrix():
 def test_cpu_profile_is_valid_and_small():
     cfg = load_config(ROOT / "configs" / "cpu.yaml")
     cells = expand_cells(cfg)
-    assert {c["framework"] for c in cells} == {"transformers-naive", "transformers-serve", "vllm"}
-    assert {c["model"] for c in cells} == {"smollm2-135m"} and len(cells) == 24
+    assert {c["framework"] for c in cells} == {"transformers-naive", "transformers-serve", "vllm", "llamacpp"}
+    assert {c["model"] for c in cells} == {"smollm2-135m"} and len(cells) == 32
     assert cfg.device == "cpu"
 
 

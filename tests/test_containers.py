@@ -76,11 +76,13 @@ def test_each_image_is_built_from_a_definition_in_containers():
 # What each part of a tag promises, and where the definition must say so.
 _TAG_PARTS = {
     "pt": lambda v, text: f"pytorch/pytorch:{v}-" in text or f"torch.__version__.split('+')[0] == '{v}'" in text,
-    "cu": lambda v, text: f"cuda{v[:-1]}.{v[-1]}-" in text or f"torch.version.cuda == '{v[:-1]}.{v[-1]}'" in text,
+    "cu": lambda v, text: (f"cuda{v[:-1]}.{v[-1]}-" in text or f"torch.version.cuda == '{v[:-1]}.{v[-1]}'" in text
+                           or f"nvidia/cuda:{v[:-1]}.{v[-1]}." in text),
     "tf": lambda v, text: f"transformers=={v}" in text,
     "vllm": lambda v, text: f"vllm-openai:v{v}" in text or f"/v{v}/vllm-{v}+" in text,
     "tgi": lambda v, text: f"text-generation-inference:{v}" in text,
     "sglang": lambda v, text: f"lmsysorg/sglang:v{v}" in text and f"startswith('{v}')" in text,
+    "llamacpp": lambda v, text: f"LLAMA_CPP_PYTHON={v}" in text,
 }
 
 
@@ -112,6 +114,7 @@ def test_seed_profile_choices_are_stated():
     assert data["seed"]["transformers-serve"] == data["current"]["transformers-serve"]
     assert data["seed"]["transformers-serve"] != data["seed"]["transformers-naive"]
     assert "4.55" in text
+    assert data["seed"]["llamacpp"] == data["current"]["llamacpp"]  # no seed-era llama-server form
     # TGI: no release has CUDA 11.8 + PyTorch 2.1; the deviation and the licence are written down
     assert "DEVIATION" in text and "HFOIL-1.0" in text
     tgi_seed = (CONTAINERS / "tgi" / "seed.Dockerfile").read_text()
@@ -149,7 +152,7 @@ def test_build_scripts_parse_and_list_what_images_yaml_names():
     assert rows == {ref: str(df.relative_to(ROOT)) for ref, (df, _) in pin_images.images().items()}
     # every definition in containers/ is built for some profile, except the CPU variant
     defined = {str(p.relative_to(ROOT)) for p in CONTAINERS.glob("*/*.Dockerfile")}
-    assert defined - set(rows.values()) == {"containers/transformers/cpu.Dockerfile"}
+    assert defined - set(rows.values()) == {"containers/transformers/cpu.Dockerfile", "containers/llamacpp/cpu.Dockerfile"}
 
 
 def test_pinning_writes_the_digest_alone_and_keeps_the_tag(tmp_path):
@@ -280,7 +283,9 @@ def config_for(profile: str, tmp_path: Path, images: dict[str, str] | None = Non
 
 
 def docker_urls(profile: str) -> dict[str, str]:
-    return {arm: f"docker://{image}" for arm, image in images()[profile].items()}
+    """The images of config.yaml's arms (llamacpp has an image but is a CPU-demo arm)."""
+    arms = yaml.safe_load((ROOT / "config.yaml").read_text())["frameworks"]
+    return {arm: f"docker://{image}" for arm, image in images()[profile].items() if arm in arms}
 
 
 @pytest.mark.parametrize("profile, flags", [
@@ -325,7 +330,7 @@ def _no_sentinel_anywhere(log: Path, output: str, work: Path) -> None:
 def test_every_job_runs_in_its_arms_image_with_the_gpu_and_no_token_on_a_command_line(standins):
     """A real (not dry) run through the container path: one cell of each arm plus a sweep."""
     env, log, work, hf_home = standins
-    targets = [f"results/cells/{arm}/gpt2/chat/stream.json" for arm in images()["seed"]]
+    targets = [f"results/cells/{arm}/gpt2/chat/stream.json" for arm in docker_urls("seed")]
     targets.append("results/sweeps/tgi/gpt2/concurrency.json")
     out = snakemake(["--cores", "1", "--configfile", str(ROOT / "config.yaml"), "--use-singularity",
                      f"--singularity-args=--nv --bind {hf_home}"] + targets, env, work)
@@ -348,7 +353,7 @@ def test_every_job_runs_in_its_arms_image_with_the_gpu_and_no_token_on_a_command
         assert {"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"} <= set(r["env_names"])
         assert "--cleanenv" not in options and "--containall" not in options
         ran.setdefault(arm, []).append(shlex.split(command.split(";", 1)[-1])[:2])
-    assert set(ran) == set(images()["seed"])
+    assert set(ran) == set(urls)
     assert ["servingbench", "prepare-model"] in ran["transformers-naive"]
     assert ["servingbench", "build-workload"] in ran["transformers-naive"]
     assert sum(len(v) for v in ran.values()) == len(execs) == len(targets) + 2

@@ -329,3 +329,18 @@ def test_server_itl_shown_beside_the_clients(sglang_cfg, tmp_path: Path) -> None
     assert rows[0].client_itl_ms == pytest.approx(doc["windows"][0]["itl_ms"]["mean"])
     cal = _section(_render(sglang_cfg, results), "calibration")
     assert "sglang:inter_token_latency_seconds" in cal and "6.25" in cal and "17.7" in cal
+
+
+def test_a_percentile_its_window_cannot_support_is_not_printed(cpu_cfg, tmp_path: Path) -> None:
+    """Six requests a window: p50 and mean are shown, p90 (needs 10) and p99 (needs 100) are not,
+    though summary.csv keeps them."""
+    results = write_results(cpu_cfg, tmp_path / "results")
+    row = next(r for r in build_context(cpu_cfg, results)["tasks"]["chat"] if r.status == "ok")
+    for metric in ("e2e_ms", "queue_ms"):
+        stats = row.stats[metric]
+        assert stats["p50"] is not None and stats["mean"] is not None, metric
+        assert stats["p90"] is None and stats["p99"] is None, metric
+    from servingbench.report.data import ReportData
+
+    df = ReportData.load(cpu_cfg, results).df
+    assert ((df["metric"] == "e2e_ms") & (df["statistic"] == "p90") & df["value"].notna()).any()

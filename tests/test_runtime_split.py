@@ -17,7 +17,8 @@ PKG = ROOT / "servingbench"
 RUNTIME = ["spec", "sse", "client", "http1", "lifecycle", "monitor", "metrics", "cell", "pool", "provenance",
            "results", "server_settings", "cli", "frameworks", "frameworks.base", "frameworks.openai_api", "frameworks.vllm",
            "frameworks.transformers_serve", "frameworks.transformers_naive", "frameworks.tgi",
-           "frameworks.tgi_openai", "frameworks.sglang", "prometheus", "malformed", "redaction", "errors"]
+           "frameworks.tgi_openai", "frameworks.sglang", "prometheus", "malformed", "redaction", "errors",
+           "frameworks.llamacpp"]
 ALLOWED_THIRD_PARTY = {"httpx", "psutil", "pynvml"}
 
 

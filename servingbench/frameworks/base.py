@@ -170,6 +170,25 @@ class Adapter(abc.ABC):
         could be read; a value that differs from :meth:`requested_settings` fails the cell."""
         return {}
 
+    #: What the server-side TTFT of this arm is, in words (the report's calibration table).
+    server_ttft_source: str = ""
+
+    def server_ttft_ms(self, timing: Mapping[str, float]) -> float | None:
+        """The server's own TTFT of one request, from its ``Completion.server_timing``."""
+        return None
+
+    def server_tpot_ms(self, timing: Mapping[str, float]) -> float | None:
+        """The server's own decode time per token after the first, from ``server_timing``."""
+        return None
+
+    def served_weights(self, server: ServerSpec) -> str:
+        """The weights path the server loads (the model folder unless the arm converts it)."""
+        return server.model_dir
+
+    def framework_version(self) -> str | None:
+        """The framework's version where no installed distribution names it."""
+        return None
+
     def effective_output_tokens(self, item: PromptItem, gen: GenerationParams, policy: str) -> tuple[int, bool]:
         """(tokens to ask for, whether the length is forced) under an output-length policy."""
         target = min(item.target_output_tokens, gen.max_tokens)

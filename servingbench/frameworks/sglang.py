@@ -52,6 +52,7 @@ class SGLangAdapter(Adapter):
         "ttft": ("sglang:time_to_first_token_seconds",),
         "itl": ("sglang:inter_token_latency_seconds",),
     }
+    server_ttft_source = "SGLang /metrics sglang:time_to_first_token_seconds"
     unsupported_profiles = {"seed": NOT_IN_SEED}
     route = openai_api.COMPLETIONS  # or openai_api.CHAT_COMPLETIONS (server-side chat template)
 

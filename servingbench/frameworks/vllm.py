@@ -82,6 +82,7 @@ class VLLMAdapter(Adapter):
                   "--dtype": "run.dtype or models.MODEL.dtype", "--max-model-len": "run.max_model_len",
                   "--load-format": "weights", "--gpu-memory-utilization": "run.gpu_memory_utilization",
                   "--enable-prefix-caching": "run.prefix_caching", "--no-enable-prefix-caching": "run.prefix_caching"}
+    server_ttft_source = "vLLM /metrics vllm:time_to_first_token_seconds"
 
     def launch(self, server: ServerSpec, host: str, port: int) -> Launch:
         installed = installed_version()

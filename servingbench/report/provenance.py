@@ -58,6 +58,20 @@ def run_facts(data: ReportData) -> list[tuple[str, str]]:
     ]
 
 
+def weights_text(w: dict[str, Any] | None) -> str | None:
+    """What a server loaded, as its result recorded it: path, format, dtype and full checksums."""
+    if not w:
+        return None
+    sums = w.get("sha256")
+    if isinstance(sums, dict):
+        sums = ", ".join(f"{name} sha256:{digest}" for name, digest in sorted(sums.items()))
+    elif sums:
+        sums = f"sha256:{sums}"
+    kind = " ".join(str(w[k]) for k in ("format", "dtype") if w.get(k))
+    return f"{w.get('path')}" + (f" ({kind})" if kind else "") + (f": {sums}" if sums else
+                                                               " (no checksum recorded)")
+
+
 def arm_facts(data: ReportData) -> list[dict[str, str]]:
     """Per arm: framework, version, image and the versions of its stack."""
     rows = []
@@ -75,6 +89,7 @@ def arm_facts(data: ReportData) -> list[dict[str, str]]:
             "image": (_values([p.get("image") for p in prov]) if any(p.get("image") for p in prov)
                       else "none (host environment)") if docs else "no finished cell",
             "stack": stack or "not recorded",
+            "weights": _values([weights_text(p.get("weights")) for p in prov]),
             "server_args": (" ".join(spec.server_args) or "(defaults)") + (f"; {per_model}" if per_model else ""),
             "env": " ".join(f"{k}={v}" for k, v in spec.env.items()) or "—",
         })

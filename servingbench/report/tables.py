@@ -9,6 +9,14 @@ from typing import Any
 from servingbench.report.data import ReportData
 
 STATS = ("p50", "p90", "p99", "mean")
+# The fewest values a statistic needs before the page prints it: a p90 of fewer than 10 values,
+# or a p99 of fewer than 100, is just the largest value (summary.csv keeps every figure).
+MIN_VALUES = {"p90": 10, "p99": 100}
+
+
+def shown(stat: str, value: float | None, n: float | None) -> float | None:
+    """``value``, or None (printed "—") when its window has too few values for ``stat``."""
+    return value if value is None or n is None or n >= MIN_VALUES.get(stat, 1) else None
 # (metric, heading, unit) of the per-request distributions, in reading order.
 LATENCY = [("ttft_ms", "TTFT", "ms"), ("tpot_ms", "TPOT", "ms"), ("itl_ms", "ITL per token", "ms"),
            ("event_gap_ms", "Event gap", "ms"), ("e2e_ms", "E2E latency", "ms")]
@@ -63,7 +71,8 @@ def task_tables(data: ReportData) -> dict[str, list[TaskRow]]:
                             "energy_per_output_token_j": gpu.get("energy_per_output_token_j"),
                         })
                         for metric, _, _ in LATENCY + RATE:
-                            row.stats[metric] = {s: data.value(e, metric, s, c) for s in STATS}
+                            n = data.value(e, metric, "n", c)
+                            row.stats[metric] = {s: shown(s, data.value(e, metric, s, c), n) for s in STATS}
                         rows.append(row)
         out[task] = rows
     return out
@@ -98,8 +107,8 @@ def startup_table(data: ReportData) -> list[StartupRow]:
 
 @dataclass
 class ServerViewRow:
-    """Client TTFT and ITL beside the server's own (its /metrics histograms) for one window;
-    a figure is None where the server or the client does not have it."""
+    """Client TTFT, ITL and TPOT beside the server's own for one window: its /metrics histograms
+    (vLLM, SGLang) or its per-request timings (llama.cpp); None where one side lacks a figure."""
 
     arm: str
     model: str
@@ -110,6 +119,9 @@ class ServerViewRow:
     client_itl_ms: float | None
     server_itl_ms: float | None
     source: str
+    server_source: str = ""  # what the server's figure is (the adapter's words)
+    client_tpot_ms: float | None = None
+    server_tpot_ms: float | None = None
 
     @property
     def gap_ms(self) -> float | None:
@@ -133,5 +145,6 @@ def server_view_table(data: ReportData) -> list[ServerViewRow]:
             if (server_ttft is not None and client_ttft is not None) or (server_itl is not None and client_itl is not None):
                 what = e.task if e.kind == "cell" else f"{e.kind.removeprefix('sweep_')} sweep"
                 rows.append(ServerViewRow(e.arm, e.model, what, int(w["concurrency"]), client_ttft, server_ttft,
-                                          client_itl, server_itl, data.source(e)))
+                                          client_itl, server_itl, data.source(e), w.get("server_timing_source") or "",
+                                          (w.get("tpot_ms") or {}).get("mean"), w.get("server_tpot_ms_mean")))
     return rows
