@@ -268,8 +268,8 @@ def _metric_rows(doc: dict[str, Any]) -> Iterator[tuple[Any, Any, Any, str, str,
 
 
 def tidy(entries: list[Entry], results_dir: str | Path, cfg: Config | None = None) -> pd.DataFrame:
-    """The tidy table of a list of loaded entries (see module docstring). With ``cfg``, also the
-    rows derived from per-request records (servingbench.derived: goodput per SLO set)."""
+    """The tidy table of a list of loaded entries (see module docstring), with the rows derived from
+    per-request records (servingbench.derived: intervals, capacity; with ``cfg``, goodput per SLO set)."""
     results_dir = Path(results_dir)
     rows: list[dict[str, Any]] = []
     for e in entries:
@@ -284,9 +284,11 @@ def tidy(entries: list[Entry], results_dir: str | Path, cfg: Config | None = Non
             rows.append(dict(base, concurrency=conc, prompt_tokens_target=target, trial=trial, metric=metric,
                              statistic=stat, value=None if value is None else float(value),
                              unit="count" if stat == "n" else unit_of(metric)))
-        extra = list(derived.capacity_rows(e.doc))
+        records = read_requests(e)
+        extra = list(derived.capacity_rows(e.doc, records))
+        extra += derived.interval_rows(e.kind, e.arm, e.model, e.task, e.mode, e.doc, records)
         if cfg is not None:
-            extra += derived.goodput_rows(cfg, e.kind, e.task, e.doc, read_requests(e))
+            extra += derived.goodput_rows(cfg, e.kind, e.task, e.doc, records)
         for row in extra:
             rows.append({**base, **row, "value": float(row["value"]), "unit": unit_of(row["metric"])})
     df = pd.DataFrame(rows, columns=COLUMNS)

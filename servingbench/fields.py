@@ -31,6 +31,7 @@ FIELDS: dict[str, tuple[str, str]] = {
     "capacity_host_rss_peak_bytes": ("bytes", "peak host RSS of the server's process tree during the capacity window"),
     "capacity_search_windows": ("windows", "search windows the search ran (the probe not counted)"),
     "capacity_wall_s": ("s", "wall time of the whole search, probe included"),
+    "trials": ("windows", "repeated windows behind a figure over trials (trial NA, run.trials > 1)"),
     # Capacity windows in the JSON file.
     "window:offered_rate_req_s": ("req/s", "the arrival rate the window was asked to offer"),
     "window:scheduled_rate_req_s": ("req/s", "the rate of this window's drawn arrival times: (n - 1) / their span"),
@@ -44,8 +45,9 @@ FIELDS: dict[str, tuple[str, str]] = {
     "capacity:bound_by": ("", "the limits over their percentile in the lowest failing window"),
     # Interval statistics (summary.csv ``statistic``) beside a figure's own.
     "stat:STAT_ci95_low": ("unit of the figure", "lower end of the 95% interval of statistic STAT (p50, p90, p99, "
-                                                 "mean, value)"),
-    "stat:STAT_ci95_high": ("unit of the figure", "upper end of that interval"),
+                                                 "mean, value): bootstrap over a window's requests, Student-t "
+                                                 "over trials, or, for a capacity, the bracket of sure verdicts"),
+    "stat:STAT_ci95_high": ("unit of the figure", "upper end of that interval (absent: no upper bound)"),
 }
 
 
