@@ -170,9 +170,10 @@ def capacity_interval(doc: dict[str, Any], records: list[dict[str, Any]], name: 
     """(low, high) of a capacity: low is the highest rate at or below the capacity whose window
     met the SLO set even at the pessimistic end of its 95% intervals (0 if none did), high the
     lowest rate at or above the lowest failing one whose window broke it even at the optimistic
-    end (None: no rate tried broke it surely, so there is no upper bound). It holds the search's
-    resolution (the capacity lies between the highest passing and the lowest failing rate) and
-    the sampling noise of each verdict."""
+    end; where no window broke it surely, the highest rate that broke it at all (the furthest
+    evidence the search has); None when no window broke it: no upper bound. It holds the
+    search's resolution (the capacity lies between the highest passing and the lowest failing
+    rate) and the sampling noise of each verdict."""
     cap = doc["capacity"]
     res = cap["results"][name]
     if res["capacity_req_s"] is None:
@@ -180,11 +181,13 @@ def capacity_interval(doc: dict[str, Any], records: list[dict[str, Any]], name: 
     spec = next(s for s in cap["slos"] if s["name"] == name)
     slo = SLOSpec(**spec)
     per_window = by_window(records)
-    sure_pass, sure_fail = [], []
+    sure_pass, sure_fail, failed = [], [], []
     for w in doc["windows"]:
         if w.get("phase") != "search" or not w.get("valid"):
             continue
         rate = w["offered_rate_req_s"]
+        if w["slo"][name].get("window_met") is False:
+            failed.append(rate)
         if "max_in_flight" in w["slo"][name]["bound_by"]:
             sure_fail.append(rate)
             continue
@@ -194,6 +197,8 @@ def capacity_interval(doc: dict[str, Any], records: list[dict[str, Any]], name: 
     floor = res["lowest_failing_req_s"] if res["lowest_failing_req_s"] is not None else capacity
     low = max((r for r in sure_pass if r <= capacity), default=0.0)
     high = min((r for r in sure_fail if r >= floor), default=None)
+    if high is None:
+        high = max((r for r in failed if r >= floor), default=None)
     return low, high
 
 

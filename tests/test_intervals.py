@@ -130,9 +130,15 @@ def test_capacity_interval_brackets_the_answer_with_sure_verdicts():
            "capacity": {"slos": [{"name": "s", "percentile": 50, "ttft_ms": 100.0}],
                         "results": {"s": {"capacity_req_s": 4.0, "lowest_failing_req_s": 6.0}}}}
     assert capacity_interval(doc, records, "s") == (2.0, 6.0)
-    # No window surely failed: no upper bound. Failed requests are misses, slower than any limit.
+    # No window broke it: no upper bound. Broken but never surely: the furthest failing rate.
     doc["windows"] = windows[:3]
     assert capacity_interval(doc, records, "s") == (2.0, None)
+    doc["windows"] = windows[:3] + [dict(_window(6, 5.0, edge())[0], slo={"s": {"bound_by": [], "window_met": False}}),
+                                    dict(_window(7, 7.0, edge())[0], slo={"s": {"bound_by": [], "window_met": False}})]
+    records_edge = records + [dict(r, window=6) for r in records if r["window"] == 3] + \
+        [dict(r, window=7) for r in records if r["window"] == 3]
+    assert capacity_interval(doc, records_edge, "s") == (2.0, 7.0)
+    # Failed requests are misses, slower than any limit: half failed at p50 is a sure failure.
     w, r = _window(9, 3.0, [None] * 20 + [10.0] * 10)
     doc["windows"] = windows[:2] + [w]
     doc["capacity"]["results"]["s"] = {"capacity_req_s": 2.0, "lowest_failing_req_s": 3.0}

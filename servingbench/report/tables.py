@@ -6,6 +6,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
+from servingbench import intervals
 from servingbench.report.data import ReportData
 
 STATS = ("p50", "p90", "p99", "mean")
@@ -25,6 +26,7 @@ class TaskRow:
     reason: str
     source: str
     stats: dict[str, dict[str, float | None]] = field(default_factory=dict)  # metric -> stat -> value
+    hidden: dict[str, dict[str, str | None]] = field(default_factory=dict)  # metric -> stat -> why not shown
     values: dict[str, Any] = field(default_factory=dict)  # single figures
 
 
@@ -45,8 +47,13 @@ def task_tables(data: ReportData) -> dict[str, list[TaskRow]]:
                         continue
                     mem = e.doc["memory"]
                     gpu = mem.get("gpu") or {}
+                    seen: set[int] = set()
                     for w in data.windows(e):
                         c = w["concurrency"]
+                        if c in seen:  # run.trials: one row per level, with the figures over its trials
+                            continue
+                        seen.add(c)
+                        w = _over_trials(data, e, w)
                         row = TaskRow(arm, mode, c, "ok", "", data.source(e), values={
                             "model": model,
                             "throughput_req_s": w["throughput_req_s"],
@@ -64,8 +71,26 @@ def task_tables(data: ReportData) -> dict[str, list[TaskRow]]:
                         })
                         for metric, _, _ in LATENCY + RATE:
                             row.stats[metric] = {s: data.value(e, metric, s, c) for s in STATS}
+                            n = data.value(e, metric, "n", c)
+                            row.hidden[metric] = {s: None if n is None or intervals.shown(int(n), s)
+                                                  else intervals.why_not_shown(int(n), s) for s in STATS}
                         rows.append(row)
         out[task] = rows
+    return out
+
+
+def _over_trials(data: ReportData, e: Any, w: dict[str, Any]) -> dict[str, Any]:
+    """A window's single figures, or their figures over all trials of its level (run.trials > 1)."""
+    if data.cfg.run.trials <= 1 or "trial" not in w:
+        return w
+    c = w["concurrency"]
+    pooled = {k: data.value(e, k, "value", c) for k in ("throughput_req_s", "throughput_output_tok_s", "window_s",
+                                                        "requests", "completed", "failed", "output_tokens_requested_total",
+                                                        "output_tokens_actual_total", "output_tokens_mismatched")}
+    out = dict(w)
+    for k, v in pooled.items():
+        if v is not None:
+            out[k] = int(v) if k in ("requests", "completed", "failed", "output_tokens_mismatched") else v
     return out
 
 
