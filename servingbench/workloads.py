@@ -74,9 +74,10 @@ def workload_size(cfg: Config, task: str) -> int:
         n = max(n, sum(warm(c) + sweep.requests_per_level for c in sweep.levels))
     cap = cfg.sweeps.capacity
     if cap is not None and task in cap.tasks:
-        # One window of min_requests without a repeat; a longer window (a high rate over
-        # min_duration_s) cycles through the file again, which costs the same with prefix caching off.
-        n = max(n, run.warmup_requests + cap.probe_requests + cap.min_requests)
+        # Windows of up to four times min_requests without a repeat (a window grows past
+        # min_requests when rate x min_duration_s does); a longer one cycles through the file
+        # again, and the report flags it (a server with prefix caching on would gain from it).
+        n = max(n, run.warmup_requests + cap.probe_requests + 4 * cap.min_requests)
     return n
 
 

@@ -110,3 +110,16 @@ def test_summary_has_goodput_per_window_and_slo_set_and_follows_the_config(tmp_p
     write_summary(df2, results)
     back = read_summary(results)
     assert set(back["slo"].dropna()) == {"any"}
+
+
+def test_every_new_field_is_documented_with_its_unit():
+    """servingbench/fields.py is the one table of the new fields: the results format lists each,
+    and aggregate takes its units from it."""
+    from servingbench.aggregate import unit_of
+    from servingbench.fields import FIELDS
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "results-format.md").read_text()
+    for name, (unit, meaning) in FIELDS.items():
+        assert f"| `{name}` | {unit or '—'} | {meaning} |" in doc, name
+        if ":" not in name:
+            assert unit_of(name) == unit

@@ -159,6 +159,14 @@ def _capacity(data: ReportData) -> list[Flag]:
                   if r["status"] in ("not_broken", "imprecise", "client_limited", "no_data")]
         if bounds:
             out.append(Flag("info", "capacity is a bound", [e.label], "; ".join(bounds) + ".", [data.source(e)]))
+        repeats = [w for w in data.windows(e) if w.get("distinct_prompts") and w["distinct_prompts"] < w["requests"]]
+        if repeats:
+            caching = (e.doc["server"].get("server_settings") or {}).get("prefix_caching")
+            out.append(Flag("info", "prompts repeated in a capacity window", [e.label],
+                            f"{len(repeats)} window(s) sent more requests than the workload has prompts (largest: "
+                            f"{max(w['requests'] for w in repeats)} requests, {repeats[0]['distinct_prompts']} prompts); "
+                            f"prefix caching was recorded as {'on' if caching else 'off'}: a server that caches "
+                            "prompts would gain from the repeats", [data.source(e)]))
         late = [w for w in data.windows(e) if w.get("phase") == "search" and not w.get("valid")]
         if late:
             out.append(Flag("info", "capacity windows not counted", [e.label],
