@@ -171,8 +171,9 @@ def test_capacity_search_on_real_vllm_keeps_every_window_and_brackets_its_answer
     """A short capacity search against the real vLLM: the invariants, whatever the machine's speed."""
     from servingbench.config import CapacitySweep, SLOSet, capacity_sweep_spec
 
-    search = CapacitySweep(tasks=["qa"], min_requests=4, min_duration_s=2, precision=0.5, probe_requests=2,
-                           max_windows=4, max_search_s=90)
+    # Short windows, starting at twice the single-stream rate: a few windows, whatever the speed.
+    search = CapacitySweep(tasks=["qa"], min_requests=4, min_duration_s=1, precision=0.5, probe_requests=2,
+                           start_rate_factor=2.0, max_windows=3, max_search_s=240)
     slos = {"loose": SLOSet(ttft_ms=2000, tpot_ms=100, percentile=50), "strict": SLOSet(ttft_ms=5, percentile=50)}
     cfg = cpu_cfg.model_copy(update={"sweeps": cpu_cfg.sweeps.model_copy(update={"capacity": search}), "slo": slos})
     spec = capacity_sweep_spec(cfg, "vllm", "smollm2-135m", "qa")
