@@ -17,7 +17,7 @@ How one search runs (one arm x model x task, stream mode):
 4. **Search.** Per SLO set, in config order, from every valid window so far: the lowest
    failing rate (hi) and the highest passing rate below it (lo). No window yet: the start
    rate; no failure yet: grow (lo x ``growth``); no pass yet: shrink (hi / ``growth``, at most
-   three times below the start rate); else bisect (the geometric mean) until hi / lo - 1 <=
+   three times below the start rate, else ``not_met``); else bisect (the geometric mean) until hi / lo - 1 <=
    ``precision``. Windows are shared: each is judged against every SLO set.
 5. **Bounds.** At most ``max_windows`` windows (the probe is not counted) and
    ``max_search_s`` seconds; one progress line per window on stderr. Every window that ran is
@@ -48,7 +48,8 @@ MAX_WARM_WAVE = 64  # requests in one warm-up wave before a window of a new, hig
 
 # Status of one SLO set's search.
 FOUND = "found"  # bracket within precision: capacity = lo
-NOT_MET = "not_met"  # fails at the lowest rate tried: capacity 0 at the rates tried
+NOT_MET = "not_met"  # fails even three shrinks below the start rate: capacity 0 at the rates tried
+BELOW = "below_lowest"  # a bound stopped the search while every rate tried failed: capacity < lowest tried
 NOT_BROKEN = "not_broken"  # never failed within the budget: capacity >= lo
 IMPRECISE = "imprecise"  # budget ran out while bisecting: capacity = lo, the true one below hi
 CLIENT_LIMITED = "client_limited"  # the client could not offer more: capacity >= lo
@@ -154,7 +155,7 @@ def result_for(state: SearchState, slo: SLOSpec, status: str | None, stopped: st
     b = bracket(state.windows, slo.name)
     if status is None:  # a bound stopped the search before this set had its answer
         status = NO_DATA if b.lo is None and b.hi is None else NOT_BROKEN if b.hi is None else \
-            NOT_MET if b.lo is None else IMPRECISE
+            BELOW if b.lo is None else IMPRECISE
     cap = state.cap
     per = cap.gpus_per_server or 1
     by_index = {w["window"]: w for w in state.windows}
@@ -163,8 +164,9 @@ def result_for(state: SearchState, slo: SLOSpec, status: str | None, stopped: st
     fail = by_index[b.hi_window] if b.hi_window is not None else None
     mem = (w or {}).get("memory") or {}
     gpu = mem.get("gpu") or {}
-    capacity_req_s = b.lo if found else (0.0 if status == NOT_MET else None)
-    out_tok_s = w["throughput_output_tok_s"] if w else (0.0 if status == NOT_MET else None)
+    # Nothing passed: 0 is all the search can say from below (below_lowest: and < hi from above).
+    capacity_req_s = b.lo if found else (0.0 if status in (NOT_MET, BELOW) else None)
+    out_tok_s = w["throughput_output_tok_s"] if w else (0.0 if status in (NOT_MET, BELOW) else None)
     return {
         "slo": slo.name, "status": status, "stopped_by": stopped or None,
         "capacity_req_s": capacity_req_s,
@@ -187,6 +189,9 @@ def _reason(status: str, b: Bracket, stopped: str, state: SearchState) -> str:
         return f"met at {b.lo:.4g} req/s, broken at {b.hi:.4g} req/s (within {state.cap.precision:.0%})"
     if status == NOT_MET:
         return f"not met even at {b.hi:.4g} req/s, the lowest rate tried"
+    if status == BELOW:
+        return (f"not met at {b.hi:.4g} req/s, the lowest rate tried before the search stopped ({stopped}): "
+                f"capacity is below that")
     if status == NOT_BROKEN:
         return f"still met at {b.lo:.4g} req/s when the search stopped ({stopped}): capacity is at least that"
     if status == IMPRECISE:

@@ -41,7 +41,7 @@ FIELDS: dict[str, tuple[str, str]] = {
     "window:peak_in_flight": ("requests", "most requests in flight at once; reaching max_in_flight fails every SLO set"),
     "window:slo": ("", "per SLO set: met, met_share, goodput, at_percentile_ms, supported, window_met, bound_by"),
     "window:memory": ("", "the monitors over this window alone: host RSS, GPU memory, utilisation, energy"),
-    "capacity:status": ("", "found | not_met | not_broken | imprecise | client_limited | no_data"),
+    "capacity:status": ("", "found, not_met, below_lowest, not_broken, imprecise, client_limited or no_data (docs/capacity.md)"),
     "capacity:bound_by": ("", "the limits over their percentile in the lowest failing window"),
     # Interval statistics (summary.csv ``statistic``) beside a figure's own.
     "stat:STAT_ci95_low": ("unit of the figure", "lower end of the 95% interval of statistic STAT (p50, p90, p99, "

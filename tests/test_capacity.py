@@ -184,6 +184,14 @@ def test_an_slo_that_no_rate_meets_has_capacity_zero_after_a_bounded_shrink():
     assert [w["offered_rate_req_s"] for w in state.windows] == [1.0, 0.5, 0.25, 0.125]
 
 
+def test_a_bound_that_stops_a_search_before_anything_passed_gives_an_upper_bound_only():
+    state, res = _run(_cap(max_windows=2), lambda r: (None, False))
+    r = res["a"]
+    assert [w["offered_rate_req_s"] for w in state.windows] == [1.0, 0.5]
+    assert r["status"] == "below_lowest" and r["capacity_req_s"] == 0.0 and r["lowest_failing_req_s"] == 0.5
+    assert "capacity is below that" in r["reason"]
+
+
 def test_bounds_stop_a_search_that_never_breaks_and_say_so():
     state, res = _run(_cap(max_windows=5), lambda r: (None, True))
     assert len(state.windows) == 5 and res["a"]["status"] == "not_broken"

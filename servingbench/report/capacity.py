@@ -14,7 +14,8 @@ from typing import Any
 
 from servingbench.report.data import ReportData
 
-STATUS_WORDS = {"found": "", "not_met": "not met at any rate tried", "not_broken": "at least (never broken)",
+STATUS_WORDS = {"found": "", "not_met": "not met at any rate tried",
+                "below_lowest": "below the lowest rate tried (search stopped)", "not_broken": "at least (never broken)",
                 "imprecise": "search ended before its precision", "client_limited": "at least (client limit)",
                 "no_data": "no valid window"}
 
@@ -42,6 +43,11 @@ class ArmCapacity:
     @property
     def lower_bound_only(self) -> bool:
         return self.status in ("not_broken", "client_limited")
+
+    @property
+    def upper_bound_only(self) -> bool:
+        """Every rate tried failed, and the search stopped before it shrank further."""
+        return self.status == "below_lowest"
 
     def overlaps(self, other: "ArmCapacity") -> bool:
         lo_a, hi_a = self.low if self.low is not None else self.req_s, self.high if self.high is not None else math.inf

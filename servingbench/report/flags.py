@@ -156,7 +156,7 @@ def _capacity(data: ReportData) -> list[Flag]:
             continue
         results = e.doc["capacity"]["results"]
         bounds = [f"{name}: {r['reason']}" for name, r in results.items()
-                  if r["status"] in ("not_broken", "imprecise", "client_limited", "no_data")]
+                  if r["status"] in ("below_lowest", "not_broken", "imprecise", "client_limited", "no_data")]
         if bounds:
             out.append(Flag("info", "capacity is a bound", [e.label], "; ".join(bounds) + ".", [data.source(e)]))
         repeats = [w for w in data.windows(e) if w.get("distinct_prompts") and w["distinct_prompts"] < w["requests"]]
