@@ -16,6 +16,7 @@ CFG = sbc.parse_config(config, CONFIG_PATH) if config else sbc.load_config(CONFI
 RESULTS = "results"
 ARMS, MODELS, TASKS, MODES = list(CFG.frameworks), list(CFG.models), list(CFG.tasks), list(CFG.modes)
 SWEEPS = [s for s in ("concurrency", "context") if getattr(CFG.sweeps, s) is not None]
+CAPACITY_TASKS = list(CFG.sweeps.capacity.tasks) if CFG.sweeps.capacity is not None else []
 
 # Cells that share a server run back to back: one priority per (arm, model), highest first.
 SERVER_ORDER = {(a, m): i for i, (a, m) in enumerate((a, m) for a in ARMS for m in MODELS)}
@@ -44,7 +45,8 @@ def cell_targets():
 
 
 def sweep_targets():
-    return expand(f"{RESULTS}/sweeps/{{arm}}/{{model}}/{{sweep}}.json", arm=ARMS, model=MODELS, sweep=SWEEPS)
+    return expand(f"{RESULTS}/sweeps/{{arm}}/{{model}}/{{sweep}}.json", arm=ARMS, model=MODELS, sweep=SWEEPS) + \
+        expand(f"{RESULTS}/sweeps/{{arm}}/{{model}}/capacity-{{task}}.json", arm=ARMS, model=MODELS, task=CAPACITY_TASKS)
 
 
 # Models and workloads are cheap: build them all before any server starts, so that the
@@ -63,6 +65,10 @@ def get_cell_spec(wildcards):
 def get_sweep_spec(wildcards):
     make = {"concurrency": sbc.concurrency_sweep_spec, "context": sbc.context_sweep_spec}[wildcards.sweep]
     return make(CFG, wildcards.arm, wildcards.model).to_json()
+
+
+def get_capacity_spec(wildcards):
+    return sbc.capacity_sweep_spec(CFG, wildcards.arm, wildcards.model, wildcards.task).to_json()
 
 
 def get_sweep_workload(wildcards):

@@ -1,6 +1,7 @@
 """Validate every result file a config expects and build the tidy summary table (host side).
 
-One row per cell (or sweep) x window x metric x statistic. Every expected cell and sweep has
+One row per cell (or sweep) x window x metric x statistic (x SLO set for goodput and capacity,
+x trial with ``run.trials`` > 1). Every expected cell and sweep has
 rows: a finished one its figures, a failed one (``.failed.json``) or a missing one a single row
 with ``status`` and ``reason``, so nothing is ever silently absent. A corrupt or foreign file
 stops the run with an error naming the file; outputs are written only when all files are good.
@@ -17,14 +18,19 @@ from typing import Any, Iterator
 
 import pandas as pd
 
+from servingbench import derived, fields
 from servingbench.config import REPO_ROOT, Config, context_lengths
 from servingbench.results import (
-    CELL_SCHEMA, FAILURE_SCHEMA, atomic_write_bytes, atomic_write_text, cell_path, failure_path, sweep_path,
+    CELL_SCHEMA, FAILURE_SCHEMA, atomic_write_bytes, atomic_write_text, capacity_path, cell_path, failure_path,
+    sweep_path,
 )
 
 SCHEMA_DIR = REPO_ROOT / "schemas"
 COLUMNS = ["framework", "model", "task", "mode", "kind", "concurrency", "prompt_tokens_target",
-           "metric", "statistic", "value", "unit", "status", "reason", "weights", "device", "source"]
+           "metric", "statistic", "value", "unit", "status", "reason", "weights", "device", "source",
+           "trial", "slo"]
+# Added after the first summaries were written: a summary without them reads as all-NA.
+OPTIONAL_COLUMNS = ("trial", "slo")
 STATS = ("mean", "p50", "p90", "p99", "min", "max", "n")
 # Window entries summarised per request (stats objects) and single figures, in display order.
 WINDOW_STATS = ("ttft_ms", "tpot_ms", "itl_ms", "event_gap_ms", "tokens_per_event", "e2e_ms", "output_tok_s",
@@ -53,7 +59,9 @@ class ResultFileError(ValueError):
 
 
 def unit_of(metric: str) -> str:
-    """The unit of a summary metric, from the table above or the name's suffix."""
+    """The unit of a summary metric, from servingbench.fields, the table above or the name's suffix."""
+    if fields.unit(metric) is not None:
+        return fields.unit(metric)
     if metric in _UNITS:
         return _UNITS[metric]
     for suffix, unit in _SUFFIX_UNITS:
@@ -66,7 +74,7 @@ def unit_of(metric: str) -> str:
 class Entry:
     """One expected cell or sweep and what the results folder holds for it."""
 
-    kind: str  # cell | sweep_concurrency | sweep_context
+    kind: str  # cell | sweep_concurrency | sweep_context | sweep_capacity
     arm: str
     framework: str  # the framework family of the arm (transformers, tgi, vllm)
     model: str
@@ -85,6 +93,8 @@ class Entry:
     def label(self) -> str:
         if self.kind == "cell":
             return f"{self.arm}/{self.model}/{self.task}/{self.mode}"
+        if self.kind == "sweep_capacity":
+            return f"{self.arm}/{self.model}/capacity-{self.task}"
         return f"{self.arm}/{self.model}/{self.kind}"
 
     def source(self, results_dir: Path) -> str:
@@ -117,6 +127,10 @@ def expected_entries(cfg: Config, results_dir: str | Path) -> list[Entry]:
             if ctx is not None and context_lengths(cfg, model):
                 out.append(Entry(kind="sweep_context", task="context", mode=ctx.mode,
                                  path=sweep_path(results_dir, arm, model, "context"), **common))
+            cap = cfg.sweeps.capacity
+            for task in cap.tasks if cap is not None else []:
+                out.append(Entry(kind="sweep_capacity", task=task, mode="stream",
+                                 path=capacity_path(results_dir, arm, model, task), **common))
     return out
 
 
@@ -163,6 +177,8 @@ def validate(path: Path, data: dict[str, Any], schema_id: str, entry: Entry) -> 
     want = {"arm": entry.arm, "model": entry.model}
     if entry.kind == "cell":
         want.update(task=entry.task, mode=entry.mode)
+    elif entry.kind == "sweep_capacity":
+        want.update(task=entry.task)
     wrong = {k: cell.get(k) for k, v in want.items() if cell.get(k) != v}
     if wrong:
         got = ", ".join(f"{k}={v!r}" for k, v in wrong.items())
@@ -232,50 +248,59 @@ def read_requests(entry: Entry) -> list[dict[str, Any]]:
     return rows
 
 
-def _metric_rows(doc: dict[str, Any]) -> Iterator[tuple[Any, Any, str, str, Any]]:
-    """(concurrency, prompt_tokens_target, metric, statistic, value) of one result document."""
-    for w in doc["windows"]:
-        conc, target = w["concurrency"], w.get("prompt_tokens_target")
+def _metric_rows(doc: dict[str, Any]) -> Iterator[tuple[Any, Any, Any, str, str, Any]]:
+    """(concurrency, prompt_tokens_target, trial, metric, statistic, value) of one result document.
+    A capacity search's windows differ by rate, not concurrency: its rows come from derived."""
+    for w in doc["windows"] if doc["kind"] != "sweep_capacity" else []:
+        conc, target, trial = w["concurrency"], w.get("prompt_tokens_target"), derived.trial_of(doc, w)
         for metric in WINDOW_STATS:
             stats = w.get(metric)
             if isinstance(stats, dict):
                 for stat in STATS:
-                    yield conc, target, metric, stat, stats.get(stat)
+                    yield conc, target, trial, metric, stat, stats.get(stat)
         for metric in WINDOW_VALUES:
             if w.get(metric) is not None:  # e.g. server_ttft_ms_mean exists only where a server reports it
-                yield conc, target, metric, "value", w[metric]
+                yield conc, target, trial, metric, "value", w[metric]
     mem = doc["memory"]
     for metric in ("host_rss_peak_bytes", "host_rss_mean_bytes", "host_processes_max"):
         if mem.get(metric) is not None:
-            yield None, None, metric, "value", mem[metric]
+            yield None, None, None, metric, "value", mem[metric]
     for metric in GPU_VALUES:
         if (mem.get("gpu") or {}).get(metric) is not None:
-            yield None, None, f"gpu_{metric}", "value", mem["gpu"][metric]
+            yield None, None, None, f"gpu_{metric}", "value", mem["gpu"][metric]
     server = doc["server"]
     if server.get("startup_s") is not None:  # None when the server was reused
-        yield None, None, "server_startup_s", "value", server["startup_s"]
-    yield None, None, "server_reused", "value", int(bool(server.get("reused")))
+        yield None, None, None, "server_startup_s", "value", server["startup_s"]
+    yield None, None, None, "server_reused", "value", int(bool(server.get("reused")))
 
 
-def tidy(entries: list[Entry], results_dir: str | Path) -> pd.DataFrame:
-    """The tidy table of a list of loaded entries (see module docstring)."""
+def tidy(entries: list[Entry], results_dir: str | Path, cfg: Config | None = None) -> pd.DataFrame:
+    """The tidy table of a list of loaded entries (see module docstring), with the rows derived from
+    per-request records (servingbench.derived: intervals, capacity; with ``cfg``, goodput per SLO set)."""
     results_dir = Path(results_dir)
     rows: list[dict[str, Any]] = []
     for e in entries:
         reason = f"stale: {e.stale}" if e.stale else e.reason
         base = dict(framework=e.arm, model=e.model, task=e.task, mode=e.mode, kind=e.kind,
                     status=e.status, reason=reason, weights=e.weights, device=e.device,
-                    source=e.source(results_dir))
+                    source=e.source(results_dir), trial=None, slo=None)
         if e.doc is None:
             rows.append(dict(base, concurrency=None, prompt_tokens_target=None, metric="",
                              statistic="", value=None, unit=""))
             continue
-        for conc, target, metric, stat, value in _metric_rows(e.doc):
-            rows.append(dict(base, concurrency=conc, prompt_tokens_target=target, metric=metric,
+        for conc, target, trial, metric, stat, value in _metric_rows(e.doc):
+            rows.append(dict(base, concurrency=conc, prompt_tokens_target=target, trial=trial, metric=metric,
                              statistic=stat, value=None if value is None else float(value),
                              unit="count" if stat == "n" else unit_of(metric)))
+        records = read_requests(e)
+        extra = list(derived.capacity_rows(e.doc, records))
+        extra += derived.interval_rows(e.kind, e.arm, e.model, e.task, e.mode, e.doc, records)
+        if cfg is not None:
+            extra += derived.goodput_rows(cfg, e.kind, e.task, e.doc, records)
+        for row in extra:
+            rows.append({**base, **row, "value": float(row["value"]), "unit": unit_of(row["metric"])})
     df = pd.DataFrame(rows, columns=COLUMNS)
-    for col in ("concurrency", "prompt_tokens_target"):
+    for col in ("concurrency", "prompt_tokens_target", "trial"):
         df[col] = df[col].astype("Int64")
     df["value"] = df["value"].astype("float64")
     return df
@@ -284,7 +309,7 @@ def tidy(entries: list[Entry], results_dir: str | Path) -> pd.DataFrame:
 def aggregate(cfg: Config, results_dir: str | Path, allow_stale: bool = False,
               source: str = "the config") -> pd.DataFrame:
     """Validate every expected result file under ``results_dir`` and return the tidy table."""
-    return tidy(load_results(cfg, results_dir, allow_stale, source), results_dir)
+    return tidy(load_results(cfg, results_dir, allow_stale, source), results_dir, cfg)
 
 
 def write_summary(df: pd.DataFrame, results_dir: str | Path) -> tuple[Path, Path]:
@@ -315,10 +340,14 @@ def read_summary(path: str | Path) -> pd.DataFrame:
     else:
         df = pd.read_csv(path, dtype={"reason": "string", "metric": "string", "statistic": "string",
                                       "unit": "string", "source": "string"}, keep_default_na=False,
-                         na_values={"value": [""], "concurrency": [""], "prompt_tokens_target": [""]})
+                         na_values={"value": [""], "concurrency": [""], "prompt_tokens_target": [""], "trial": [""]})
+    for col in OPTIONAL_COLUMNS:
+        if col not in df.columns:
+            df[col] = pd.NA
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"{path}: not a servingbench summary (no column {', '.join(missing)})")
-    for col in ("concurrency", "prompt_tokens_target"):
+    for col in ("concurrency", "prompt_tokens_target", "trial"):
         df[col] = df[col].astype("Int64")
+    df["slo"] = df["slo"].replace("", pd.NA).astype("string")
     return df

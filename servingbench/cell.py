@@ -219,16 +219,19 @@ def plan_windows(spec: CellSpec, items: list[PromptItem]) -> list[tuple[WindowPl
             plans.append((meas, warm if warm.items else None))
         return plans
     source = _cycle(items)
-    for w, level in enumerate(spec.concurrency_levels):
+    w = 0
+    for level in spec.concurrency_levels:
         # Warm up at the window's own concurrency, at least one full wave: on the H100, vLLM's
         # first batch of 8 stalled 3-7 s (a new batch shape) when warm-up had run one at a time.
         n_warm = max(spec.warmup_requests, level) if spec.warmup_requests else 0
         warm_items = [next(source) for _ in range(n_warm)]
-        meas_items = [next(source) for _ in range(spec.requests)]
         warm = WindowPlan(items=warm_items, concurrency=level, stream=stream, warmup=True) if warm_items else None
-        meas = WindowPlan(items=meas_items, concurrency=level, stream=stream, window=w,
-                          request_rate=spec.request_rate, seed=spec.seed + w)
-        plans.append((meas, warm))
+        for trial in range(spec.trials):  # run.trials: repeated windows, back to back, one warm-up
+            meas_items = [next(source) for _ in range(spec.requests)]
+            meas = WindowPlan(items=meas_items, concurrency=level, stream=stream, window=w,
+                              request_rate=spec.request_rate, seed=spec.seed + w, trial=trial)
+            plans.append((meas, warm if trial == 0 else None))
+            w += 1
     return plans
 
 
@@ -251,6 +254,8 @@ async def _measure(spec: CellSpec, adapter: Adapter, base_url: str, items: list[
             summary = window_summary(recs, window_s, meas.concurrency, meas.stream, meas.prompt_tokens_target)
             summary.update(server_means_ms(before, after))
             summary.update(server_timing_means(adapter, recs, summary.get("server_ttft_ms_mean")))
+            if spec.trials > 1:
+                summary["trial"] = meas.trial
             windows.append(summary)
             records.extend(recs)
             lost = await server_lost(client.http, adapter, alive) if summary["failed"] or not alive() else None
@@ -275,6 +280,45 @@ def server_timing_means(adapter: Adapter, records: list[RequestRecord],
     if out or metrics_ttft_ms is not None:
         out["server_timing_source"] = adapter.server_ttft_source
     return out
+
+
+def _measure_windows(spec: CellSpec, adapter: Adapter, handle: "ServerHandle", items: list[PromptItem],
+                     progress_stream: Any) -> tuple[list[dict], list[RequestRecord]]:
+    """The windows of a cell, a concurrency sweep or a context sweep, with a progress line."""
+    total = sum(len(m.items) for m, _ in plan_windows(spec, items))
+    progress = Progress(spec.cell_id(), total, progress_stream)
+    try:
+        return asyncio.run(_measure(spec, adapter, handle.proc.base_url, items, progress, handle.proc.alive))
+    finally:
+        progress.close()
+
+
+async def _measure_capacity(spec: CellSpec, adapter: Adapter, handle: "ServerHandle", items: list[PromptItem],
+                            gpu: GPU | None, progress_stream: Any) -> tuple[list[dict], list[RequestRecord], dict]:
+    """A capacity search (servingbench.capacity) against the cell's server."""
+    from servingbench.capacity import ProbeFailed, measure_capacity
+
+    assert spec.capacity is not None
+    async with LoadClient(handle.proc.base_url, adapter, spec.server, spec.generation, spec.output_length_policy,
+                          spec.request_timeout_s, max_connections=spec.capacity.max_in_flight,
+                          count_tokens=TokenCounter(spec.server.model_dir)) as client:
+        windows: list[dict[str, Any]] = []
+
+        async def check_server(window: dict[str, Any]) -> None:
+            windows.append(window)
+            alive = handle.proc.alive
+            lost = await server_lost(client.http, adapter, alive) if window["failed"] or not alive() else None
+            if lost is not None:
+                counts = request_counts(windows)
+                raise CellFailed(spec.cell_id(), lost[0], f"{lost[1]}; {_counts_text(counts)}", requests=counts)
+
+        try:
+            return await measure_capacity(spec, client, items,
+                                          lambda: Monitor(lambda: handle.proc.pid, gpu, spec.monitor_interval_s),
+                                          check_server, progress_stream)
+        except ProbeFailed as exc:
+            counts = request_counts(windows)
+            raise CellFailed(spec.cell_id(), "requests_failed", str(exc), requests=counts) from None
 
 
 async def server_lost(client: httpx.AsyncClient, adapter: Adapter, alive: Callable[[], bool],
@@ -379,14 +423,15 @@ def run_cell(spec: CellSpec, workload: str | Path, out_path: str | Path, results
         after_load = gpu.used_bytes() if gpu and gpu.available else None
         settings = _checked_settings(adapter, spec, handle.proc)
         monitor = Monitor(lambda: handle.proc.pid, gpu, spec.monitor_interval_s).start()
-        total = sum(len(m.items) for m, _ in plan_windows(spec, items))
-        progress = Progress(spec.cell_id(), total, progress_stream)
+        capacity = None
         try:
-            windows, records = asyncio.run(_measure(spec, adapter, handle.proc.base_url, items,
-                                                    progress, handle.proc.alive))
+            if spec.kind == "sweep_capacity":
+                windows, records, capacity = asyncio.run(_measure_capacity(spec, adapter, handle, items, gpu,
+                                                                           progress_stream))
+            else:
+                windows, records = _measure_windows(spec, adapter, handle, items, progress_stream)
         finally:
             monitor.stop()
-            progress.close()
         if not any(w["completed"] for w in windows):
             counts = request_counts(windows)
             raise CellFailed(spec.cell_id(), "requests_failed", f"no request completed; {_counts_text(counts)}",
@@ -412,6 +457,8 @@ def run_cell(spec: CellSpec, workload: str | Path, out_path: str | Path, results
                            "started_at": started_at, "finished_at": provenance.now_iso()},
             "requests_file": requests_path(out_path).name,
         }
+        if capacity is not None:
+            result["capacity"] = capacity
         result = redact_data(result)
         write_result(spec, out_path, result, [_record_row(r) for r in records], request_counts(windows))
         return result

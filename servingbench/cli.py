@@ -91,6 +91,8 @@ def _spec_from_args(a: argparse.Namespace):
         return c.concurrency_sweep_spec(cfg, a.framework, a.model)
     if a.sweep == "context":
         return c.context_sweep_spec(cfg, a.framework, a.model)
+    if a.sweep == "capacity":
+        return c.capacity_sweep_spec(cfg, a.framework, a.model, a.task)
     return c.cell_spec(cfg, a.framework, a.model, a.task, a.mode)
 
 
@@ -249,7 +251,8 @@ def _cell_args(p: argparse.ArgumentParser, need_out: bool = True) -> None:
     p.add_argument("--model")
     p.add_argument("--task")
     p.add_argument("--mode", choices=["sync", "stream"])
-    p.add_argument("--sweep", choices=["concurrency", "context"], help="run a sweep instead of a cell")
+    p.add_argument("--sweep", choices=["concurrency", "context", "capacity"],
+                   help="run a sweep instead of a cell (capacity: with --task)")
     p.add_argument("--workload", help="workload JSONL (default: RESULTS/workloads/MODEL/TASK.jsonl)")
     p.add_argument("--results", default="results", help="results folder (default: results)")
     p.add_argument("--out", required=need_out, help="result file to write")

@@ -86,13 +86,32 @@ class WindowPlan:
     stream: bool
     window: int = 0
     warmup: bool = False
-    request_rate: float = 0.0  # > 0: Poisson arrivals at this rate, at most `concurrency` in flight
+    request_rate: float = 0.0  # > 0: open-loop arrivals at this rate, at most `concurrency` in flight
     seed: int = 0
+    burstiness: float = 1.0  # open loop: 1 = Poisson, else gamma gaps of this shape (arrival_offsets)
+    trial: int = 0  # run.trials: which repetition of this concurrency level
     prompt_tokens_target: int | None = None  # context sweep: the prompt length of this window
 
 
 TokenCounter = Callable[[str], "int | None"]
 TRANSPORTS = ("auto", "http1", "httpx")
+
+
+def arrival_offsets(n: int, rate: float, burstiness: float = 1.0, seed: int = 0) -> list[float]:
+    """Seconds from a window's start of ``n`` open-loop arrivals at ``rate`` per second.
+
+    Burstiness 1: a Poisson process (exponential gaps). Otherwise gamma gaps of shape
+    ``burstiness`` and mean 1/rate (scale 1 / (rate x burstiness)), as vLLM's benchmark_serving
+    draws them: below 1 burstier than Poisson, above 1 more regular. Both only scale their
+    draws by 1/rate, so one seed gives the same arrival pattern at every rate, compressed or
+    stretched (common random numbers: windows at different rates differ only by the rate).
+    """
+    rng = random.Random(seed)
+    t, out = 0.0, []
+    for _ in range(n):
+        t += rng.expovariate(rate) if burstiness == 1.0 else rng.gammavariate(burstiness, 1.0 / (rate * burstiness))
+        out.append(t)
+    return out
 
 
 class _Sink:
@@ -168,6 +187,8 @@ class LoadClient:
         self.transport = transport
         self._max_connections = max_connections
         self._pool: http1.Pool | None = None  # made in the running loop, on first use
+        #: The last open-loop window's most requests in flight at once (capped by its concurrency).
+        self.peak_in_flight = 0
 
     @property
     def stamps(self) -> str:
@@ -342,19 +363,25 @@ class LoadClient:
 
         await asyncio.gather(*(worker() for _ in range(min(plan.concurrency, len(plan.items)))))
 
-    @staticmethod
-    async def _open_loop(plan: WindowPlan, one: Callable[[PromptItem, int], Any]) -> None:
-        rng = random.Random(plan.seed)
+    async def _open_loop(self, plan: WindowPlan, one: Callable[[PromptItem, int], Any]) -> None:
         slots = asyncio.Semaphore(plan.concurrency)
-        t = time.perf_counter_ns()
+        t0 = time.perf_counter_ns()
         tasks = []
+        in_flight = [0]
+        self.peak_in_flight = 0
 
         async def gated(item: PromptItem, scheduled: int) -> None:
             async with slots:  # time waiting here is client queueing, recorded as queue_ms
-                await one(item, scheduled)
+                in_flight[0] += 1
+                self.peak_in_flight = max(self.peak_in_flight, in_flight[0])
+                try:
+                    await one(item, scheduled)
+                finally:
+                    in_flight[0] -= 1
 
-        for item in plan.items:
-            t += int(rng.expovariate(plan.request_rate) * 1e9)
+        offsets = arrival_offsets(len(plan.items), plan.request_rate, plan.burstiness, plan.seed)
+        for item, offset in zip(plan.items, offsets):
+            t = t0 + int(offset * 1e9)
             delay = (t - time.perf_counter_ns()) / 1e9
             if delay > 0:
                 await asyncio.sleep(delay)

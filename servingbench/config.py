@@ -18,7 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from servingbench.errors import UserError
 from servingbench.frameworks import get_adapter, known_arms
 from servingbench.redaction import find_credentials
-from servingbench.spec import CellSpec, GenerationParams, ServerSpec
+from servingbench.slo import min_samples
+from servingbench.spec import CapacitySpec, CellSpec, GenerationParams, ServerSpec, SLOSpec
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 IMAGES_FILE = REPO_ROOT / "containers" / "images.yaml"
@@ -33,6 +34,7 @@ class _Strict(BaseModel):
 
 
 TokenRange = tuple[int, int]
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # SLO set names: they become summary.csv values
 
 # Names of arms, models and tasks become path components (results/cells/ARM/MODEL/TASK) and
 # Snakemake wildcards: identifiers only, so that no name can leave its folder or reach a shell.
@@ -94,6 +96,7 @@ class Arm(_Strict):
     env: dict[str, str] = Field(default_factory=dict)
     image: str | None = None  # overrides containers/images.yaml for this arm
     max_batch_tokens: int = Field(default=0, ge=0)
+    gpus: int = Field(default=1, ge=1)  # GPUs one server of this arm uses: capacity is reported per GPU
 
     @field_validator("image")
     @classmethod
@@ -196,6 +199,7 @@ class Run(_Strict):
     max_model_len: int = Field(default=4096, ge=64, le=MAX_CONTEXT)
     server_reuse: bool = True  # keep one server up across the cells that share it (server pool)
     server_idle_timeout_s: float = Field(default=600, gt=0, le=MAX_TIMEOUT_S)  # a pooled server stops itself after this
+    trials: int = Field(default=1, ge=1, le=100)  # measured windows per concurrency level
 
     @field_validator("cell_concurrency")
     @classmethod
@@ -231,9 +235,64 @@ class ContextSweep(_Strict):
         return v
 
 
+class CapacitySweep(_Strict):
+    """The capacity search (servingbench.capacity): per arm x model x task, the highest open-loop
+    arrival rate whose window meets each SLO set. Off unless the config has ``sweeps.capacity``."""
+
+    tasks: list[str] = Field(default_factory=lambda: ["chat"], min_length=1)
+    slos: list[str] | None = None  # the SLO sets to search for; default: every set under `slo:`
+    arrival: Literal["poisson", "gamma"] = "poisson"
+    burstiness: float = Field(default=1.0, gt=0)  # gamma shape: < 1 burstier than Poisson, > 1 smoother
+    min_requests: int = Field(default=200, ge=1)
+    min_duration_s: float = Field(default=60, gt=0)
+    precision: float = Field(default=0.1, gt=0, lt=1)
+    growth: float = Field(default=2.0, gt=1, le=16)
+    start_rate_factor: float = Field(default=0.5, gt=0)
+    probe_requests: int = Field(default=5, ge=1)
+    max_windows: int = Field(default=12, ge=2)
+    max_search_s: float = Field(default=1800, gt=0)
+    max_in_flight: int = Field(default=1024, ge=1)
+    rate_tolerance: float = Field(default=0.05, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _burstiness(self) -> "CapacitySweep":
+        if self.arrival == "poisson" and self.burstiness != 1.0:
+            raise ValueError("burstiness: applies to gamma arrivals only (set arrival: gamma, or burstiness: 1)")
+        return self
+
+
 class Sweeps(_Strict):
     concurrency: ConcurrencySweep | None = Field(default_factory=ConcurrencySweep)
     context: ContextSweep | None = Field(default_factory=ContextSweep)
+    capacity: CapacitySweep | None = None
+
+
+class SLOOverride(_Strict):
+    """A task's own limits for one SLO set; what it leaves out comes from the set."""
+
+    ttft_ms: float | None = Field(default=None, gt=0)
+    tpot_ms: float | None = Field(default=None, gt=0)
+    e2e_ms: float | None = Field(default=None, gt=0)
+    percentile: float | None = Field(default=None, gt=0, le=100)
+
+
+class SLOSet(SLOOverride):
+    """Per-request limits (ms) and the percentile at which a window must meet them."""
+
+    percentile: float = Field(default=99, gt=0, le=100)
+    tasks: dict[str, SLOOverride] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> "SLOSet":
+        if self.ttft_ms is None and self.tpot_ms is None and self.e2e_ms is None:
+            raise ValueError("an SLO set needs at least one limit (ttft_ms, tpot_ms, e2e_ms)")
+        return self
+
+
+def default_slos() -> dict[str, SLOSet]:
+    """MLPerf Inference v5.x, Llama-3.1-8B: interactive and server scenario latency limits."""
+    return {"interactive": SLOSet(ttft_ms=500, tpot_ms=30, percentile=99),
+            "server": SLOSet(ttft_ms=2000, tpot_ms=100, percentile=99)}
 
 
 class Config(_Strict):
@@ -247,6 +306,15 @@ class Config(_Strict):
     generation: dict[str, dict[str, Generation]]
     run: Run = Field(default_factory=Run)
     sweeps: Sweeps = Field(default_factory=Sweeps)
+    slo: dict[str, SLOSet] = Field(default_factory=default_slos, min_length=1)
+
+    @field_validator("slo")
+    @classmethod
+    def _slo_names(cls, sets: dict[str, SLOSet]) -> dict[str, SLOSet]:
+        for name in sets:
+            if not _NAME.fullmatch(name):
+                raise ValueError(f"{name!r}: an SLO set name is letters, digits, '-', '_' or '.'")
+        return sets
 
     @field_validator("frameworks", "models", "tasks", mode="before")
     @classmethod
@@ -302,8 +370,45 @@ class Config(_Strict):
         sweep = self.sweeps.concurrency
         if sweep is not None and sweep.task not in tasks:
             raise ValueError(f"sweeps.concurrency.task: unknown task {sweep.task!r}; allowed: {', '.join(sorted(tasks))}")
+        for name, sset in self.slo.items():
+            for task in sset.tasks:
+                if task not in tasks:
+                    raise ValueError(f"slo.{name}.tasks.{task}: unknown task; allowed: {', '.join(sorted(tasks))}")
+        self._check_capacity()
         _check_feasible(self)
         return self
+
+    def _check_capacity(self) -> None:
+        cap = self.sweeps.capacity
+        if cap is None:
+            return
+        for task in cap.tasks:
+            if task not in self.tasks:
+                raise ValueError(f"sweeps.capacity.tasks: unknown task {task!r}; allowed: {', '.join(sorted(self.tasks))}")
+        for name in cap.slos or []:
+            if name not in self.slo:
+                raise ValueError(f"sweeps.capacity.slos: unknown SLO set {name!r}; allowed: {', '.join(self.slo)}")
+        for task in cap.tasks:
+            for s in slo_specs(self, task, cap.slos):
+                need = min_samples(s.percentile)
+                if cap.min_requests < need:
+                    raise ValueError(
+                        f"sweeps.capacity.min_requests: {cap.min_requests} requests per window cannot support "
+                        f"the p{s.percentile:g} of SLO set {s.name!r} for task {task} (needs >= {need})")
+
+
+def slo_specs(cfg: "Config", task: str, names: list[str] | None = None) -> list[SLOSpec]:
+    """The SLO sets (all, or ``names``) as they apply to ``task``: the task's overrides win."""
+    out = []
+    for name, sset in cfg.slo.items():
+        if names is not None and name not in names:
+            continue
+        fields = {k: getattr(sset, k) for k in ("percentile", "ttft_ms", "tpot_ms", "e2e_ms")}
+        override = sset.tasks.get(task)
+        if override is not None:
+            fields.update({k: v for k, v in override.model_dump().items() if v is not None})
+        out.append(SLOSpec(name=name, **fields))
+    return out
 
 
 def _check_feasible(cfg: "Config") -> None:
@@ -417,11 +522,20 @@ def load_config(path: str | Path) -> Config:
 
 
 def config_hash(cfg: Config) -> str:
-    """Hash of what defines the measurements. Server reuse settings are left out: switching
-    the pool on or off must not rerun finished cells."""
+    """Hash of what defines the measurements of cells and sweeps. Left out: server reuse
+    (switching the pool on or off must not rerun finished cells); the SLO sets, the capacity
+    search and the arms' GPU counts, which no cell's measurement depends on (a capacity search
+    carries its own settings in its spec); and run.trials at its default, so that results
+    written before it existed keep their hash."""
     data = cfg.model_dump(mode="json")
     for key in ("server_reuse", "server_idle_timeout_s"):
         data["run"].pop(key, None)
+    if data["run"].get("trials") == 1:
+        data["run"].pop("trials")
+    data.pop("slo", None)
+    data["sweeps"].pop("capacity", None)
+    for arm in data["frameworks"].values():
+        arm.pop("gpus", None)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -479,7 +593,7 @@ def _base(cfg: Config, arm: str, model: str, task: str, mode: str, kind: str = "
         concurrency_levels=tuple(cfg.run.cell_concurrency), request_rate=cfg.run.request_rate,
         request_timeout_s=cfg.run.request_timeout_s, server_start_timeout_s=cfg.run.server_start_timeout_s,
         seed=cfg.run.seed, config_hash=config_hash(cfg), kind=kind,
-        monitor_interval_s=cfg.run.monitor_interval_s,
+        monitor_interval_s=cfg.run.monitor_interval_s, trials=cfg.run.trials,
     )
     fields.update(kw)
     return CellSpec(**fields)
@@ -500,6 +614,20 @@ def concurrency_sweep_spec(cfg: Config, arm: str, model: str) -> CellSpec:
     assert s is not None
     return _base(cfg, arm, model, s.task, s.mode, kind="sweep_concurrency",
                  requests=s.requests_per_level, concurrency_levels=tuple(s.levels))
+
+
+def capacity_sweep_spec(cfg: Config, arm: str, model: str, task: str) -> CellSpec:
+    """The capacity search of one arm x model x task (stream mode: the SLOs need TTFT and TPOT)."""
+    s = cfg.sweeps.capacity
+    if s is None:
+        raise ConfigError("sweeps.capacity: no capacity search in this config")
+    if task not in s.tasks:
+        raise ConfigError(f"sweeps.capacity.tasks: {task!r} is not searched; searched: {', '.join(s.tasks)}")
+    settings = s.model_dump(exclude={"tasks", "slos"})
+    cap = CapacitySpec(slos=tuple(slo_specs(cfg, task, s.slos)),
+                       gpus_per_server=cfg.frameworks[arm].gpus if cfg.device == "cuda" else 0, **settings)
+    return _base(cfg, arm, model, task, "stream", kind="sweep_capacity", capacity=cap, trials=1,
+                 requests=s.min_requests, concurrency_levels=(1,))
 
 
 def context_lengths(cfg: Config, model: str) -> list[int]:

@@ -7,6 +7,7 @@ Layout under a results folder (default ``results/``)::
     cells/{arm}/{model}/{task}/{mode}.requests.jsonl   its per-request records
     cells/{arm}/{model}/{task}/{mode}.failed.json      a failed cell's record (no .json then)
     sweeps/{arm}/{model}/{concurrency,context}.json    sweeps (same schema, kind says which)
+    sweeps/{arm}/{model}/capacity-{task}.json          a capacity search (same schema, kind sweep_capacity)
     logs/...                                  server and job logs
     summary.csv, summary.parquet              the tidy table (aggregate)
 
@@ -31,7 +32,7 @@ from servingbench.errors import UserError
 
 CELL_SCHEMA = "servingbench/cell-v1"
 FAILURE_SCHEMA = "servingbench/failure-v1"
-KINDS = ("cell", "sweep_concurrency", "sweep_context")
+KINDS = ("cell", "sweep_concurrency", "sweep_context", "sweep_capacity")
 
 
 def cell_path(results: str | Path, arm: str, model: str, task: str, mode: str) -> Path:
@@ -40,6 +41,10 @@ def cell_path(results: str | Path, arm: str, model: str, task: str, mode: str) -
 
 def sweep_path(results: str | Path, arm: str, model: str, sweep: str) -> Path:
     return Path(results) / "sweeps" / arm / model / f"{sweep}.json"
+
+
+def capacity_path(results: str | Path, arm: str, model: str, task: str) -> Path:
+    return Path(results) / "sweeps" / arm / model / f"capacity-{task}.json"
 
 
 def requests_path(result_file: str | Path) -> Path:

@@ -55,6 +55,49 @@ class ServerSpec:
 
 
 @dataclass(frozen=True)
+class SLOSpec:
+    """One named SLO set as it applies to one task: per-request limits in ms (None = no limit)
+    and the percentile at which a window must meet each of them (servingbench.slo)."""
+
+    name: str
+    percentile: float = 99.0
+    ttft_ms: float | None = None
+    tpot_ms: float | None = None
+    e2e_ms: float | None = None
+
+    def limits(self) -> dict[str, float]:
+        """The limited figures and their limits, in a fixed order (ttft_ms, tpot_ms, e2e_ms)."""
+        return {k: v for k, v in (("ttft_ms", self.ttft_ms), ("tpot_ms", self.tpot_ms),
+                                  ("e2e_ms", self.e2e_ms)) if v is not None}
+
+
+@dataclass(frozen=True)
+class CapacitySpec:
+    """Settings of one capacity search (config ``sweeps.capacity``), resolved for one task."""
+
+    slos: tuple[SLOSpec, ...]
+    arrival: str = "poisson"  # "poisson" | "gamma"
+    burstiness: float = 1.0  # gamma shape; 1.0 with "poisson"
+    min_requests: int = 200
+    min_duration_s: float = 60.0
+    precision: float = 0.1  # stop bisecting when (lowest failing - highest passing) / highest passing <= this
+    growth: float = 2.0
+    start_rate_factor: float = 0.5  # first rate = this x the single-stream service rate
+    probe_requests: int = 5
+    max_windows: int = 12
+    max_search_s: float = 1800.0
+    max_in_flight: int = 1024
+    rate_tolerance: float = 0.05  # the client must deliver >= (1 - this) x the scheduled rate
+    gpus_per_server: int = 0  # 0: a CPU run, figures are per server
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "CapacitySpec":
+        data = dict(data)
+        data["slos"] = tuple(SLOSpec(**s) for s in data.get("slos", ()))
+        return cls(**data)
+
+
+@dataclass(frozen=True)
 class CellSpec:
     """One cell (arm x model x task x mode) or one sweep, fully resolved."""
 
@@ -71,8 +114,10 @@ class CellSpec:
     server_start_timeout_s: float = 900.0
     seed: int = 1234
     config_hash: str = ""
-    kind: str = "cell"  # "cell" | "sweep_concurrency" | "sweep_context"
+    kind: str = "cell"  # "cell" | "sweep_concurrency" | "sweep_context" | "sweep_capacity"
     monitor_interval_s: float = 0.1
+    trials: int = 1  # measured windows per concurrency level (run.trials)
+    capacity: CapacitySpec | None = None  # kind "sweep_capacity" only
 
     @property
     def arm(self) -> str:
@@ -85,10 +130,18 @@ class CellSpec:
     def cell_id(self) -> str:
         if self.kind == "cell":
             return f"{self.arm}/{self.model}/{self.task}/{self.mode}"
+        if self.kind == "sweep_capacity":
+            return f"{self.arm}/{self.model}/capacity-{self.task}"
         return f"{self.arm}/{self.model}/{self.kind}"
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"))
+        data = dataclasses.asdict(self)
+        # Fields added later are left out at their defaults: a spec written before they existed
+        # stays byte-identical, so Snakemake (which compares it as a param) reruns nothing.
+        for key, default in (("trials", 1), ("capacity", None)):
+            if data[key] == default:
+                del data[key]
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "CellSpec":
@@ -99,6 +152,8 @@ class CellSpec:
         server["env"] = tuple(tuple(kv) for kv in server.get("env", ()))
         data["generation"] = GenerationParams(**data["generation"])
         data["concurrency_levels"] = tuple(data.get("concurrency_levels", (1,)))
+        if data.get("capacity") is not None:
+            data["capacity"] = CapacitySpec.from_dict(data["capacity"])
         spec = cls(server=ServerSpec(**server), **data)
         spec.check()
         return spec
@@ -119,6 +174,12 @@ class CellSpec:
             raise ValueError("requests must be >= 1")
         if not self.concurrency_levels or min(self.concurrency_levels) < 1:
             raise ValueError("concurrency_levels must be positive integers")
+        if self.trials < 1:
+            raise ValueError("trials must be >= 1")
+        if (self.kind == "sweep_capacity") != (self.capacity is not None):
+            raise ValueError("capacity: settings are given exactly for kind sweep_capacity")
+        if self.capacity is not None and not self.capacity.slos:
+            raise ValueError("capacity.slos: a capacity search needs at least one SLO set")
 
 
 @dataclass(frozen=True)

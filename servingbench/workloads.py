@@ -68,10 +68,16 @@ def workload_size(cfg: Config, task: str) -> int:
     def warm(level: int) -> int:  # as servingbench.cell.plan_windows: one full wave at least
         return max(run.warmup_requests, level) if run.warmup_requests else 0
 
-    n = sum(warm(c) + run.requests_per_cell for c in run.cell_concurrency)
+    n = sum(warm(c) + run.requests_per_cell * run.trials for c in run.cell_concurrency)
     sweep = cfg.sweeps.concurrency
     if sweep is not None and sweep.task == task:
         n = max(n, sum(warm(c) + sweep.requests_per_level for c in sweep.levels))
+    cap = cfg.sweeps.capacity
+    if cap is not None and task in cap.tasks:
+        # Windows of up to four times min_requests without a repeat (a window grows past
+        # min_requests when rate x min_duration_s does); a longer one cycles through the file
+        # again, and the report flags it (a server with prefix caching on would gain from it).
+        n = max(n, run.warmup_requests + cap.probe_requests + 4 * cap.min_requests)
     return n
 
 

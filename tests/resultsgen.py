@@ -9,6 +9,9 @@ comes from the real CPU demo (configs/cpu.yaml).
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import heapq
 import json
 import math
 import random
@@ -16,12 +19,14 @@ from pathlib import Path
 from typing import Any, Iterable
 from unittest import mock
 
+from servingbench import capacity as capmod
 from servingbench.config import (
-    Config, cell_spec, concurrency_sweep_spec, config_hash, context_lengths, context_sweep_spec, parse_config,
+    Config, capacity_sweep_spec, cell_spec, concurrency_sweep_spec, config_hash, context_lengths, context_sweep_spec,
+    parse_config,
 )
 from servingbench.results import (
-    CELL_SCHEMA, FAILURE_SCHEMA, atomic_write_json, atomic_write_jsonl, cell_path, failure_path, requests_path,
-    sweep_path,
+    CELL_SCHEMA, FAILURE_SCHEMA, atomic_write_json, atomic_write_jsonl, capacity_path, cell_path, failure_path,
+    requests_path, sweep_path,
 )
 
 ALL_ARMS = ["transformers-naive", "transformers-serve", "tgi", "vllm", "sglang"]
@@ -45,6 +50,10 @@ PREFILL_MS_PER_TOKEN = {"cpu": 0.9, "cuda": 0.05}
 TASKS = {"chat": ([20, 100], [20, 100]), "qa": ([100, 500], [10, 30]),
          "summarization": ([200, 800], [50, 100]), "code": ([10, 50], [50, 150])}
 MAX_TOKENS = {"chat": 100, "qa": 40, "summarization": 60, "code": 100}
+# Requests each arm's synthetic server runs at once in a capacity search (the naive server: one).
+ARM_SLOTS = {"transformers-naive": 1, "transformers-serve": 4, "tgi": 8, "vllm": 8}
+# A small capacity search for synthetic folders: windows of 20 requests, p90 at most.
+CAPACITY = {"min_requests": 20, "min_duration_s": 2, "precision": 0.1, "probe_requests": 3, "max_windows": 10}
 
 
 def make_config(device: str = "cpu", weights: str = "real", arms: Iterable[str] = ("transformers-naive", "tgi", "vllm"),
@@ -52,23 +61,33 @@ def make_config(device: str = "cpu", weights: str = "real", arms: Iterable[str] 
                 modes: Iterable[str] = ("sync", "stream"), cell_concurrency: Iterable[int] = (1,),
                 levels: Iterable[int] = (1, 2, 4), prompt_tokens: Iterable[int] = (128, 512),
                 requests: int = 6, sweeps: bool = True, profile: str = "seed",
-                arm_settings: dict[str, dict[str, Any]] | None = None) -> Config:
-    """A small valid config. Adapters that other issues add are not needed to test the report."""
+                arm_settings: dict[str, dict[str, Any]] | None = None, trials: int = 1,
+                capacity: Iterable[str] = (), slo: dict[str, Any] | None = None, gpus: int = 1) -> Config:
+    """A small valid config. Adapters that other issues add are not needed to test the report.
+    ``capacity``: tasks with a capacity search (and SLO sets at p90, which its 20-request
+    windows support, unless ``slo`` says otherwise)."""
     models = list(models or (["smollm2-135m"] if device == "cpu" else ["gpt2", "llama-2-7b-chat"]))
     data: dict[str, Any] = {
         "device": device, "weights": weights, "profile": profile, "modes": list(modes),
-        "frameworks": {a: {"framework": ARM_FRAMEWORK[a], **(arm_settings or {}).get(a, {})} for a in arms},
+        "frameworks": {a: {"framework": ARM_FRAMEWORK[a], "gpus": gpus, **(arm_settings or {}).get(a, {})}
+                       for a in arms},
         "models": {m: {"hf_id": f"example/{m}", "params": ARCH[m][1], "architecture": ARCH[m][0]} for m in models},
         "tasks": {t: {"input_tokens": TASKS[t][0], "output_tokens": TASKS[t][1]} for t in tasks},
         "generation": {m: {t: {"temperature": 0.7, "top_p": 0.9, "max_tokens": MAX_TOKENS[t]} for t in tasks}
                        for m in models},
         "run": {"requests_per_cell": requests, "warmup_requests": 1, "cell_concurrency": list(cell_concurrency),
-                "dtype": "float16", "max_model_len": 4096},
+                "dtype": "float16", "max_model_len": 4096, "trials": trials},
         "sweeps": {"concurrency": {"task": list(tasks)[0], "mode": "stream", "levels": list(levels),
                                    "requests_per_level": requests},
                    "context": {"mode": "stream", "prompt_tokens": list(prompt_tokens), "output_tokens": 16,
                                "requests_per_length": 3}} if sweeps else {"concurrency": None, "context": None},
     }
+    if capacity:
+        data["sweeps"]["capacity"] = {"tasks": list(capacity), **CAPACITY}
+        data["slo"] = slo or {"interactive": {"ttft_ms": 500, "tpot_ms": 30, "percentile": 90},
+                              "server": {"ttft_ms": 2000, "tpot_ms": 100, "percentile": 90}}
+    elif slo:
+        data["slo"] = slo
     # The arm list is discovered from adapter modules; the report tests do not need the adapters.
     with mock.patch("servingbench.config.known_arms", return_value=ALL_ARMS):
         return parse_config(data, "synthetic-config")
@@ -233,6 +252,8 @@ class Generator:
         for i, (conc, target, prompt_range, out_tokens) in enumerate(plan):
             rows = self._records(spec.arm, spec.model, spec.mode, i, conc, n, prompt_range, out_tokens, label)
             windows.append(self._summary(rows, conc, stream, target))
+            if spec.trials > 1:  # plan holds each level's trials back to back
+                windows[-1]["trial"] = i % spec.trials
             records += rows
         req = requests_path(path)
         atomic_write_jsonl(req, records)
@@ -258,7 +279,8 @@ class Generator:
                     for mode in cfg.modes:
                         spec = cell_spec(cfg, arm, model, task, mode)
                         out = cfg.generation[model][task].max_tokens
-                        plan = [(c, None, tuple(tspec.input_tokens), out) for c in cfg.run.cell_concurrency]
+                        plan = [(c, None, tuple(tspec.input_tokens), out) for c in cfg.run.cell_concurrency
+                                for _ in range(cfg.run.trials)]
                         jobs.append((cell_path(self.results, arm, model, task, mode), spec, plan,
                                      cfg.run.requests_per_cell))
                 if cfg.sweeps.concurrency is not None:
@@ -272,6 +294,9 @@ class Generator:
                     spec = context_sweep_spec(cfg, arm, model)
                     plan = [(1, n, (n, n), s.output_tokens) for n in context_lengths(cfg, model)]
                     jobs.append((sweep_path(self.results, arm, model, "context"), spec, plan, s.requests_per_length))
+                for task in cfg.sweeps.capacity.tasks if cfg.sweeps.capacity is not None else []:
+                    jobs.append((capacity_path(self.results, arm, model, task),
+                                 capacity_sweep_spec(cfg, arm, model, task), None, 0))
                 for path, spec, plan, n in jobs:
                     label = spec.cell_id()
                     if label in missing:
@@ -279,8 +304,76 @@ class Generator:
                     if label in fail:
                         self.write_failure(path, spec.kind, arm, model, spec.task, spec.mode)
                         continue
-                    self._write(path, spec, plan, n)
+                    if spec.kind == "sweep_capacity":
+                        self._write_capacity(path, spec)
+                    else:
+                        self._write(path, spec, plan, n)
         return self.results
+
+    # -- a capacity search ----------------------------------------------------------------------
+    def _write_capacity(self, path: Path, spec: Any) -> None:
+        """The real search (servingbench.capacity) against a simulated server: the arm's slots
+        (ARM_SLOTS) in FIFO order, each request busy for its prefill plus its decode."""
+        cap, arm, model = spec.capacity, spec.arm, spec.model
+        device = self.cfg.device
+        out = self.cfg.generation[model][spec.task].max_tokens
+        lo_hi = tuple(self.cfg.tasks[spec.task].input_tokens)
+        tpot = BASE_TPOT_MS[(device, model)] * self.speed[arm]
+        probe = self._records(arm, model, "stream", 0, 1, cap.probe_requests, lo_hi, out, "")
+        for r in probe:
+            r["error"], r["output_tokens"] = None, r["output_tokens"] or out
+        windows = [dict(self._summary(probe, 1, True, None), window=0, phase="probe", offered_rate_req_s=None,
+                        valid=True, invalid_reason=None)]
+        records = list(probe)
+        service_s = sum(r["e2e_ms"] for r in probe) / len(probe) / 1000
+        state = capmod.SearchState(cap=cap, start_rate=cap.start_rate_factor / service_s)
+
+        async def run_window(rate: float) -> dict[str, Any]:
+            index = len(windows)
+            offsets = capmod.window_arrivals(rate, cap, spec.seed)
+            free = [0.0] * ARM_SLOTS[arm]
+            rows = []
+            for i, a in enumerate(offsets):
+                prompt = self.rng.randint(*lo_hi)
+                prefill = (15 + prompt * PREFILL_MS_PER_TOKEN[device]) * self.speed[arm] / 1000
+                decode = [tpot * self.rng.lognormvariate(0, 0.08) for _ in range(out - 1)]
+                start = max(a, heapq.heappop(free))
+                heapq.heappush(free, start + prefill + sum(decode) / 1000)
+                offs = [round((start - a + prefill) * 1000, 3)]
+                for g in decode:
+                    offs.append(round(offs[-1] + g, 3))
+                rows.append({"window": index, "concurrency": cap.max_in_flight, "prompt_id": f"c{index:02d}-{i:04d}",
+                             "warmup": False, "dispatch_ns": int((1000 + a) * 1e9), "queue_ms": 0.0,
+                             "ttft_ms": offs[0], "e2e_ms": offs[-1], "event_offsets_ms": offs,
+                             "output_tokens_requested": out, "output_tokens": out, "output_tokens_source": "server",
+                             "prompt_tokens": prompt, "http_status": 200, "error": None, "finish_reason": "length"})
+            w = self._summary(rows, cap.max_in_flight, True, None)
+            w["window_s"] = max(a + r["e2e_ms"] / 1000 for a, r in zip(offsets, rows))
+            w["throughput_req_s"] = len(rows) / w["window_s"]
+            w["throughput_output_tok_s"] = len(rows) * out / w["window_s"]
+            span = offsets[-1] - offsets[0]
+            w.update(window=index, phase="search", offered_rate_req_s=rate, arrival=cap.arrival,
+                     burstiness=cap.burstiness, peak_in_flight=ARM_SLOTS[arm], distinct_prompts=len(rows),
+                     scheduled_rate_req_s=(len(rows) - 1) / span, achieved_rate_req_s=(len(rows) - 1) / span,
+                     dispatched=len(rows), arrival_span_s=span)
+            capmod.judge(w, rows, cap, w["window_s"], ARM_SLOTS[arm])
+            w["memory"] = self._memory(arm, model, w["output_tokens_actual_total"])
+            w["elapsed_s"] = float(index)
+            windows.append(w)
+            records.extend(rows)
+            state.windows.append(w)
+            return w
+
+        results = asyncio.run(capmod.search(state, run_window, lambda r: 0.0))
+        doc = self._doc(spec, windows, requests_path(path))
+        doc["capacity"] = {
+            "slos": [dataclasses.asdict(x) for x in cap.slos], "arrival": cap.arrival, "burstiness": cap.burstiness,
+            "gpus_per_server": cap.gpus_per_server, "per": "gpu" if cap.gpus_per_server else "server",
+            "service_time_s": service_s, "start_rate_req_s": state.start_rate,
+            "search_windows": len(state.windows), "wall_s": 60.0 + len(state.windows) * 10,
+            "client_ceiling_req_s": None, "results": results}
+        atomic_write_jsonl(requests_path(path), records)
+        atomic_write_json(path, doc)
 
 
 def write_results(cfg: Config, results_dir: Path, fail: Iterable[str] = (), missing: Iterable[str] = (),

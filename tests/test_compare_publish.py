@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import io
 import tarfile
 from pathlib import Path
@@ -142,3 +143,44 @@ def test_publish_needs_the_summary(cfg, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="summary.csv: not found"):
         publish(results, html, config, tmp_path / "pub")
     assert not (tmp_path / "pub").exists()
+
+
+def _runs(tmp_path: Path, cfg, **b_options) -> tuple[Path, Path]:
+    a = write_results(cfg, tmp_path / "a", seed=7)
+    b = write_results(cfg, tmp_path / "b", **b_options)
+    for run in (a, b):
+        write_summary(aggregate(cfg, run), run)
+    return a, b
+
+
+@pytest.fixture()
+def wide_cfg():
+    return make_config(device="cuda", arms=("tgi", "vllm"), models=["gpt2"], tasks=("chat", "qa"), modes=("stream",),
+                       requests=30, sweeps=False, capacity=["chat"])
+
+
+def test_compare_marks_a_clear_difference_significant(wide_cfg, tmp_path: Path) -> None:
+    a, b = _runs(tmp_path, wide_cfg, seed=8, speed={"vllm": 0.5})  # B's vLLM twice as fast
+    df = compare(a, b)
+    vllm = df[(df.framework == "vllm") & (df.kind == "cell") & df.metric.isin(["ttft_ms", "tpot_ms"])]
+    assert len(vllm) == 4 and (vllm["significant"] == True).all()  # noqa: E712
+    assert ((vllm["ratio_b_over_a"] > 0.4) & (vllm["ratio_b_over_a"] < 0.6)).all()
+    cap = df[(df.framework == "vllm") & (df.metric == "capacity_req_s_per_gpu")]
+    assert set(cap["slo"]) == {"interactive", "server"} and (cap["ratio_b_over_a"] > 1.3).all()
+    text = compare_main(a, b)
+    assert re.search(r"\| vllm/gpt2/chat/stream \| 1 \| 0\.\d+× \(significant\) \|", text)
+    assert "capacity-chat at SLO set interactive" in text
+
+
+def test_compare_says_no_significant_difference_for_the_same_distribution(wide_cfg, tmp_path: Path) -> None:
+    a, b = _runs(tmp_path, wide_cfg, seed=8)  # same servers, other random draws
+    df = compare(a, b)
+    judged = df[df["significant"].notna()]
+    assert len(judged) >= 10
+    assert (judged["significant"] == False).mean() >= 0.9  # noqa: E712: 95% intervals of one distribution
+    ratios = judged["ratio_b_over_a"]
+    assert ((ratios > 0.8) & (ratios < 1.25)).all()
+    text = compare_main(a, b)
+    assert "| vllm/gpt2/chat/stream | 1 | no significant difference |" in text
+    # Memory has no interval: its ratio stays, marked as such.
+    assert "(no interval)" in text

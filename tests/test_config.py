@@ -112,6 +112,25 @@ BAD = [
     ("string where number", "run.request_timeout_s", "fast", "run.request_timeout_s"),
     ("secret in env", "frameworks.vllm.env", {"HF_TOKEN": "hf_x"}, "HF_TOKEN"),
     ("architecture without layers", "models.gpt2.architecture.num_hidden_layers", _DELETE, "models.gpt2.architecture"),
+    ("typo'd SLO limit", "slo.interactive.ttft", 100, "slo.interactive.ttft"),
+    ("negative SLO limit", "slo.server.tpot_ms", -5, "slo.server.tpot_ms"),
+    ("zero SLO limit", "slo.server.ttft_ms", 0, "slo.server.ttft_ms"),
+    ("SLO percentile 0", "slo.server.percentile", 0, "slo.server.percentile"),
+    ("SLO percentile above 100", "slo.interactive.percentile", 100.5, "slo.interactive.percentile"),
+    ("SLO set without a limit", "slo.batch", {"percentile": 90}, "slo.batch"),
+    ("SLO override of an unknown task", "slo.interactive.tasks", {"poetry": {"ttft_ms": 900}}, "slo.interactive.tasks.poetry"),
+    ("negative SLO override", "slo.interactive.tasks", {"summarization": {"ttft_ms": -1}}, "slo.interactive.tasks.summarization.ttft_ms"),
+    ("bad SLO set name", "slo", {"my slo": {"ttft_ms": 5}}, "slo"),
+    ("no SLO set", "slo", {}, "slo"),
+    ("trials 0", "run.trials", 0, "run.trials"),
+    ("gpus 0", "frameworks.vllm.gpus", 0, "frameworks.vllm.gpus"),
+    ("capacity task unknown", "sweeps.capacity.tasks", ["poetry"], "sweeps.capacity.tasks"),
+    ("capacity SLO set unknown", "sweeps.capacity.slos", ["batch"], "sweeps.capacity.slos"),
+    ("capacity too few requests for p99", "sweeps.capacity.min_requests", 20, "sweeps.capacity.min_requests"),
+    ("capacity burstiness without gamma", "sweeps.capacity.burstiness", 2.0, "sweeps.capacity"),
+    ("capacity negative burstiness", "sweeps.capacity.burstiness", -1, "sweeps.capacity.burstiness"),
+    ("capacity precision 0", "sweeps.capacity.precision", 0, "sweeps.capacity.precision"),
+    ("capacity growth 1", "sweeps.capacity.growth", 1, "sweeps.capacity.growth"),
 ]
 
 
@@ -226,3 +245,34 @@ def test_validate_checks_the_dummy_vocabulary_exactly(tmp_path, seed_yaml):
     assert "models.gpt2.architecture.vocab_size: 32000 is too small" in res.stderr and "32001" in res.stderr
     ours = [ln for ln in res.stderr.splitlines() if ln.startswith("servingbench:")]  # transformers warns too
     assert len(ours) == 1 and ours[0].startswith(f"servingbench: {f}: models.gpt2"), res.stderr
+
+
+def test_slo_sets_default_to_mlperf_and_tasks_override_them(seed_yaml):
+    from servingbench.config import slo_specs
+
+    data = copy.deepcopy(seed_yaml)
+    data.pop("slo")
+    cfg = parse_config(data, "config.yaml")
+    assert {s.name: (s.ttft_ms, s.tpot_ms, s.e2e_ms, s.percentile) for s in slo_specs(cfg, "chat")} == {
+        "interactive": (500, 30, None, 99), "server": (2000, 100, None, 99)}
+    data["slo"] = {"interactive": {"ttft_ms": 500, "tpot_ms": 30, "tasks": {"summarization": {"ttft_ms": 1500}}}}
+    cfg = parse_config(data, "config.yaml")
+    summ, = slo_specs(cfg, "summarization")
+    chat, = slo_specs(cfg, "chat")
+    assert (summ.ttft_ms, summ.tpot_ms, chat.ttft_ms) == (1500, 30, 500)
+
+
+def test_slo_and_capacity_settings_do_not_change_the_cells_hash(seed_yaml):
+    """Goodput is judged from stored records: a new SLO reruns no cell (the capacity search
+    carries its SLO sets in its own spec, so it alone reruns)."""
+    from servingbench.config import capacity_sweep_spec, cell_spec
+
+    base = parse_config(seed_yaml, "config.yaml")
+    changed = copy.deepcopy(seed_yaml)
+    changed["slo"]["interactive"]["ttft_ms"] = 400
+    changed["sweeps"]["capacity"]["min_duration_s"] = 30
+    other = parse_config(changed, "config.yaml")
+    assert cell_spec(base, "vllm", "gpt2", "chat", "stream").to_json() == \
+        cell_spec(other, "vllm", "gpt2", "chat", "stream").to_json()
+    a, b = capacity_sweep_spec(base, "vllm", "gpt2", "chat"), capacity_sweep_spec(other, "vllm", "gpt2", "chat")
+    assert a.to_json() != b.to_json() and b.capacity.slos[0].ttft_ms == 400

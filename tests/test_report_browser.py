@@ -145,7 +145,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A GPU-style report with a failed and a missing cell, so every section has content."""
     root = tmp_path_factory.mktemp("browser")
     cfg = make_config(device="cuda", arms=("transformers-naive", "transformers-serve", "tgi", "vllm"),
-                      tasks=("chat", "qa", "summarization", "code"), cell_concurrency=(1, 8))
+                      tasks=("chat", "qa", "summarization", "code"), cell_concurrency=(1, 8), capacity=["chat"])
     write_results(cfg, root / "results", fail=["tgi/llama-2-7b-chat/code/stream"],
                   missing=["transformers-serve/gpt2/sweep_context"])
     return render_report(cfg, root / "results", root / "report" / "index.html")
@@ -176,6 +176,11 @@ def test_report_renders_offline_in_chromium(rendered: Path) -> None:
         for p in plots:
             assert not p["error"] and not p["empty"], p
             assert p["svg"] >= 1 and p["marks"] > 0, f"{p['id']} drew nothing: {p}"
+        pareto = browser.eval("""(el => ({svg: el.querySelectorAll('.chart svg').length,
+            marks: el.querySelectorAll('.chart svg .mark-symbol path, .chart svg .mark-line path').length,
+            error: el.classList.contains('plot-error')}))(document.getElementById('plot-pareto'))""")
+        assert pareto["svg"] >= 1 and pareto["marks"] > 0 and not pareto["error"], pareto
+        assert browser.eval("document.querySelectorAll('#capacity table.capacity tbody tr').length") >= 4
         assert browser.eval("document.querySelectorAll('#flags tr.flag-error').length") >= 2  # failed + missing
         assert browser.eval("document.querySelectorAll('#bandwidth-floor tr.below-floor').length") == 0
 

@@ -15,7 +15,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PKG = ROOT / "servingbench"
 RUNTIME = ["spec", "sse", "client", "http1", "lifecycle", "monitor", "metrics", "cell", "pool", "provenance",
-           "results", "server_settings", "cli", "frameworks", "frameworks.base", "frameworks.openai_api", "frameworks.vllm",
+           "results", "server_settings", "cli", "slo", "capacity", "fields", "frameworks", "frameworks.base",
+           "frameworks.openai_api", "frameworks.vllm",
            "frameworks.transformers_serve", "frameworks.transformers_naive", "frameworks.tgi",
            "frameworks.tgi_openai", "frameworks.sglang", "prometheus", "malformed", "redaction", "errors",
            "frameworks.llamacpp"]
@@ -54,7 +55,7 @@ def test_runtime_module_imports_only_allowed_packages(name):
 def test_runtime_imports_no_host_module():
     """Runtime modules may import servingbench modules only from the runtime set (the CLI's
     host commands import lazily, and the test below proves the runtime still imports)."""
-    host = {"config", "aggregate", "report", "workloads", "models", "compare", "publish"}
+    host = {"config", "aggregate", "report", "workloads", "models", "compare", "publish", "derived", "intervals"}
     for name in RUNTIME:
         if name == "cli":
             continue

@@ -193,6 +193,45 @@ def test_sweeps_on_real_vllm(cpu_cfg, smollm2_dir, workdir, pool, kind):
     assert all(w["failed"] == 0 for w in result["windows"])
 
 
+def test_capacity_search_on_real_vllm_keeps_every_window_and_brackets_its_answer(cpu_cfg, smollm2_dir, workdir, pool):
+    """A short capacity search against the real vLLM: the invariants, whatever the machine's speed."""
+    from servingbench.config import CapacitySweep, SLOSet, capacity_sweep_spec
+
+    # Short windows, starting at twice the single-stream rate: a few windows, whatever the speed.
+    search = CapacitySweep(tasks=["qa"], min_requests=4, min_duration_s=1, precision=0.5, probe_requests=2,
+                           start_rate_factor=2.0, max_windows=3, max_search_s=240)
+    slos = {"loose": SLOSet(ttft_ms=2000, tpot_ms=100, percentile=50), "strict": SLOSet(ttft_ms=5, percentile=50)}
+    cfg = cpu_cfg.model_copy(update={"sweeps": cpu_cfg.sweeps.model_copy(update={"capacity": search}), "slo": slos})
+    spec = capacity_sweep_spec(cfg, "vllm", "smollm2-135m", "qa")
+    spec = dataclasses.replace(spec, server=dataclasses.replace(spec.server, model_dir=str(smollm2_dir)))
+    out = workdir / "sweeps" / "vllm" / "smollm2-135m" / "capacity-qa.json"
+    result = run_cell(spec, workdir / "workloads" / "smollm2-135m" / "qa.jsonl", out, workdir,
+                      provider=pooled_server(pool))
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    cap, windows = result["capacity"], result["windows"]
+    # Every window that ran is kept, with its requests: the probe, then each search window.
+    assert [w["window"] for w in windows] == list(range(cap["search_windows"] + 1)) and cap["search_windows"] >= 1
+    records = [json.loads(line) for line in requests_path(out).read_text().splitlines()]
+    assert {w["window"]: w["requests"] for w in windows} == \
+        {i: sum(1 for r in records if r["window"] == i) for i in range(len(windows))}
+    assert cap["wall_s"] <= search.max_search_s + 60  # a window may finish its requests past the bound
+    by_index = {w["window"]: w for w in windows}
+    for w in windows[1:]:  # offered against achieved, per window
+        assert w["offered_rate_req_s"] > 0 and w["scheduled_rate_req_s"] > 0 and w["achieved_rate_req_s"] > 0
+        assert w["valid"] == (w["achieved_rate_req_s"] >= (1 - search.rate_tolerance) * w["scheduled_rate_req_s"])
+    for name, res in cap["results"].items():
+        lo, hi = res["highest_passing_req_s"], res["lowest_failing_req_s"]
+        if lo is not None:
+            assert res["capacity_req_s"] == lo and by_index[res["capacity_window"]]["slo"][name]["window_met"] is True
+        if hi is not None:
+            assert by_index[res["failing_window"]]["slo"][name]["window_met"] is False
+        if lo is not None and hi is not None:
+            assert lo < hi  # the answer lies between the highest passing and the lowest failing rate
+    # A 5 ms median TTFT is beyond this CPU at any load: capacity 0 there, never a made-up rate.
+    assert cap["results"]["strict"]["status"] in ("not_met", "no_data")
+    assert cap["results"]["strict"]["capacity_req_s"] in (0.0, None)
+
+
 def test_measure_a_running_server_without_starting_one(cpu_cfg, smollm2_dir, workdir, pool):
     """`servingbench measure --url`: the pooled vLLM stands in for a deployed endpoint."""
     state = next(s for _, s in pool.states() if s["arm"] == "vllm")

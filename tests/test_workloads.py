@@ -114,9 +114,13 @@ def test_workload_size_rule():
     # config.yaml: cells need (3 warm-up + 50) at c=1 and (8 + 50) at c=8; the chat sweep
     # sum(max(3, c) + 64) over levels 1..64 (warm-up is at least one full wave per window).
     assert workload_size(GPU, "summarization") == (3 + 50) + (8 + 50)
-    assert workload_size(GPU, "chat") == sum(max(3, c) + 64 for c in (1, 2, 4, 8, 16, 32, 64))
+    # chat is also searched for capacity: 3 warm-up + 5 probe + 4 x 200 (min_requests) beats the sweep.
+    assert sum(max(3, c) + 64 for c in (1, 2, 4, 8, 16, 32, 64)) < 3 + 5 + 4 * 200
+    assert workload_size(GPU, "chat") == 3 + 5 + 4 * 200
     # configs/cpu.yaml: the chat sweep (1 + 4) + (4 + 4) beats the cells' (1 + 3)
     assert workload_size(CPU, "chat") == (1 + 4) + (4 + 4)
+    # qa's capacity search: 1 warm-up + 2 probe + 4 x 10 (min_requests)
+    assert workload_size(CPU, "qa") == 1 + 2 + 4 * 10
 
 
 def test_unknown_task(smollm2_dir, tmp_path):

@@ -33,13 +33,16 @@ class ReportData:
         entries = load_results(cfg, results_dir, allow_stale, source)
         calib_path = results_dir / "calibration.json"
         calibration = read_json(calib_path) if calib_path.exists() else None
-        data = cls(cfg=cfg, results_dir=results_dir, entries=entries, df=tidy(entries, results_dir),
+        data = cls(cfg=cfg, results_dir=results_dir, entries=entries, df=tidy(entries, results_dir, cfg),
                    config_hash=config_hash(cfg), calibration=calibration)
         ok = data.df[data.df["status"] == "ok"]
         for r in ok.itertuples(index=False):
             conc = None if pd.isna(r.concurrency) else int(r.concurrency)
             target = None if pd.isna(r.prompt_tokens_target) else int(r.prompt_tokens_target)
-            data._index[(r.kind, r.framework, r.model, r.task, r.mode, conc, target, r.metric, r.statistic)] = r.value
+            trial = None if pd.isna(r.trial) else int(r.trial)
+            slo = None if pd.isna(r.slo) else r.slo
+            data._index[(r.kind, r.framework, r.model, r.task, r.mode, conc, target, r.metric, r.statistic,
+                         trial, slo)] = r.value
         return data
 
     # -- lookups -----------------------------------------------------------------------------------
@@ -59,9 +62,10 @@ class ReportData:
         return None
 
     def value(self, e: Entry, metric: str, stat: str = "value", concurrency: int | None = None,
-              target: int | None = None) -> float | None:
-        """One figure of the tidy table (None when absent or not a number)."""
-        v = self._index.get((e.kind, e.arm, e.model, e.task, e.mode, concurrency, target, metric, stat))
+              target: int | None = None, trial: int | None = None, slo: str | None = None) -> float | None:
+        """One figure of the tidy table (None when absent or not a number). ``trial`` None: the
+        figure over all trials (the window's own when the cell ran one trial)."""
+        v = self._index.get((e.kind, e.arm, e.model, e.task, e.mode, concurrency, target, metric, stat, trial, slo))
         return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
 
     def windows(self, e: Entry) -> list[dict[str, Any]]:

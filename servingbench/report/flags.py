@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from servingbench import intervals
 from servingbench.report.bandwidth import FloorRow
+from servingbench.report.capacity import stale_capacity
 from servingbench.report.data import ReportData
 from servingbench.report.fmt import num
 from servingbench.report.gaps import check_windows, describe
@@ -87,7 +89,7 @@ def flags(data: ReportData, floor: list[FloorRow]) -> list[Flag]:
                             f"{row.metric} at concurrency {row.concurrency} is below the {num(row.floor_ms)} ms per token "
                             f"that reading {num(row.weight_gb)} GB of weights at {num(row.bandwidth_gb_s)} GB/s takes: "
                             "check token counts and timing", [row.source]))
-    out += stream_flags(data)
+    out += stream_flags(data) + _thin(data) + _capacity(data)
     dummy = [(e.label, data.source(e)) for e in data.ok if e.weights == "dummy"]
     _group(out, "info", "dummy weights", dummy,
            "random weights with the real architecture: serving cost is real once output length is forced, "
@@ -131,6 +133,49 @@ def stream_flags(data: ReportData) -> list[Flag]:
                         f"served with extra arguments for this model only ({args}, the arm's model_server_args): "
                         "its other models ran without them, so this model's figures are not like for like",
                         [s for _, s in cells]))
+    return out
+
+
+def _thin(data: ReportData) -> list[Flag]:
+    """Stream cells whose headline window has too few requests for a 95% interval: their rank is
+    a point estimate that no interval backs."""
+    low, thin = min(data.cfg.run.cell_concurrency), []
+    for e in data.ok:
+        if e.kind != "cell" or e.mode != "stream":
+            continue
+        n = data.value(e, "ttft_ms", "n", low)
+        if n is not None and n < intervals.MIN_INTERVAL_N:
+            thin.append((e.label, data.source(e)))
+    out: list[Flag] = []
+    _group(out, "warn", "too thin to rank", thin,
+           f"fewer than {intervals.MIN_INTERVAL_N} completed requests in the window at concurrency {low}: no 95% "
+           "interval, so the headline cannot tell these arms apart from noise; raise run.requests_per_cell")
+    return out
+
+
+def _capacity(data: ReportData) -> list[Flag]:
+    out = [Flag("warn", "capacity at another SLO", [label], why, [src]) for label, src, why in stale_capacity(data)]
+    for e in data.ok:
+        if e.kind != "sweep_capacity":
+            continue
+        results = e.doc["capacity"]["results"]
+        bounds = [f"{name}: {r['reason']}" for name, r in results.items()
+                  if r["status"] in ("below_lowest", "not_broken", "imprecise", "client_limited", "no_data")]
+        if bounds:
+            out.append(Flag("info", "capacity is a bound", [e.label], "; ".join(bounds) + ".", [data.source(e)]))
+        repeats = [w for w in data.windows(e) if w.get("distinct_prompts") and w["distinct_prompts"] < w["requests"]]
+        if repeats:
+            caching = (e.doc["server"].get("server_settings") or {}).get("prefix_caching")
+            out.append(Flag("info", "prompts repeated in a capacity window", [e.label],
+                            f"{len(repeats)} window(s) sent more requests than the workload has prompts (largest: "
+                            f"{max(w['requests'] for w in repeats)} requests, {repeats[0]['distinct_prompts']} prompts); "
+                            f"prefix caching was recorded as {'on' if caching else 'off'}: a server that caches "
+                            "prompts would gain from the repeats", [data.source(e)]))
+        late = [w for w in data.windows(e) if w.get("phase") == "search" and not w.get("valid")]
+        if late:
+            out.append(Flag("info", "capacity windows not counted", [e.label],
+                            "; ".join(f"window {w['window']} at {num(w['offered_rate_req_s'])} req/s: "
+                                      f"{w['invalid_reason']}" for w in late) + ".", [data.source(e)]))
     return out
 
 

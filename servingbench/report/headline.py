@@ -1,10 +1,15 @@
-"""Per model: which arm wins on TTFT, TPOT and throughput, and by how much over the next best."""
+"""Per model: which arm wins on TTFT, TPOT and throughput, by how much over the next best, and
+whether that margin is more than noise: each arm's figure has a 95% interval (a bootstrap over
+the requests of its windows, or a t interval over run.trials windows), and two arms whose
+intervals overlap are a tie."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 
+from servingbench import intervals
+from servingbench.derived import by_window, request_values
 from servingbench.report.data import ReportData
 
 
@@ -20,6 +25,16 @@ class Ranking:
     unranked: list[tuple[str, str]] = field(default_factory=list)  # (arm, why not ranked)
     sources: dict[str, list[str]] = field(default_factory=dict)  # arm -> files behind its figure
     caveats: dict[str, str] = field(default_factory=dict)  # arm -> why its figure is not like for like
+    intervals: dict[str, tuple[float, float] | None] = field(default_factory=dict)  # arm -> 95% interval
+    interval_basis: str = ""
+    thin: dict[str, str] = field(default_factory=dict)  # arm -> why its figure has no interval
+
+    @property
+    def tie(self) -> bool | None:
+        """Do the winner's and the runner-up's intervals overlap? None: one has no interval."""
+        if len(self.ranked) < 2:
+            return None
+        return intervals.overlap(self.intervals.get(self.ranked[0][0]), self.intervals.get(self.ranked[1][0]))
 
     @property
     def winner(self) -> tuple[str, float] | None:
@@ -56,6 +71,40 @@ def _caveat(r: Ranking, arm: str, windows: list[dict]) -> None:
         r.caveats[arm] = "; ".join(notes)
 
 
+def _trial_interval(data: ReportData, entries: list, metric: str, stat: str, concurrency: int) -> tuple | None:
+    """t interval over trials of the geometric mean over ``entries`` (one per task) of a figure."""
+    trials = data.cfg.run.trials
+    per_trial = []
+    for t in range(trials):
+        vals = [data.value(e, metric, stat, concurrency, trial=t) for e in entries]
+        if any(v is None or v <= 0 for v in vals):
+            return None
+        per_trial.append(_geomean(vals))
+    return intervals.t_interval(per_trial)
+
+
+def _interval(data: ReportData, r: Ranking, arm: str, entries: list, metric: str, stat: str,
+              concurrency: int) -> None:
+    """The arm's 95% interval, or why it has none."""
+    if data.cfg.run.trials > 1:
+        ci = _trial_interval(data, entries, metric, stat, concurrency)
+        why = f"fewer than 2 complete trials of {metric}"
+    else:
+        samples = []
+        for e in entries:
+            wins = by_window(data.requests(e))
+            idx = [i for i, w in enumerate(data.windows(e)) if w["concurrency"] == concurrency]
+            samples.append([v for i in idx for v in request_values(wins.get(i, []), metric)])
+        ci = intervals.bootstrap_geomean(samples, stat, intervals.seed_for("headline", arm, *[e.label for e in entries],
+                                                                            metric, stat))
+        n = min((len(x) for x in samples), default=0)
+        why = (intervals.why_not_shown(n, stat) if not intervals.shown(n, stat) else
+               f"{n} requests in its smallest window: an interval needs at least {intervals.MIN_INTERVAL_N}")
+    r.intervals[arm] = ci
+    if ci is None:
+        r.thin[arm] = why
+
+
 def _rank(r: Ranking) -> Ranking:
     r.ranked.sort(key=lambda kv: kv[1], reverse=(r.better == "higher"))
     return r
@@ -68,8 +117,9 @@ def _per_task(data: ReportData, model: str, metric: str, stat: str, mode: str, c
     r = Ranking(label, unit, better,
                 f"geometric mean over the tasks ({', '.join(tasks)}) of each {mode} cell's {what} "
                 f"at concurrency {concurrency}")
+    r.interval_basis = _basis(data, "request")
     for arm in data.arms:
-        values, srcs, missing, windows = [], [], [], []
+        values, srcs, missing, windows, entries = [], [], [], [], []
         for task in tasks:
             e = data.entry("cell", arm, model, task, mode)
             v = data.value(e, metric, stat, concurrency) if e and e.status == "ok" else None
@@ -78,6 +128,7 @@ def _per_task(data: ReportData, model: str, metric: str, stat: str, mode: str, c
             else:
                 values.append(v)
                 srcs.append(data.source(e))
+                entries.append(e)
                 windows += [w for w in data.windows(e) if w["concurrency"] == concurrency]
         g = _geomean(values) if not missing else None
         if g is None:
@@ -86,7 +137,23 @@ def _per_task(data: ReportData, model: str, metric: str, stat: str, mode: str, c
             r.ranked.append((arm, g))
             r.sources[arm] = srcs
             _caveat(r, arm, windows)
+            if stat != "value":
+                _interval(data, r, arm, entries, metric, stat, concurrency)
+            else:  # a window's throughput has no per-request sample: only trials give it an interval
+                ci = _trial_interval(data, entries, metric, stat, concurrency) if data.cfg.run.trials > 1 else None
+                r.intervals[arm] = ci
+                if ci is None:
+                    r.thin[arm] = "one window per cell: no interval (run.trials >= 2 gives one)"
     return _rank(r)
+
+
+def _basis(data: ReportData, what: str) -> str:
+    trials = data.cfg.run.trials
+    if trials > 1:
+        return f"Student-t over the {trials} trials (run.trials) of each window"
+    if what == "request":
+        return "bootstrap over each window's requests, resampled per task (2000 resamples, seeded)"
+    return "none: one window gives one throughput figure (set run.trials >= 2 for an interval)"
 
 
 def _throughput(data: ReportData, model: str, metric: str, label: str, unit: str) -> Ranking:
@@ -106,6 +173,11 @@ def _throughput(data: ReportData, model: str, metric: str, label: str, unit: str
                 r.ranked.append((arm, v))
                 r.sources[arm] = [data.source(e)]
                 _caveat(r, arm, [w for w in data.windows(e) if w["concurrency"] == level])
+                lo, hi = (data.value(e, metric, f"value_ci95_{end}", level) for end in ("low", "high"))
+                r.intervals[arm] = (lo, hi) if lo is not None and hi is not None else None
+                if r.intervals[arm] is None:
+                    r.thin[arm] = "one window: no interval (run.trials >= 2 gives one)"
+        r.interval_basis = _basis(data, "window")
         return _rank(r)
     mode = "stream" if "stream" in data.cfg.modes else data.cfg.modes[0]
     level = max(data.cfg.run.cell_concurrency)

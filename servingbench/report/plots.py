@@ -204,6 +204,70 @@ def output_tokens_per_s(data: ReportData) -> dict[str, Any] | None:
     return _finish(chart)
 
 
+def pareto(data: ReportData) -> dict[str, Any] | None:
+    """Per model (and searched task): output tokens/s per GPU against tokens/s per user, one line
+    per arm through its capacity windows, each SLO set's TPOT limit as a per-user speed."""
+    rows: list[dict[str, Any]] = []
+    per = "GPU" if data.cfg.device == "cuda" else "server"
+    limits: dict[str, float] = {}
+    for e in data.ok:
+        if e.kind != "sweep_capacity":
+            continue
+        cap = e.doc["capacity"]
+        gpus = cap.get("gpus_per_server") or 1
+        at = {}
+        for name, res in cap["results"].items():
+            if res.get("capacity_window") is not None:
+                at.setdefault(res["capacity_window"], []).append(name)
+        for s in cap["slos"]:
+            if s.get("tpot_ms"):
+                limits[f"{s['name']}: TPOT ≤ {s['tpot_ms']:g} ms"] = 1000.0 / s["tpot_ms"]
+        for w in data.windows(e):
+            tpot = (w.get("tpot_ms") or {}).get("p50")
+            if w.get("phase") != "search" or not w.get("valid") or not tpot or w.get("throughput_output_tok_s") is None:
+                continue
+            met = [n for n, v in (w.get("slo") or {}).items() if v.get("window_met")]
+            rows.append({"model": e.model, "task": e.task, "arm": e.arm, "what": "window",
+                         "x": round(1000.0 / tpot, 3), "y": round(w["throughput_output_tok_s"] / gpus, 3),
+                         "rate": round(w["offered_rate_req_s"], 4),
+                         "meets": "every SLO set" if len(met) == len(w.get("slo") or {}) else
+                         ("some SLO sets" if met else "no SLO set"),
+                         "met": ", ".join(met) or "none", "capacity_for": ", ".join(at.get(w["window"], [])),
+                         "source": data.source(e)})
+    if not rows:
+        return None
+    for model, task in sorted({(r["model"], r["task"]) for r in rows}):
+        for label, x in limits.items():
+            rows.append({"model": model, "task": task, "what": "limit", "x": x, "label": label})
+    df = pd.DataFrame(rows)
+    x = alt.X("x:Q", title="output tokens/s per user (1000 / median TPOT)", scale=alt.Scale(zero=False))
+    y = alt.Y("y:Q", title=f"output tokens/s per {per}")
+    base = alt.Chart(df)
+    win = base.transform_filter(alt.datum.what == "window")
+    lines = win.mark_line(strokeWidth=1.5, opacity=0.7).encode(x=x, y=y, color=_color(data), order="rate:Q")
+    points = win.mark_point(size=60, filled=True).encode(
+        x=x, y=y, color=_color(data),
+        shape=alt.Shape("meets:N", title="window met",
+                        scale=alt.Scale(domain=["every SLO set", "some SLO sets", "no SLO set"],
+                                        range=["circle", "triangle-up", "cross"]), legend=alt.Legend(orient="top")),
+        tooltip=["arm:N", alt.Tooltip("rate:Q", title="offered req/s"), alt.Tooltip("x:Q", title="tokens/s per user",
+                                                                                     format=",.1f"),
+                 alt.Tooltip("y:Q", title=f"tokens/s per {per}", format=",.1f"), alt.Tooltip("met:N", title="SLO sets met"),
+                 alt.Tooltip("capacity_for:N", title="capacity window of"), alt.Tooltip("source:N", title="file")])
+    rings = win.transform_filter(alt.datum.capacity_for != "").mark_point(size=260, strokeWidth=2, filled=False) \
+        .encode(x=x, y=y, color=_color(data, legend=False))
+    rule = base.transform_filter(alt.datum.what == "limit").mark_rule(strokeDash=[5, 4], color="#6b7280") \
+        .encode(x=x, tooltip=[alt.Tooltip("label:N", title="SLO set")])
+    text = base.transform_filter(alt.datum.what == "limit").mark_text(angle=270, dx=-6, dy=0, align="right",
+                                                                        baseline="bottom", fontSize=10, color="#374151") \
+        .encode(x=x, y=alt.value(4), text="label:N")
+    chart = alt.layer(lines, points, rings, rule, text).properties(width=_panel_width(data), height=240).facet(
+        row=alt.Row("task:N", title=None, header=alt.Header(labelAngle=0, labelAlign="left")),
+        column=alt.Column("model:N", title=None, sort=list(data.cfg.models)),
+    ).resolve_scale(x="independent", y="independent")
+    return _finish(chart)
+
+
 def _gpu_caption(data: ReportData) -> str:
     if any((e.doc["memory"].get("gpu") or {}) for e in data.ok):
         return "GPU: device memory used (NVML); vLLM, SGLang and TGI reserve memory up front."

@@ -19,7 +19,9 @@ import jinja2
 
 import servingbench
 from servingbench.config import Config
+from servingbench import intervals
 from servingbench.report import bandwidth, fmt, plots
+from servingbench.report.capacity import STATUS_WORDS, capacity_rankings
 from servingbench.report.data import ReportData
 from servingbench.report.flags import flag_counts, flags
 from servingbench.report.headline import headline
@@ -27,7 +29,8 @@ from servingbench.report.provenance import arm_facts, framework_table, load_fram
 from servingbench.report.tables import LATENCY, RATE, STATS, server_view_table, startup_table, task_tables
 from servingbench.results import atomic_write_text
 
-SECTIONS = [("how-to-read", "How to read this"), ("headline", "Headline"), ("flags", "Flags"),
+SECTIONS = [("capacity", "Capacity at the SLO"), ("how-to-read", "How to read this"), ("headline", "Headline"),
+            ("flags", "Flags"),
             ("plots", "Plots"), ("tasks", "Per task"), ("bandwidth-floor", "Bandwidth floor"),
             ("server-startup", "Server start-up"), ("provenance", "Provenance"), ("calibration", "Calibration")]
 
@@ -72,12 +75,17 @@ def build_context(cfg: Config, results_dir: str | Path, matrix_spec_path: str | 
     data = ReportData.load(cfg, results_dir, allow_stale, source)
     floor, floor_notes = bandwidth.floor_rows(data)
     plot_list = plots.all_plots(data)
+    pareto = {"id": "plot-pareto", "title": "Throughput per GPU against speed per user",
+              "caption": "", "spec": plots.pareto(data), "empty": "no capacity search finished", "section": "capacity"}
+    plot_list.insert(0, pareto)
     flag_list = flags(data, floor)
     for p in plot_list:
         p["json"] = _script_json(p["spec"]) if p["spec"] else None
     return {
         "cfg": cfg, "data": data, "version": servingbench.__version__,
-        "sections": SECTIONS, "matrix": matrix(data), "run_facts": run_facts(data), "arm_facts": arm_facts(data),
+        "sections": SECTIONS, "matrix": matrix(data),
+        "capacity": capacity_rankings(data), "pareto": pareto, "status_words": STATUS_WORDS,
+        "min_interval_n": intervals.MIN_INTERVAL_N, "run_facts": run_facts(data), "arm_facts": arm_facts(data),
         "frameworks": framework_table(data, load_frameworks(matrix_spec_path)),
         "headline": headline(data), "flags": flag_list, "flag_counts": flag_counts(flag_list),
         "tasks": task_tables(data), "latency_metrics": LATENCY, "rate_metrics": RATE, "stats": STATS,

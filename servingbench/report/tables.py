@@ -6,17 +6,10 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
+from servingbench import intervals
 from servingbench.report.data import ReportData
 
 STATS = ("p50", "p90", "p99", "mean")
-# The fewest values a statistic needs before the page prints it: a p90 of fewer than 10 values,
-# or a p99 of fewer than 100, is just the largest value (summary.csv keeps every figure).
-MIN_VALUES = {"p90": 10, "p99": 100}
-
-
-def shown(stat: str, value: float | None, n: float | None) -> float | None:
-    """``value``, or None (printed "—") when its window has too few values for ``stat``."""
-    return value if value is None or n is None or n >= MIN_VALUES.get(stat, 1) else None
 # (metric, heading, unit) of the per-request distributions, in reading order.
 LATENCY = [("ttft_ms", "TTFT", "ms"), ("tpot_ms", "TPOT", "ms"), ("itl_ms", "ITL per token", "ms"),
            ("event_gap_ms", "Event gap", "ms"), ("e2e_ms", "E2E latency", "ms")]
@@ -33,6 +26,7 @@ class TaskRow:
     reason: str
     source: str
     stats: dict[str, dict[str, float | None]] = field(default_factory=dict)  # metric -> stat -> value
+    hidden: dict[str, dict[str, str | None]] = field(default_factory=dict)  # metric -> stat -> why not shown
     values: dict[str, Any] = field(default_factory=dict)  # single figures
 
 
@@ -53,8 +47,13 @@ def task_tables(data: ReportData) -> dict[str, list[TaskRow]]:
                         continue
                     mem = e.doc["memory"]
                     gpu = mem.get("gpu") or {}
+                    seen: set[int] = set()
                     for w in data.windows(e):
                         c = w["concurrency"]
+                        if c in seen:  # run.trials: one row per level, with the figures over its trials
+                            continue
+                        seen.add(c)
+                        w = _over_trials(data, e, w)
                         row = TaskRow(arm, mode, c, "ok", "", data.source(e), values={
                             "model": model,
                             "throughput_req_s": w["throughput_req_s"],
@@ -71,10 +70,27 @@ def task_tables(data: ReportData) -> dict[str, list[TaskRow]]:
                             "energy_per_output_token_j": gpu.get("energy_per_output_token_j"),
                         })
                         for metric, _, _ in LATENCY + RATE:
+                            row.stats[metric] = {s: data.value(e, metric, s, c) for s in STATS}
                             n = data.value(e, metric, "n", c)
-                            row.stats[metric] = {s: shown(s, data.value(e, metric, s, c), n) for s in STATS}
+                            row.hidden[metric] = {s: None if n is None or intervals.shown(int(n), s)
+                                                  else intervals.why_not_shown(int(n), s) for s in STATS}
                         rows.append(row)
         out[task] = rows
+    return out
+
+
+def _over_trials(data: ReportData, e: Any, w: dict[str, Any]) -> dict[str, Any]:
+    """A window's single figures, or their figures over all trials of its level (run.trials > 1)."""
+    if data.cfg.run.trials <= 1 or "trial" not in w:
+        return w
+    c = w["concurrency"]
+    pooled = {k: data.value(e, k, "value", c) for k in ("throughput_req_s", "throughput_output_tok_s", "window_s",
+                                                        "requests", "completed", "failed", "output_tokens_requested_total",
+                                                        "output_tokens_actual_total", "output_tokens_mismatched")}
+    out = dict(w)
+    for k, v in pooled.items():
+        if v is not None:
+            out[k] = int(v) if k in ("requests", "completed", "failed", "output_tokens_mismatched") else v
     return out
 
 

@@ -1,0 +1,161 @@
+"""95% intervals: bootstrap coverage on a known distribution, the t interval over trials, the
+support rules, the capacity interval, and their rows in summary.csv."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from servingbench import intervals
+from servingbench.aggregate import aggregate
+from servingbench.derived import capacity_interval
+from tests.resultsgen import make_config, write_results
+
+
+def test_bootstrap_interval_of_the_median_covers_the_true_median_in_at_least_90_percent_of_trials():
+    """Lognormal(0, 0.6): true median exactly 1. 300 seeded trials of 40 draws each."""
+    rng = np.random.default_rng(2024)
+    covered, widths = 0, []
+    for trial in range(300):
+        sample = rng.lognormal(0.0, 0.6, size=40)
+        lo, hi = intervals.bootstrap(sample, "p50", seed=trial, resamples=1000)
+        covered += lo <= 1.0 <= hi
+        widths.append(hi - lo)
+    assert covered / 300 >= 0.90, covered
+    assert covered / 300 <= 0.99  # an interval that always covers would be too wide to mean anything
+    assert 0.1 < float(np.median(widths)) < 1.0
+
+
+def test_bootstrap_of_the_mean_and_p90_cover_their_true_values():
+    rng = np.random.default_rng(7)
+    true_mean = math.exp(0.6**2 / 2)
+    true_p90 = math.exp(0.6 * 1.2815515655446004)
+    cov_mean = cov_p90 = 0
+    for trial in range(200):
+        sample = rng.lognormal(0.0, 0.6, size=200)
+        lo, hi = intervals.bootstrap(sample, "mean", seed=trial, resamples=1000)
+        cov_mean += lo <= true_mean <= hi
+        lo, hi = intervals.bootstrap(sample, "p90", seed=trial, resamples=1000)
+        cov_p90 += lo <= true_p90 <= hi
+    assert cov_mean / 200 >= 0.90 and cov_p90 / 200 >= 0.88
+
+
+def test_bootstrap_is_reproducible_and_refuses_samples_too_small():
+    rng = random.Random(1)
+    sample = [rng.lognormvariate(0, 1) for _ in range(30)]
+    assert intervals.bootstrap(sample, "p50", seed=5) == intervals.bootstrap(sample, "p50", seed=5)
+    assert intervals.bootstrap(sample, "mean", seed=5) != intervals.bootstrap(sample, "mean", seed=6)
+    assert intervals.seed_for("a", 1) == intervals.seed_for("a", 1) != intervals.seed_for("a", 2)
+    assert intervals.bootstrap(sample[:5], "p50", seed=1) is None  # fewer than 6: no honest 95% interval
+    assert intervals.bootstrap(sample, "p90", seed=1) is not None
+    assert intervals.bootstrap(sample, "p99", seed=1) is None  # p99 needs 100 values
+    assert intervals.shown(100, "p99") and not intervals.shown(99, "p99") and intervals.shown(10, "p90")
+    assert intervals.why_not_shown(3, "p99") == "p99 of 3 values: needs at least 100"
+
+
+def test_t_interval_over_trials_covers_the_mean_and_matches_the_table():
+    assert intervals.t_quantile(1) == 12.706 and intervals.t_quantile(30) == 2.042
+    assert intervals.t_quantile(31) == pytest.approx(2.0395, abs=1e-3)
+    assert intervals.t_quantile(120) == pytest.approx(1.9799, abs=1e-3)
+    rng = random.Random(3)
+    covered = sum(1 for _ in range(2000)
+                  if (ci := intervals.t_interval([rng.gauss(10, 2) for _ in range(3)]))[0] <= 10 <= ci[1])
+    assert 0.93 <= covered / 2000 <= 0.97
+    assert intervals.t_interval([5.0]) is None
+
+
+def test_geomean_interval_over_tasks_covers_the_true_geomean():
+    rng = np.random.default_rng(11)
+    covered = 0
+    for trial in range(100):
+        a, b = rng.lognormal(0, 0.5, 30), rng.lognormal(math.log(4), 0.5, 30)  # medians 1 and 4: geomean 2
+        lo, hi = intervals.bootstrap_geomean([a, b], "p50", seed=trial, resamples=1000)
+        covered += lo <= 2.0 <= hi
+    assert covered >= 88
+
+
+def test_summary_rows_hold_intervals_only_where_the_sample_supports_them(tmp_path: Path):
+    cfg = make_config(device="cpu", arms=("vllm",), tasks=("chat",), requests=12, sweeps=False)
+    results = write_results(cfg, tmp_path / "r")
+    df = aggregate(cfg, results)
+    cell = df[(df.kind == "cell") & (df["mode"] == "stream") & (df.metric == "ttft_ms")].set_index("statistic")["value"]
+    assert cell["p50_ci95_low"] <= cell["p50"] <= cell["p50_ci95_high"]
+    assert cell["mean_ci95_low"] <= cell["mean"] <= cell["mean_ci95_high"]
+    assert "p90_ci95_low" in cell  # 12 >= 10
+    assert "p99_ci95_low" not in cell  # 12 < 100
+    assert (df[df.statistic.str.endswith("_ci95_low")]["unit"] == "ms").all()
+
+
+def test_trials_give_a_figure_over_trials_with_a_t_interval(tmp_path: Path):
+    cfg = make_config(device="cpu", arms=("vllm",), tasks=("chat",), modes=("stream",), requests=8, sweeps=False,
+                      trials=3, cell_concurrency=(1, 4))
+    results = write_results(cfg, tmp_path / "r")
+    df = aggregate(cfg, results)
+    ttft = df[(df.metric == "ttft_ms") & (df.concurrency == 4)]
+    per_trial = ttft[(ttft.statistic == "p50") & ttft.trial.notna()].sort_values("trial")["value"].tolist()
+    assert len(per_trial) == 3
+    pooled = ttft[ttft.trial.isna()].set_index("statistic")["value"]
+    assert pooled["p50"] == pytest.approx(sum(per_trial) / 3)
+    lo, hi = intervals.t_interval(per_trial)
+    assert (pooled["p50_ci95_low"], pooled["p50_ci95_high"]) == pytest.approx((lo, hi))
+    trials = df[(df.metric == "trials") & (df.concurrency == 4)]["value"]
+    assert trials.tolist() == [3.0]
+
+
+def _window(index: int, rate: float, ttfts: list[float | None]) -> tuple[dict, list[dict]]:
+    recs = [{"window": index, "warmup": False, "ttft_ms": t, "e2e_ms": None if t is None else t + 100,
+             "output_tokens": 11, "error": None if t is not None else "timeout"} for t in ttfts]
+    w = {"window": index, "phase": "search", "valid": True, "offered_rate_req_s": rate,
+         "slo": {"s": {"bound_by": []}}}
+    return w, recs
+
+
+def test_capacity_interval_brackets_the_answer_with_sure_verdicts():
+    rng = random.Random(4)
+    fast = lambda: [rng.uniform(10, 50) for _ in range(30)]  # noqa: E731: p50 surely below 100
+    edge = lambda: [rng.uniform(60, 140) for _ in range(30)]  # noqa: E731: p50 near 100, either way
+    slow = lambda: [rng.uniform(150, 300) for _ in range(30)]  # noqa: E731: p50 surely above 100
+    plan = [(1, 1.0, fast()), (2, 2.0, fast()), (3, 4.0, edge()), (4, 8.0, slow()), (5, 6.0, slow())]
+    windows, records = [], []
+    for i, rate, t in plan:
+        w, r = _window(i, rate, t)
+        windows.append(w)
+        records += r
+    doc = {"cell": {"arm": "a"}, "windows": windows,
+           "capacity": {"slos": [{"name": "s", "percentile": 50, "ttft_ms": 100.0}],
+                        "results": {"s": {"capacity_req_s": 4.0, "lowest_failing_req_s": 6.0}}}}
+    assert capacity_interval(doc, records, "s") == (2.0, 6.0)
+    # No window broke it: no upper bound. Broken but never surely: the furthest failing rate.
+    doc["windows"] = windows[:3]
+    assert capacity_interval(doc, records, "s") == (2.0, None)
+    doc["windows"] = windows[:3] + [dict(_window(6, 5.0, edge())[0], slo={"s": {"bound_by": [], "window_met": False}}),
+                                    dict(_window(7, 7.0, edge())[0], slo={"s": {"bound_by": [], "window_met": False}})]
+    records_edge = records + [dict(r, window=6) for r in records if r["window"] == 3] + \
+        [dict(r, window=7) for r in records if r["window"] == 3]
+    assert capacity_interval(doc, records_edge, "s") == (2.0, 7.0)
+    # Failed requests are misses, slower than any limit: half failed at p50 is a sure failure.
+    w, r = _window(9, 3.0, [None] * 20 + [10.0] * 10)
+    doc["windows"] = windows[:2] + [w]
+    doc["capacity"]["results"]["s"] = {"capacity_req_s": 2.0, "lowest_failing_req_s": 3.0}
+    assert capacity_interval(doc, records + r, "s") == (2.0, 3.0)
+
+
+def test_capacity_rows_in_the_summary_carry_the_interval(tmp_path: Path):
+    cfg = make_config(device="cuda", arms=("vllm",), models=["gpt2"], tasks=("chat",), sweeps=False,
+                      capacity=["chat"], gpus=2)
+    results = write_results(cfg, tmp_path / "r")
+    df = aggregate(cfg, results)
+    doc = json.loads((results / "sweeps" / "vllm" / "gpt2" / "capacity-chat.json").read_text())
+    for name, res in doc["capacity"]["results"].items():
+        rows = df[(df.kind == "sweep_capacity") & (df.slo == name)].set_index(["metric", "statistic"])["value"]
+        assert rows[("capacity_req_s", "value")] == pytest.approx(res["capacity_req_s"])
+        assert rows[("capacity_req_s_per_gpu", "value")] == pytest.approx(res["capacity_req_s"] / 2)
+        assert rows[("capacity_req_s", "value_ci95_low")] <= res["capacity_req_s"]
+        if ("capacity_req_s", "value_ci95_high") in rows:
+            assert rows[("capacity_req_s", "value_ci95_high")] >= res["lowest_failing_req_s"]
+        assert rows[("capacity_energy_per_output_token_j", "value")] > 0
