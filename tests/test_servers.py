@@ -228,7 +228,7 @@ def test_capacity_search_on_real_vllm_keeps_every_window_and_brackets_its_answer
         if lo is not None and hi is not None:
             assert lo < hi  # the answer lies between the highest passing and the lowest failing rate
     # A 5 ms median TTFT is beyond this CPU at any load: capacity 0 there, never a made-up rate.
-    assert cap["results"]["strict"]["status"] in ("not_met", "no_data")
+    assert cap["results"]["strict"]["status"] in ("not_met", "below_lowest", "no_data")
     assert cap["results"]["strict"]["capacity_req_s"] in (0.0, None)
 
 
