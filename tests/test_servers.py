@@ -102,12 +102,21 @@ def test_real_cell(cpu_cfg, smollm2_dir, workdir, pool, arm, task, mode):
         if mode == "stream":
             assert 0 < r["ttft_ms"] < r["e2e_ms"], r
             assert r["event_offsets_ms"] == sorted(r["event_offsets_ms"])
+            if arm == "transformers-serve":  # its stream never says how many tokens an event carries
+                assert r["event_tokens"] is None
+            else:  # vLLM's per-chunk usage, the naive server's own counts: every token accounted for
+                assert len(r["event_tokens"]) == len(r["event_offsets_ms"])
+                assert sum(r["event_tokens"]) == r["output_tokens"], r
         else:
             assert r["ttft_ms"] is None
     for w in result["windows"]:
         assert w["failed"] == 0 and w["output_tokens_mismatched"] == 0
         assert w["throughput_req_s"] > 0 and w["throughput_output_tok_s"] > 0
         assert (w["ttft_ms"] is not None) == (mode == "stream")
+        if mode == "stream":  # ITL per token where the stream said its tokens per event, else said unknown
+            assert w["event_gap_ms"] is not None
+            assert (w["itl_ms"] is None) == (arm == "transformers-serve")
+            assert w["itl_unknown_requests"] == (w["completed"] if arm == "transformers-serve" else 0)
     mem = result["memory"]
     assert mem["host_rss_peak_bytes"] > 50 * 2**20 and mem["gpu"] is None and "CPU" in mem["gpu_unavailable_reason"]
     assert result["provenance"]["framework_version"]
@@ -174,6 +183,9 @@ def test_vllm_server_ttft_agrees_with_client(cpu_cfg, smollm2_dir, workdir, pool
     assert w["server_ttft_ms_mean"] is not None
     # The client's TTFT includes the HTTP hop and detokenisation: never below the server's view.
     assert w["ttft_ms"]["mean"] >= 0.9 * w["server_ttft_ms_mean"]
+    # vLLM's own inter-token histogram beside the client's per-token ITL: the same decode steps.
+    assert w["server_itl_ms_mean"] is not None and w["itl_ms"] is not None
+    assert w["itl_ms"]["mean"] == pytest.approx(w["server_itl_ms_mean"], rel=0.5)
 
 
 @pytest.mark.parametrize("kind", ["concurrency", "context"])

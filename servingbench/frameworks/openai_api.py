@@ -13,6 +13,7 @@ from typing import Any, Mapping
 from servingbench.frameworks.base import (
     TOKENS_FROM_SERVER,
     TOKENS_UNKNOWN,
+    Adapter,
     Completion,
     StreamReader,
     StreamUpdate,
@@ -155,3 +156,18 @@ class OpenAIStreamReader(StreamReader):
             finish_reason=self._finish,
             error=self._error,
         )
+
+
+class UsagePerEventAdapter(Adapter):
+    """Base of adapters whose OpenAI-compatible server streams usage on every chunk when asked
+    (vLLM, SGLang): answers and streams are read here, with per-event token counts, and the
+    server's Prometheus metrics are on ``/metrics``."""
+
+    def parse_response(self, status: int, headers: Mapping[str, str], body: bytes) -> Completion:
+        return parse_completion(status, headers, body)
+
+    def stream_reader(self) -> StreamReader:
+        return OpenAIStreamReader(usage_per_event=True)
+
+    def server_metrics_path(self) -> str | None:
+        return "/metrics"

@@ -28,10 +28,9 @@ stack is of 2023): ``profile: seed`` is refused, at config validation and here.
 from __future__ import annotations
 
 import sys
-from typing import Mapping
 
 from servingbench.frameworks import openai_api
-from servingbench.frameworks.base import Adapter, Completion, HttpRequest, Launch, StreamReader
+from servingbench.frameworks.base import HttpRequest, Launch
 from servingbench.spec import GenerationParams, PromptItem, ServerSpec
 
 NOT_IN_SEED = ("SGLang did not exist in the seed era (first release 0.1.3, January 2024; the seed stack "
@@ -43,7 +42,7 @@ def require_current(server: ServerSpec) -> None:
         raise ValueError(f"{server.arm}: {NOT_IN_SEED}")
 
 
-class SGLangAdapter(Adapter):
+class SGLangAdapter(openai_api.UsagePerEventAdapter):
     name = "sglang"
     framework = "sglang"
     can_force_output_length = True
@@ -91,15 +90,6 @@ class SGLangAdapter(Adapter):
             body["ignore_eos"] = True
             body["min_tokens"] = output_tokens
         return HttpRequest("POST", self.route, body)
-
-    def parse_response(self, status: int, headers: Mapping[str, str], body: bytes) -> Completion:
-        return openai_api.parse_completion(status, headers, body)
-
-    def stream_reader(self) -> StreamReader:
-        return openai_api.OpenAIStreamReader(usage_per_event=True)
-
-    def server_metrics_path(self) -> str | None:
-        return "/metrics"
 
 
 ADAPTER = SGLangAdapter()

@@ -20,10 +20,10 @@ import functools
 import importlib.metadata
 import re
 import sys
-from typing import Any, Mapping
+from typing import Any
 
 from servingbench.frameworks import openai_api
-from servingbench.frameworks.base import Adapter, Completion, HttpRequest, Launch, StreamReader
+from servingbench.frameworks.base import HttpRequest, Launch
 from servingbench.spec import GenerationParams, PromptItem, ServerSpec
 
 # Automatic prefix caching came in vLLM 0.4.0 (`--enable-prefix-caching`, off by default); from
@@ -67,7 +67,7 @@ def prefix_caching_flags(server: ServerSpec, version: tuple[int, ...] | None) ->
     return [] if version is not None and version < NO_FLAG_SINCE else ["--no-enable-prefix-caching"]
 
 
-class VLLMAdapter(Adapter):
+class VLLMAdapter(openai_api.UsagePerEventAdapter):
     name = "vllm"
     framework = "vllm"
     can_force_output_length = True
@@ -110,15 +110,6 @@ class VLLMAdapter(Adapter):
             if server.profile != "seed":
                 body["min_tokens"] = output_tokens
         return HttpRequest("POST", openai_api.COMPLETIONS, body)
-
-    def parse_response(self, status: int, headers: Mapping[str, str], body: bytes) -> Completion:
-        return openai_api.parse_completion(status, headers, body)
-
-    def stream_reader(self) -> StreamReader:
-        return openai_api.OpenAIStreamReader(usage_per_event=True)
-
-    def server_metrics_path(self) -> str | None:
-        return "/metrics"
 
     def requested_settings(self, server: ServerSpec) -> dict[str, Any]:
         return {"prefix_caching": server.prefix_caching}
