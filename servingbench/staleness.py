@@ -16,9 +16,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from servingbench.config import Config, cell_spec, concurrency_sweep_spec, context_sweep_spec
+from servingbench.config import Config, capacity_sweep_spec, cell_spec, concurrency_sweep_spec, context_sweep_spec
 
-NOT_COMPARED = ("config_hash", "server.model_dir")
+# capacity.slos: a search made at other SLO limits is kept and flagged by the report
+# ("capacity at another SLO"), not refused.
+NOT_COMPARED = ("config_hash", "server.model_dir", "capacity.slos")
 COMPARED_WHEN_RECORDED = ("server.image",)  # "" in the file: no container was named
 
 
@@ -32,6 +34,8 @@ def expected_spec(cfg: Config, kind: str, arm: str, model: str, task: str, mode:
         spec = concurrency_sweep_spec(cfg, arm, model)
     elif kind == "sweep_context":
         spec = context_sweep_spec(cfg, arm, model)
+    elif kind == "sweep_capacity":
+        spec = capacity_sweep_spec(cfg, arm, model, task)
     else:
         spec = cell_spec(cfg, arm, model, task, mode)
     return json.loads(spec.to_json())
