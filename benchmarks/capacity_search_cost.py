@@ -39,7 +39,8 @@ def run_searches(config: Path) -> tuple[Path, float]:
         src = ROOT / "models" / model
         if not src.is_dir():
             raise SystemExit(f"{src}: prepare the model first (servingbench prepare-model, or the CPU demo)")
-        os.symlink(src.resolve(), work / "models" / model)
+        for prepared in (src, *(ROOT / "models").glob(f"{model}.gguf*")):  # the llamacpp arm's GGUF too
+            os.symlink(prepared.resolve(), work / "models" / prepared.name)
     tasks = cfg["sweeps"]["capacity"]["tasks"]
     targets = [f"results/sweeps/{arm}/{model}/capacity-{task}.json"
                for arm in cfg["frameworks"] for model in cfg["models"] for task in tasks]
@@ -47,8 +48,11 @@ def run_searches(config: Path) -> tuple[Path, float]:
             "--directory", str(work), "--configfile", str(work / "config.yaml")]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
            "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    workloads = [f"results/workloads/{model}/{task}.jsonl" for model in cfg["models"] for task in tasks]
-    subprocess.run(base[:3] + workloads + base[3 + len(targets):], cwd=work, env=env, check=True, capture_output=True)
+    # Untimed: what the searches read (workloads, and a GGUF the llamacpp arm would otherwise convert).
+    prep = [f"results/workloads/{model}/{task}.jsonl" for model in cfg["models"] for task in tasks]
+    if any(arm.get("framework") == "llamacpp" for arm in cfg["frameworks"].values()):
+        prep += [f"models/{model}.gguf" for model in cfg["models"]]
+    subprocess.run(base[:3] + prep + base[3 + len(targets):], cwd=work, env=env, check=True, capture_output=True)
     t0 = time.perf_counter()
     res = subprocess.run(base, cwd=work, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
