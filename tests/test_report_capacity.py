@@ -139,6 +139,7 @@ def test_a_capacity_searched_at_another_slo_is_flagged(gpu_cfg, tmp_path: Path):
     results = write_results(gpu_cfg, tmp_path / "results")
     stricter = gpu_cfg.model_copy(update={"slo": {**gpu_cfg.slo, "interactive": gpu_cfg.slo["interactive"].model_copy(
         update={"ttft_ms": 250.0})}})
+    # Kept, not refused as stale (staleness.NOT_COMPARED): each says what it was searched for.
     flags = build_context(stricter, results)["flags"]
     stale = [f for f in flags if f.what == "capacity at another SLO"]
     assert len(stale) == 3 and "rerun the search" in stale[0].detail
