@@ -126,7 +126,7 @@ def breakdown(lines: list[tuple[float, str]], total_s: float, work: Path) -> dic
     for j in jobs:
         d = j["end"] - j["start"]
         rule = j["rule"]
-        if rule.startswith(("measure_", "sweep_")):
+        if rule.startswith(("measure_", "sweep_", "capacity_")):
             arm = j["wildcards"].get("arm", rule)
             arms[arm]["jobs"] += 1
             arms[arm]["job_s"] += d

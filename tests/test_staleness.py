@@ -54,3 +54,18 @@ def test_stale_sweeps_are_found_too(tmp_path):
     assert "sweeps/vllm/smollm2-135m/concurrency.json: concurrency_levels: [1, 2, 4] in the file, [1, 2, 8]" in msg
     entries = load_results(other, tmp_path / "results", allow_stale=True)
     assert [e.kind for e in entries if e.stale] == ["sweep_concurrency"]
+
+
+def test_a_capacity_search_is_compared_with_the_capacity_spec():
+    """Found by the CPU demo: every capacity-qa.json was called stale against a *cell* spec
+    (kind, requests), so aggregate refused a run whose settings had not changed."""
+    import json as _json
+    from pathlib import Path as _Path
+
+    from servingbench.config import capacity_sweep_spec, load_config
+    from servingbench.staleness import differences, expected_spec
+
+    cfg = load_config(_Path(__file__).resolve().parent.parent / "configs" / "cpu.yaml")
+    task = cfg.sweeps.capacity.tasks[0]
+    recorded = _json.loads(capacity_sweep_spec(cfg, "llamacpp", "smollm2-135m", task).to_json())
+    assert differences(recorded, expected_spec(cfg, "sweep_capacity", "llamacpp", "smollm2-135m", task, "stream")) == []
