@@ -115,8 +115,8 @@ def test_real_cell(cpu_cfg, smollm2_dir, workdir, pool, arm, task, mode):
         assert (w["ttft_ms"] is not None) == (mode == "stream")
         if mode == "stream":  # ITL per token where the stream said its tokens per event, else said unknown
             assert w["event_gap_ms"] is not None
-            assert (w["itl_ms"] is None) == (arm == "transformers-serve")
-            assert w["itl_unknown_requests"] == (w["completed"] if arm == "transformers-serve" else 0)
+            assert (w["itl_ms"] is None) == (arm in ("transformers-serve", "llamacpp"))
+            assert w["itl_unknown_requests"] == (w["completed"] if arm in ("transformers-serve", "llamacpp") else 0)
     mem = result["memory"]
     assert mem["host_rss_peak_bytes"] > 50 * 2**20 and mem["gpu"] is None and "CPU" in mem["gpu_unavailable_reason"]
     assert result["provenance"]["framework_version"]
