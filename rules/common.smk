@@ -40,13 +40,16 @@ wildcard_constraints:
 
 
 def cell_targets():
-    return expand(f"{RESULTS}/cells/{{arm}}/{{model}}/{{task}}/{{mode}}.json",
-                  arm=ARMS, model=MODELS, task=TASKS, mode=MODES)
+    # An arm may run only some tasks (frameworks.ARM.tasks: e.g. a prefix-caching twin of an arm).
+    return [f"{RESULTS}/cells/{arm}/{model}/{task}/{mode}.json"
+            for arm in ARMS for model in MODELS for task in sbc.arm_tasks(CFG, arm) for mode in MODES]
 
 
 def sweep_targets():
-    return expand(f"{RESULTS}/sweeps/{{arm}}/{{model}}/{{sweep}}.json", arm=ARMS, model=MODELS, sweep=SWEEPS) + \
-        expand(f"{RESULTS}/sweeps/{{arm}}/{{model}}/capacity-{{task}}.json", arm=ARMS, model=MODELS, task=CAPACITY_TASKS)
+    return expand(f"{RESULTS}/sweeps/{{arm}}/{{model}}/{{sweep}}.json", arm=sbc.sweep_arms(CFG), model=MODELS,
+                  sweep=SWEEPS) + \
+        expand(f"{RESULTS}/sweeps/{{arm}}/{{model}}/capacity-{{task}}.json", arm=sbc.sweep_arms(CFG), model=MODELS,
+               task=CAPACITY_TASKS)
 
 
 # Models and workloads are cheap: build them all before any server starts, so that the
@@ -92,6 +95,12 @@ def get_model_params(wildcards):
     """What defines a prepared model dir: a change reruns prepare_model (and what follows)."""
     return json.dumps({"model": CFG.models[wildcards.model].model_dump(), "weights": CFG.weights},
                       sort_keys=True)
+
+
+def get_trace_file(wildcards):
+    """A trace task's trace file: an input of its workload, so that editing the trace rebuilds it."""
+    task = CFG.tasks.get(wildcards.task)
+    return [str(task.trace_path)] if getattr(task, "workload", "") == "trace" else []
 
 
 def get_workload_params(wildcards):

@@ -4,6 +4,7 @@
 rule build_workload:
     input:
         model="models/{model}",
+        trace=get_trace_file,
     output:
         "results/workloads/{model}/{task}.jsonl",
     wildcard_constraints:

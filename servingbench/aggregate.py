@@ -19,18 +19,19 @@ from typing import Any, Iterator
 import pandas as pd
 
 from servingbench import derived, fields
-from servingbench.config import REPO_ROOT, Config, context_lengths
+from servingbench.config import REPO_ROOT, Config, arm_tasks, context_lengths, sweep_arms
 from servingbench.results import (
     CELL_SCHEMA, FAILURE_SCHEMA, atomic_write_bytes, atomic_write_text, capacity_path, cell_path, failure_path,
     sweep_path,
 )
+from servingbench.workload_table import UNITS as WORKLOAD_UNITS, workload_rows
 
 SCHEMA_DIR = REPO_ROOT / "schemas"
 COLUMNS = ["framework", "model", "task", "mode", "kind", "concurrency", "prompt_tokens_target",
            "metric", "statistic", "value", "unit", "status", "reason", "weights", "device", "source",
-           "trial", "slo"]
+           "trial", "slo", "turn"]
 # Added after the first summaries were written: a summary without them reads as all-NA.
-OPTIONAL_COLUMNS = ("trial", "slo")
+OPTIONAL_COLUMNS = ("trial", "slo", "turn")
 STATS = ("mean", "p50", "p90", "p99", "min", "max", "n")
 # Window entries summarised per request (stats objects) and single figures, in display order.
 WINDOW_STATS = ("ttft_ms", "tpot_ms", "itl_ms", "event_gap_ms", "tokens_per_event", "e2e_ms", "output_tok_s",
@@ -64,6 +65,8 @@ def unit_of(metric: str) -> str:
         return fields.unit(metric)
     if metric in _UNITS:
         return _UNITS[metric]
+    if metric in WORKLOAD_UNITS:
+        return WORKLOAD_UNITS[metric]
     for suffix, unit in _SUFFIX_UNITS:
         if metric.endswith(suffix):
             return unit
@@ -114,10 +117,12 @@ def expected_entries(cfg: Config, results_dir: str | Path) -> list[Entry]:
         for model in cfg.models:
             common = dict(arm=arm, framework=arm_spec.framework, model=model,
                           weights=cfg.weights, device=cfg.device)
-            for task in cfg.tasks:
+            for task in arm_tasks(cfg, arm):
                 for mode in cfg.modes:
                     out.append(Entry(kind="cell", task=task, mode=mode,
                                      path=cell_path(results_dir, arm, model, task, mode), **common))
+            if arm not in sweep_arms(cfg):
+                continue
             conc = cfg.sweeps.concurrency
             if conc is not None:
                 out.append(Entry(kind="sweep_concurrency", task=conc.task, mode=conc.mode,
@@ -283,13 +288,14 @@ def tidy(entries: list[Entry], results_dir: str | Path, cfg: Config | None = Non
         reason = f"stale: {e.stale}" if e.stale else e.reason
         base = dict(framework=e.arm, model=e.model, task=e.task, mode=e.mode, kind=e.kind,
                     status=e.status, reason=reason, weights=e.weights, device=e.device,
-                    source=e.source(results_dir), trial=None, slo=None)
+                    source=e.source(results_dir), trial=None, slo=None, turn=None)
         if e.doc is None:
-            rows.append(dict(base, concurrency=None, prompt_tokens_target=None, metric="",
+            rows.append(dict(base, concurrency=None, prompt_tokens_target=None, turn=None, metric="",
                              statistic="", value=None, unit=""))
             continue
-        for conc, target, trial, metric, stat, value in _metric_rows(e.doc):
-            rows.append(dict(base, concurrency=conc, prompt_tokens_target=target, trial=trial, metric=metric,
+        both = [(c, t, tr, None, m, s, v) for c, t, tr, m, s, v in _metric_rows(e.doc)] + list(workload_rows(e.doc))
+        for conc, target, trial, turn, metric, stat, value in both:
+            rows.append(dict(base, concurrency=conc, prompt_tokens_target=target, trial=trial, turn=turn, metric=metric,
                              statistic=stat, value=None if value is None else float(value),
                              unit="count" if stat == "n" else unit_of(metric)))
         records = read_requests(e)
@@ -300,7 +306,7 @@ def tidy(entries: list[Entry], results_dir: str | Path, cfg: Config | None = Non
         for row in extra:
             rows.append({**base, **row, "value": float(row["value"]), "unit": unit_of(row["metric"])})
     df = pd.DataFrame(rows, columns=COLUMNS)
-    for col in ("concurrency", "prompt_tokens_target", "trial"):
+    for col in ("concurrency", "prompt_tokens_target", "trial", "turn"):
         df[col] = df[col].astype("Int64")
     df["value"] = df["value"].astype("float64")
     return df
@@ -340,14 +346,15 @@ def read_summary(path: str | Path) -> pd.DataFrame:
     else:
         df = pd.read_csv(path, dtype={"reason": "string", "metric": "string", "statistic": "string",
                                       "unit": "string", "source": "string"}, keep_default_na=False,
-                         na_values={"value": [""], "concurrency": [""], "prompt_tokens_target": [""], "trial": [""]})
+                         na_values={"value": [""], "concurrency": [""], "prompt_tokens_target": [""], "trial": [""],
+                                    "turn": [""]})
     for col in OPTIONAL_COLUMNS:
         if col not in df.columns:
             df[col] = pd.NA
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"{path}: not a servingbench summary (no column {', '.join(missing)})")
-    for col in ("concurrency", "prompt_tokens_target", "trial"):
+    for col in ("concurrency", "prompt_tokens_target", "trial", "turn"):
         df[col] = df[col].astype("Int64")
     df["slo"] = df["slo"].replace("", pd.NA).astype("string")
     return df

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator
 
 import httpx
 
-from servingbench import provenance
+from servingbench import arrivals, conversations, prefix_cache, provenance
 from servingbench.client import LoadClient, RequestRecord, WindowPlan
 from servingbench.errors import UserError
 from servingbench.frameworks import get_adapter
@@ -45,6 +45,7 @@ from servingbench.results import (
     server_log_path,
 )
 from servingbench.spec import CellSpec, PromptItem, read_workload
+from servingbench.workload_metrics import workload_summary
 
 
 class CellFailed(RuntimeError):
@@ -181,16 +182,10 @@ def _cycle(items: list[PromptItem]) -> Iterator[PromptItem]:
 
 async def server_timings(client: httpx.AsyncClient, adapter: Adapter) -> dict[str, tuple[float, float]]:
     """One scrape of the server's own timing histograms: figure -> (sum seconds, count)."""
-    path = adapter.server_metrics_path()
-    if not path or not adapter.server_timing_histograms:
+    if not adapter.server_timing_histograms:
         return {}
-    try:
-        resp = await client.get(path)
-    except httpx.HTTPError:
-        return {}
-    if resp.status_code != 200:
-        return {}
-    return adapter.server_side_timings(resp.text)
+    text = await prefix_cache.metrics_page(client, adapter.server_metrics_path())
+    return adapter.server_side_timings(text) if text is not None else {}
 
 
 def server_means_ms(before: dict[str, tuple[float, float]],
@@ -205,6 +200,10 @@ def server_means_ms(before: dict[str, tuple[float, float]],
 
 def plan_windows(spec: CellSpec, items: list[PromptItem]) -> list[tuple[WindowPlan, WindowPlan | None]]:
     """(measured window, its warm-up) pairs. Context sweeps: one window per prompt length."""
+    if spec.workload == "multiturn":
+        return conversations.plan_windows(spec, items)
+    if spec.workload == "trace":
+        return arrivals.plan_windows(spec, items)
     stream = spec.mode == "stream"
     plans: list[tuple[WindowPlan, WindowPlan | None]] = []
     if spec.kind == "sweep_context":
@@ -242,22 +241,29 @@ async def _measure(spec: CellSpec, adapter: Adapter, base_url: str, items: list[
     max_conn = max(spec.concurrency_levels)
     async with LoadClient(base_url, adapter, spec.server, spec.generation, spec.output_length_policy,
                           spec.request_timeout_s, max_connections=max_conn,
-                          count_tokens=TokenCounter(spec.server.model_dir)) as client:
+                          count_tokens=TokenCounter(spec.server.model_dir),
+                          keep_text=spec.workload == "multiturn") as client:
         for meas, warm in plan_windows(spec, items):
             if warm is not None:  # a long warm-up (thousands of requests) shows its progress too
                 warm_progress = Progress(f"{spec.cell_id()} warm-up", len(warm.items), progress.out, after_s=5.0)
                 await client.run_window(warm, on_done=warm_progress.update)
                 warm_progress.close()
             before = await server_timings(client.http, adapter)
+            cache_before = await prefix_cache.prefix_cache_totals(client.http, adapter.server_metrics_path())
             recs, window_s = await client.run_window(meas, on_done=progress.update)
             after = await server_timings(client.http, adapter)
+            cache_after = await prefix_cache.prefix_cache_totals(client.http, adapter.server_metrics_path())
             summary = window_summary(recs, window_s, meas.concurrency, meas.stream, meas.prompt_tokens_target)
             summary.update(server_means_ms(before, after))
             summary.update(server_timing_means(adapter, recs, summary.get("server_ttft_ms_mean")))
             if spec.trials > 1:
                 summary["trial"] = meas.trial
+            summary.update(workload_summary(recs, cache_before, cache_after))
             windows.append(summary)
             records.extend(recs)
+            late = arrivals.behind(summary.get("arrivals"), spec.max_lateness_ms)
+            if late is not None:
+                raise CellFailed(spec.cell_id(), "client_behind", late, requests=request_counts(windows))
             lost = await server_lost(client.http, adapter, alive) if summary["failed"] or not alive() else None
             if lost is not None:
                 counts = request_counts(windows)
@@ -413,7 +419,7 @@ def run_cell(spec: CellSpec, workload: str | Path, out_path: str | Path, results
     items = _read_items(workload)  # bad input never starts a server
     check_writable(out_path, log_path, need_bytes=records_bytes(spec))
     failure_path(out_path).unlink(missing_ok=True)
-    adapter = get_adapter(spec.arm)
+    adapter = get_adapter(spec.server.adapter_name)
     gpu = GPU() if spec.server.device == "cuda" else None
     started_at = provenance.now_iso()
     handle: ServerHandle | None = None
@@ -422,6 +428,7 @@ def run_cell(spec: CellSpec, workload: str | Path, out_path: str | Path, results
         handle = provider(adapter, spec, log_path)
         after_load = gpu.used_bytes() if gpu and gpu.available else None
         settings = _checked_settings(adapter, spec, handle.proc)
+        cache_emptied = _empty_reused_cache(adapter, spec, handle)
         monitor = Monitor(lambda: handle.proc.pid, gpu, spec.monitor_interval_s).start()
         capacity = None
         try:
@@ -447,6 +454,9 @@ def run_cell(spec: CellSpec, workload: str | Path, out_path: str | Path, results
                 "pid": handle.proc.pid, "command": handle.proc.command(), "log": str(log_path),
                 "server_settings": {"gpu_memory_utilization": spec.server.gpu_memory_utilization,
                                     "prefix_caching": spec.server.prefix_caching,
+                                    "prefix_cache_supported": adapter.prefix_cache_unavailable(
+                                        spec.server.server_args) is None,
+                                    "prefix_cache_emptied": cache_emptied,
                                     "server_args": redact_argv(spec.server.server_args),
                                     "model_server_args": redact_argv(spec.server.model_server_args), **settings},
             },
@@ -527,6 +537,23 @@ def write_result(spec: CellSpec, out_path: Path, result: dict[str, Any], rows: l
     where = (f"its {len(rows)} measured request records and its result are kept in {kept}" if kept else
              f"its measured records could not be kept anywhere (tried {', '.join(map(str, rescue_roots()))})")
     raise CellFailed(spec.cell_id(), "write_failed", f"{error}; {where}", requests=counts, kept=kept)
+
+
+def _empty_reused_cache(adapter: Adapter, spec: CellSpec, handle: ServerHandle) -> bool | None:
+    """A reused server with prefix caching on starts the cell with an empty cache (True). A pooled
+    server that cannot be emptied fails the cell; an external one (``measure``) is used as it is
+    (False, and the report says so). None: caching off or a fresh server, nothing to empty."""
+    if not spec.server.prefix_caching or not handle.reused:
+        return None
+
+    async def empty() -> str | None:
+        async with httpx.AsyncClient(base_url=handle.proc.base_url, trust_env=False) as client:
+            return await prefix_cache.empty_prefix_cache(client, adapter, spec.server)
+
+    why = asyncio.run(empty())
+    if why is not None and handle.release is not None:
+        raise CellFailed(spec.cell_id(), "error", f"cannot empty the prefix cache of the reused server: {why}")
+    return why is None
 
 
 def interrupt_signal(exc: BaseException) -> tuple[int, str | None]:

@@ -179,7 +179,7 @@ def cmd_prepare_gguf(a: argparse.Namespace) -> int:
 
 @command
 def cmd_build_workload(a: argparse.Namespace) -> int:
-    from servingbench import workloads
+    from servingbench import build_workloads, workloads
 
     cfg = _load(a.config)
     model_dir = a.model_dir or f"models/{a.model}"
@@ -189,13 +189,21 @@ def cmd_build_workload(a: argparse.Namespace) -> int:
     if a.task == "context":
         workloads.build_context_workload(cfg, a.model, model_dir, a.out)
     else:
-        workloads.build_workload(cfg, a.model, a.task, model_dir, a.out)
+        build_workloads.build_workload(cfg, a.model, a.task, model_dir, a.out)
     return 0
 
 
 def _results_folder(path: str) -> None:
     if not Path(path).is_dir():
         raise UserError(f"--results {path}: no such folder; give the results folder of a run (default: results)")
+
+
+@command
+def cmd_convert_trace(a: argparse.Namespace) -> int:
+    from servingbench.trace import convert_mooncake
+
+    print(f"{a.out}: {convert_mooncake(a.src, a.out, a.max_requests)} requests")
+    return 0
 
 
 @command
@@ -284,6 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", required=True, help="a task name, or 'context' for the context-length sweep")
     p.add_argument("--model-dir")
     p.add_argument("--out", required=True)
+    p = sub.add_parser("convert-trace", help="convert a Mooncake trace (JSONL) to servingbench's trace format")
+    p.add_argument("src", help="Mooncake trace: timestamp, input_length, output_length, hash_ids per line")
+    p.add_argument("--out", required=True, help="servingbench trace to write")
+    p.add_argument("--max-requests", type=int, help="only the first N lines")
     for name, help_ in (("aggregate", "build results/summary.csv"), ("report", "render report/index.html")):
         p = sub.add_parser(name, help=help_)
         p.add_argument("--config", default="config.yaml")

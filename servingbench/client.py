@@ -25,7 +25,7 @@ import random
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Awaitable, Callable, Iterable
 
 import httpx
 
@@ -68,13 +68,44 @@ class RequestRecord:
     error: str | None = None
     finish_reason: str | None = None
     server_timing: dict[str, float] = field(default_factory=dict)
+    # What the workload says about the request, where it applies (servingbench.task_kinds): its
+    # conversation or trace session, turn (from 1), shared-prefix group and whether an earlier
+    # request of the window sent that prefix; for scheduled arrivals, the scheduled offset from
+    # the window's start and how late it was dispatched; in conversations, the answer's text.
+    session: str | None = None
+    turn: int | None = None
+    prefix_group: str | None = None
+    prefix_seen: bool | None = None
+    scheduled_ms: float | None = None
+    lateness_ms: float | None = None
+    output_text: str | None = None
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        for key in WORKLOAD_FIELDS:  # absent rather than null where the workload has no such thing
+            if data[key] is None:
+                del data[key]
+        return data
+
+    def mark_schedule(self, due_ns: int, start_ns: int) -> None:
+        """Record a scheduled request's offset from its window's start and its lateness (dispatch
+        minus due time; None when it was never dispatched)."""
+        self.scheduled_ms = (due_ns - start_ns) / NS_PER_MS
+        self.lateness_ms = (self.dispatch_ns - due_ns) / NS_PER_MS if self.dispatch_ns else None
+
+    def label(self, item: PromptItem) -> None:
+        """Copy the workload's labels of ``item`` (its ``extra`` keys of the same names)."""
+        for key in ITEM_LABELS:
+            if key in item.extra:
+                setattr(self, key, item.extra[key])
+
+
+ITEM_LABELS = ("session", "turn", "prefix_group", "prefix_seen")
+WORKLOAD_FIELDS = ITEM_LABELS + ("scheduled_ms", "lateness_ms", "output_text")
 
 
 @dataclass
@@ -91,9 +122,15 @@ class WindowPlan:
     burstiness: float = 1.0  # open loop: 1 = Poisson, else gamma gaps of this shape (arrival_offsets)
     trial: int = 0  # run.trials: which repetition of this concurrency level
     prompt_tokens_target: int | None = None  # context sweep: the prompt length of this window
+    # A workload's own schedule (conversations, trace replay) instead of the closed or open loop:
+    # called as scheduler(plan, one, fail); see LoadClient.run_window.
+    scheduler: "Scheduler | None" = None
 
 
 TokenCounter = Callable[[str], "int | None"]
+Send = Callable[[PromptItem, int], Awaitable[RequestRecord]]
+Fail = Callable[[PromptItem, str], RequestRecord]
+Scheduler = Callable[[WindowPlan, Send, Fail], Awaitable[None]]
 TRANSPORTS = ("auto", "http1", "httpx")
 
 
@@ -162,7 +199,7 @@ class LoadClient:
 
     def __init__(self, base_url: str, adapter: Adapter, server: ServerSpec, gen: GenerationParams,
                  policy: str, timeout_s: float, max_connections: int = 256,
-                 count_tokens: TokenCounter | None = None, transport: str = "auto") -> None:
+                 count_tokens: TokenCounter | None = None, transport: str = "auto", keep_text: bool = False) -> None:
         self.base_url = base_url.rstrip("/")
         self.adapter = adapter
         self.server = server
@@ -170,6 +207,7 @@ class LoadClient:
         self.policy = policy
         self.timeout_s = timeout_s
         self.count_tokens = count_tokens
+        self.keep_text = keep_text  # records carry the answer text (a conversation's next turn needs it)
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         #: httpx client on the same server: the httpx transport's requests, and the unmeasured
         #: calls (the server's /metrics, health checks) that cells make between windows.
@@ -234,6 +272,8 @@ class LoadClient:
 
     def _finish(self, rec: RequestRecord, done: Completion) -> RequestRecord:
         self._take(rec, done)
+        if self.keep_text and rec.error is None:
+            rec.output_text = done.text
         if rec.error is None and rec.output_tokens is None and self.count_tokens and done.text:
             counted = self.count_tokens(done.text)
             if counted is not None:
@@ -338,16 +378,31 @@ class LoadClient:
         records: list[RequestRecord] = []
         start = time.perf_counter_ns()
 
-        async def one(item: PromptItem, scheduled_ns: int) -> None:
+        def record(item: PromptItem, error: str | None = None) -> RequestRecord:
             rec = RequestRecord(prompt_id=item.id, window=plan.window, concurrency=plan.concurrency,
-                                warmup=plan.warmup)
-            await self.send(item, plan.stream, rec)
-            rec.queue_ms = max(0.0, (rec.dispatch_ns - scheduled_ns) / NS_PER_MS) if rec.dispatch_ns else 0.0
+                                warmup=plan.warmup, error=error)
+            rec.label(item)
+            return rec
+
+        def done(rec: RequestRecord) -> RequestRecord:
             records.append(rec)
             if on_done is not None:
                 on_done(rec)
+            return rec
 
-        if plan.request_rate > 0:
+        async def one(item: PromptItem, scheduled_ns: int) -> RequestRecord:
+            rec = record(item)
+            await self.send(item, plan.stream, rec)
+            rec.queue_ms = max(0.0, (rec.dispatch_ns - scheduled_ns) / NS_PER_MS) if rec.dispatch_ns else 0.0
+            return done(rec)
+
+        def fail(item: PromptItem, reason: str) -> RequestRecord:
+            """A request the schedule could not send (a conversation whose earlier turn failed)."""
+            return done(record(item, reason))
+
+        if plan.scheduler is not None:
+            await plan.scheduler(plan, one, fail)
+        elif plan.request_rate > 0:
             await self._open_loop(plan, one)
         else:
             await self._closed_loop(plan, one)
@@ -375,9 +430,10 @@ class LoadClient:
                 in_flight[0] += 1
                 self.peak_in_flight = max(self.peak_in_flight, in_flight[0])
                 try:
-                    await one(item, scheduled)
+                    rec = await one(item, scheduled)
                 finally:
                     in_flight[0] -= 1
+            rec.mark_schedule(scheduled, t0)  # achieved against scheduled; the slot wait counts as late
 
         offsets = arrival_offsets(len(plan.items), plan.request_rate, plan.burstiness, plan.seed)
         for item, offset in zip(plan.items, offsets):

@@ -10,12 +10,14 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
+from servingbench.dummy_vocab import min_dummy_vocab
 from servingbench.errors import UserError
+from servingbench import task_kinds
 from servingbench.frameworks import get_adapter, known_arms
 from servingbench.redaction import find_credentials
 from servingbench.slo import min_samples
@@ -79,13 +81,6 @@ def _check_names(section: str, value: Any) -> Any:
     return value
 
 
-def _check_range(name: str, rng: TokenRange) -> TokenRange:
-    lo, hi = rng
-    if lo < 1 or hi < lo:
-        raise ValueError(f"{name} must be [min, max] with 1 <= min <= max (got {list(rng)})")
-    return rng
-
-
 class Arm(_Strict):
     framework: Literal["transformers", "tgi", "vllm", "sglang", "llamacpp"]
     adapter: str | None = None  # defaults to the arm's own name
@@ -97,6 +92,8 @@ class Arm(_Strict):
     image: str | None = None  # overrides containers/images.yaml for this arm
     max_batch_tokens: int = Field(default=0, ge=0)
     gpus: int = Field(default=1, ge=1)  # GPUs one server of this arm uses: capacity is reported per GPU
+    prefix_caching: bool | None = None  # this arm's server setting; None: run.prefix_caching
+    tasks: list[str] | None = None  # only these tasks' cells, and no sweeps; None: every task and sweep
 
     @field_validator("image")
     @classmethod
@@ -157,14 +154,17 @@ class Model(_Strict):
         return int(self.architecture["max_position_embeddings"])
 
 
-class Task(_Strict):
-    input_tokens: TokenRange
-    output_tokens: TokenRange
+class Task(task_kinds.TaskBase):
+    """A task of independent single-turn prompts (the seed's; ``workload: prompts``)."""
 
-    @field_validator("input_tokens", "output_tokens")
-    @classmethod
-    def _ranges(cls, v: TokenRange, info: Any) -> TokenRange:
-        return _check_range(info.field_name, v)
+
+# A task entry is one of the workload kinds (servingbench.task_kinds), told apart by its `workload` key.
+AnyTask = Annotated[
+    Union[Annotated[Task, Tag("prompts")], Annotated[task_kinds.MultiTurnTask, Tag("multiturn")],
+          Annotated[task_kinds.SharedPrefixTask, Tag("shared_prefix")], Annotated[task_kinds.TraceTask, Tag("trace")]],
+    Discriminator(task_kinds.task_discriminator, custom_error_type="workload",
+                  custom_error_message=f"workload: unknown kind; allowed: {', '.join(task_kinds.KINDS)}"),
+]
 
 
 class Generation(_Strict):
@@ -302,7 +302,7 @@ class Config(_Strict):
     modes: list[Literal["sync", "stream"]] = Field(default_factory=lambda: ["sync", "stream"], min_length=1)
     frameworks: dict[str, Arm] = Field(min_length=1)
     models: dict[str, Model] = Field(min_length=1)
-    tasks: dict[str, Task] = Field(min_length=1)
+    tasks: dict[str, AnyTask] = Field(min_length=1)
     generation: dict[str, dict[str, Generation]]
     run: Run = Field(default_factory=Run)
     sweeps: Sweeps = Field(default_factory=Sweeps)
@@ -351,10 +351,10 @@ class Config(_Strict):
                 gen = self.generation.get(model, {}).get(task)
                 if gen is None:
                     raise ValueError(f"generation.{model}.{task}: missing entry (temperature, top_p, max_tokens)")
-                need = tspec.input_tokens[1] + gen.max_tokens
+                need = tspec.max_prompt_tokens + gen.max_tokens
                 if need > ctx:
                     raise ValueError(
-                        f"tasks.{task}.input_tokens: up to {tspec.input_tokens[1]} prompt tokens + "
+                        f"tasks.{task}.{tspec.size_key}: up to {tspec.max_prompt_tokens} prompt tokens + "
                         f"{gen.max_tokens} output tokens do not fit {model}'s context of {ctx} tokens")
         for name, arm in self.frameworks.items():
             for model in arm.model_server_args:
@@ -374,7 +374,11 @@ class Config(_Strict):
             for task in sset.tasks:
                 if task not in tasks:
                     raise ValueError(f"slo.{name}.tasks.{task}: unknown task; allowed: {', '.join(sorted(tasks))}")
+        if sweep is not None and task_kinds.workload_of(self.tasks[sweep.task]) != "prompts":
+            raise ValueError(f"sweeps.concurrency.task: {sweep.task!r} is a {task_kinds.workload_of(self.tasks[sweep.task])} "
+                             "task; the sweep takes a single-prompt task")
         self._check_capacity()
+        self._check_workload_settings()
         _check_feasible(self)
         return self
 
@@ -397,6 +401,24 @@ class Config(_Strict):
                         f"the p{s.percentile:g} of SLO set {s.name!r} for task {task} (needs >= {need})")
 
 
+    def _check_workload_settings(self) -> None:
+        """Arms' task lists and prefix-caching switches; shared-prefix groups that fit a window."""
+        for name, arm in self.frameworks.items():
+            for task in arm.tasks or ():
+                if task not in self.tasks:
+                    raise ValueError(f"frameworks.{name}.tasks: unknown task {task!r}; allowed: {', '.join(self.tasks)}")
+            why = get_adapter(arm.adapter or name).prefix_cache_unavailable(arm.server_args)
+            if arm.prefix_caching and why:
+                raise ValueError(f"frameworks.{name}.prefix_caching: {why}; leave it out (the report shows the arm "
+                                 "as without one)")
+        for task, tspec in self.tasks.items():
+            if isinstance(tspec, task_kinds.SharedPrefixTask):
+                try:
+                    tspec.check_window(self.run.requests_per_cell, "run.requests_per_cell")
+                except ValueError as exc:
+                    raise ValueError(f"tasks.{task}.{exc}") from None
+
+
 def slo_specs(cfg: "Config", task: str, names: list[str] | None = None) -> list[SLOSpec]:
     """The SLO sets (all, or ``names``) as they apply to ``task``: the task's overrides win."""
     out = []
@@ -411,10 +433,28 @@ def slo_specs(cfg: "Config", task: str, names: list[str] | None = None) -> list[
     return out
 
 
+def workload_size(cfg: "Config", task: str) -> int:
+    """Distinct prompts a task file needs so that no window, warm-ups included, repeats one."""
+    run = cfg.run
+
+    def warm(level: int) -> int:  # as servingbench.cell.plan_windows: one full wave at least
+        return max(run.warmup_requests, level) if run.warmup_requests else 0
+
+    n = sum(warm(c) + run.requests_per_cell * run.trials for c in run.cell_concurrency)
+    sweep = cfg.sweeps.concurrency
+    if sweep is not None and sweep.task == task:
+        n = max(n, sum(warm(c) + sweep.requests_per_level for c in sweep.levels))
+    cap = cfg.sweeps.capacity
+    if cap is not None and task in cap.tasks:
+        # Windows of up to four times min_requests without a repeat (a window grows past
+        # min_requests when rate x min_duration_s does); a longer one cycles through the file
+        # again, and the report flags it (a server with prefix caching on would gain from it).
+        n = max(n, run.warmup_requests + cap.probe_requests + 4 * cap.min_requests)
+    return n
+
+
 def _check_feasible(cfg: "Config") -> None:
     """Settings each valid on its own that together plan work which cannot succeed."""
-    from servingbench.workloads import workload_size  # lazy: workloads imports this module
-
     for task in cfg.tasks:
         n = workload_size(cfg, task)
         if n > MAX_REQUESTS:
@@ -429,8 +469,6 @@ def _check_feasible(cfg: "Config") -> None:
                                  f"context of {fit} tokens with {ctx.output_tokens} output tokens; the sweep "
                                  "could only fail (set shorter lengths, or sweeps.context: null)")
     if cfg.weights == "dummy":
-        from servingbench.models import min_dummy_vocab  # lazy: models imports this module
-
         for model, spec in cfg.models.items():
             need = min_dummy_vocab(spec.architecture)
             if spec.architecture["vocab_size"] < need:
@@ -442,7 +480,10 @@ def _check_feasible(cfg: "Config") -> None:
 def _format_error(source: str, err: ValidationError) -> str:
     lines = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"] if p not in ("function-after",))
+        parts = [p for p in e["loc"] if p not in ("function-after",)]
+        if len(parts) > 2 and parts[0] == "tasks" and parts[2] in task_kinds.KINDS:
+            del parts[2]  # the workload kind pydantic puts in the path of a task's keys
+        loc = ".".join(str(p) for p in parts)
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key (typo?)"
@@ -576,8 +617,9 @@ def server_spec(cfg: Config, arm: str, model: str) -> ServerSpec:
         model_server_args=tuple(a.model_server_args.get(model, ())),
         env=tuple(sorted(a.env.items())),
         gpu_memory_utilization=cfg.run.gpu_memory_utilization,
-        prefix_caching=cfg.run.prefix_caching,
+        prefix_caching=cfg.run.prefix_caching if a.prefix_caching is None else a.prefix_caching,
         max_batch_tokens=a.max_batch_tokens,
+        adapter=a.adapter or "",
     )
 
 
@@ -606,7 +648,21 @@ def cell_spec(cfg: Config, arm: str, model: str, task: str, mode: str) -> CellSp
             raise ConfigError(f"unknown {name} {value!r}; allowed: {', '.join(pool)}")
     if mode not in cfg.modes:
         raise ConfigError(f"unknown mode {mode!r}; allowed: {', '.join(cfg.modes)}")
-    return _base(cfg, arm, model, task, mode)
+    if task not in arm_tasks(cfg, arm):
+        raise ConfigError(f"arm {arm!r} does not run task {task!r} (frameworks.{arm}.tasks: "
+                          f"{', '.join(arm_tasks(cfg, arm))})")
+    return _base(cfg, arm, model, task, mode, **task_kinds.cell_fields(cfg.tasks[task]))
+
+
+def arm_tasks(cfg: Config, arm: str) -> list[str]:
+    """The tasks whose cells an arm runs (``frameworks.ARM.tasks``, default all), in config order."""
+    only = cfg.frameworks[arm].tasks
+    return [t for t in cfg.tasks if only is None or t in only]
+
+
+def sweep_arms(cfg: Config) -> list[str]:
+    """The arms that run the sweeps: those not restricted to a task list."""
+    return [a for a, spec in cfg.frameworks.items() if spec.tasks is None]
 
 
 def concurrency_sweep_spec(cfg: Config, arm: str, model: str) -> CellSpec:
@@ -654,8 +710,8 @@ def expand_cells(cfg: Config) -> list[dict[str, Any]]:
     out = []
     for arm in cfg.frameworks:
         for model in cfg.models:
-            for task, tspec in cfg.tasks.items():
-                g = cfg.generation[model][task]
+            for task in arm_tasks(cfg, arm):
+                tspec, g = cfg.tasks[task], cfg.generation[model][task]
                 for mode in cfg.modes:
                     out.append({
                         "framework": arm, "model": model, "task": task, "mode": mode,

@@ -33,6 +33,7 @@ from servingbench.config import Config, load_config
 from servingbench.errors import UserError
 from servingbench.results import atomic_dir, atomic_write_text
 from servingbench.provenance import MODEL_MARKER as MARKER
+from servingbench.dummy_vocab import _REAL_SPECIAL_IDS, _min_vocab, _special_tokens
 
 MARKER_SCHEMA = "servingbench/model-v1"
 
@@ -51,7 +52,6 @@ HUB_PATTERNS = [
 ]
 
 # bos/eos ids of the real checkpoints where transformers' config defaults differ from them.
-_REAL_SPECIAL_IDS = {"gpt2": (50256, 50256), "phi": (50256, 50256)}
 
 # GPT2Config spells the common names its own way (it maps them too, but explicit is clearer).
 _GPT2_NAMES = {"num_hidden_layers": "n_layer", "hidden_size": "n_embd", "num_attention_heads": "n_head",
@@ -295,31 +295,6 @@ def _training_texts() -> list[str]:
     code = json.loads((DATA_DIR / "code.json").read_text())
     return ([p for d in docs for p in d["paragraphs"]] + chat["questions"] + chat["openings"]
             + chat["closings"] + [f"{q} {a}" for q, a in qa["pairs"]] + code["functions"] + code["headers"])
-
-
-def _special_tokens(bos_id: int | None, eos_id: int | None) -> dict[int, str]:
-    """id -> text: GPT-2 style one <|endoftext|> when bos == eos, else Llama style <unk>/<s>/</s>."""
-    if bos_id is not None and bos_id == eos_id:
-        return {bos_id: "<|endoftext|>"}
-    specials = {i: t for i, t in ((bos_id, "<s>"), (eos_id, "</s>")) if i is not None}
-    if 0 not in specials:
-        specials[0] = "<unk>"
-    return specials
-
-
-def _min_vocab(bos_id: int | None, eos_id: int | None) -> int:
-    """The smallest vocab_size build_dummy_tokenizer accepts for these special token ids."""
-    specials = _special_tokens(bos_id, eos_id)
-    return max(max(specials) + 1, 256 + len(specials))
-
-
-def min_dummy_vocab(architecture: dict[str, Any]) -> int:
-    """The smallest vocab_size a dummy model of this architecture can have, known without
-    importing transformers: special ids from the architecture or the table of real checkpoints.
-    Where transformers' own defaults decide them, this is a lower bound (one special at least);
-    :func:`dummy_vocab_problem` reads them exactly."""
-    bos, eos = _REAL_SPECIAL_IDS.get(architecture.get("model_type"), (None, None))
-    return _min_vocab(architecture.get("bos_token_id", bos), architecture.get("eos_token_id", eos))
 
 
 def dummy_vocab_problem(cfg: Config, model: str) -> str | None:

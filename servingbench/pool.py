@@ -218,12 +218,13 @@ def pool_from_env() -> ServerPool | None:
 
 
 def pooled_server(pool: ServerPool) -> ServerProvider:
-    """A provider that takes servers from ``pool`` (prefix caching on: always fresh)."""
+    """A provider that takes servers from ``pool`` (prefix caching on: fresh, unless the framework
+    can empty its cache, which the cell then does first)."""
     from servingbench.cell import fresh_server
 
     def provide(adapter: Adapter, spec: CellSpec, log_path: Path) -> ServerHandle:
-        if spec.server.prefix_caching:  # a reused cache would leak between cells
-            return fresh_server(adapter, spec, log_path)
+        if spec.server.prefix_caching and adapter.reset_prefix_cache_request(spec.server) is None:
+            return fresh_server(adapter, spec, log_path)  # a reused cache would leak between cells
         return pool.acquire(adapter, spec, log_path)
 
     return provide
@@ -235,7 +236,7 @@ def keep(state_path: Path, spec: CellSpec, log_path: Path, idle_s: float) -> int
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("now", True))
     signal.signal(signal.SIGINT, lambda *_: stop.__setitem__("now", True))
-    adapter = get_adapter(spec.arm)
+    adapter = get_adapter(spec.server.adapter_name)
     remember(dict(spec.server.env), spec.server.server_args)
     started_at = provenance.now_iso()
     proc = ServerProcess(adapter, spec.server, log_path)

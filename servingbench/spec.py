@@ -14,6 +14,9 @@ from typing import Any
 
 OUTPUT_POLICIES = ("forced", "natural")
 MODES = ("sync", "stream")
+# How a cell's requests are made (servingbench.task_kinds): independent prompts, conversations,
+# groups sharing a prefix, or a replayed trace.
+WORKLOADS = ("prompts", "multiturn", "shared_prefix", "trace")
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,11 @@ class ServerSpec:
     # The part of server_args that only this model gets (an arm's model_server_args): a server
     # set up unlike its arm's other models, which results record and the report shows.
     model_server_args: tuple[str, ...] = ()
+    adapter: str = ""  # the adapter module when it is not the arm's name (e.g. arm vllm-prefix-cache)
+
+    @property
+    def adapter_name(self) -> str:
+        return self.adapter or self.arm
 
     def key(self) -> str:
         """A stable identity string: two cells with the same key can use the same server."""
@@ -118,6 +126,8 @@ class CellSpec:
     monitor_interval_s: float = 0.1
     trials: int = 1  # measured windows per concurrency level (run.trials)
     capacity: CapacitySpec | None = None  # kind "sweep_capacity" only
+    workload: str = "prompts"  # one of WORKLOADS
+    max_lateness_ms: float = 0.0  # trace replay: p99 dispatch lateness above this fails the cell
 
     @property
     def arm(self) -> str:
@@ -138,9 +148,11 @@ class CellSpec:
         data = dataclasses.asdict(self)
         # Fields added later are left out at their defaults: a spec written before they existed
         # stays byte-identical, so Snakemake (which compares it as a param) reruns nothing.
-        for key, default in (("trials", 1), ("capacity", None)):
+        for key, default in (("trials", 1), ("capacity", None), ("workload", "prompts"), ("max_lateness_ms", 0.0)):
             if data[key] == default:
                 del data[key]
+        if not data["server"]["adapter"]:
+            del data["server"]["adapter"]
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     @classmethod
@@ -180,6 +192,8 @@ class CellSpec:
             raise ValueError("capacity: settings are given exactly for kind sweep_capacity")
         if self.capacity is not None and not self.capacity.slos:
             raise ValueError("capacity.slos: a capacity search needs at least one SLO set")
+        if self.workload not in WORKLOADS:
+            raise ValueError(f"workload: {self.workload!r} is not one of {WORKLOADS}")
 
 
 @dataclass(frozen=True)

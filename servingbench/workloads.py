@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from servingbench.config import Config, context_lengths
+from servingbench.config import Config, context_lengths, workload_size
 from servingbench.results import atomic_write_text
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -61,29 +61,10 @@ class WorkloadError(ValueError):
 # --------------------------------------------------------------------------- public API
 
 
-def workload_size(cfg: Config, task: str) -> int:
-    """Distinct prompts a task file needs so that no window, warm-ups included, repeats one."""
-    run = cfg.run
-
-    def warm(level: int) -> int:  # as servingbench.cell.plan_windows: one full wave at least
-        return max(run.warmup_requests, level) if run.warmup_requests else 0
-
-    n = sum(warm(c) + run.requests_per_cell * run.trials for c in run.cell_concurrency)
-    sweep = cfg.sweeps.concurrency
-    if sweep is not None and sweep.task == task:
-        n = max(n, sum(warm(c) + sweep.requests_per_level for c in sweep.levels))
-    cap = cfg.sweeps.capacity
-    if cap is not None and task in cap.tasks:
-        # Windows of up to four times min_requests without a repeat (a window grows past
-        # min_requests when rate x min_duration_s does); a longer one cycles through the file
-        # again, and the report flags it (a server with prefix caching on would gain from it).
-        n = max(n, run.warmup_requests + cap.probe_requests + 4 * cap.min_requests)
-    return n
-
-
-def build_workload(cfg: Config, model: str, task: str, model_dir: str | Path,
-                   out_path: str | Path) -> list[dict[str, Any]]:
-    """Write ``out_path`` (JSONL) with :func:`workload_size` prompts; return the records."""
+def build_prompt_workload(cfg: Config, model: str, task: str, model_dir: str | Path,
+                          out_path: str | Path) -> list[dict[str, Any]]:
+    """Write a single-turn task's workload ``out_path`` (JSONL) with :func:`workload_size`
+    prompts; return the records. Every task kind: :func:`servingbench.build_workloads.build_workload`."""
     if task not in cfg.tasks:
         raise WorkloadError(f"unknown task {task!r}; allowed: {', '.join(cfg.tasks)}")
     if task not in _GENERATORS:

@@ -22,7 +22,8 @@ from servingbench.config import cell_spec, concurrency_sweep_spec, context_sweep
 from servingbench.monitor import tree_rss_bytes
 from servingbench.pool import ServerPool, pooled_server
 from servingbench.results import cell_path, failure_path, requests_path, sweep_path
-from servingbench.workloads import build_context_workload, build_workload
+from servingbench.build_workloads import build_workload
+from servingbench.workloads import build_context_workload
 
 pytestmark = pytest.mark.servers
 ROOT = Path(__file__).resolve().parent.parent

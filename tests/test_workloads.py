@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from servingbench.config import context_lengths, load_config
+from servingbench.build_workloads import build_workload
 from servingbench.spec import read_workload
 from servingbench.workloads import (
     WorkloadError,
     build_context_workload,
-    build_workload,
     context_tolerance,
     workload_size,
 )

@@ -29,11 +29,13 @@ echo "CONFIG=$CONFIG" >> /tmp/sb/env.sh
 cd /tmp/sb
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee gpu.txt
 python3 -m servingbench.cli cells --config "$CONFIG" > cells.jsonl
-ORDER=${ORDER:-arm} python3 - "$done_dir" "$@" > picks.txt <<'PY'
+CONFIG="$CONFIG" ORDER=${ORDER:-arm} python3 - "$done_dir" "$@" > picks.txt <<'PY'
 import json, os, sys
 from pathlib import Path
+from servingbench.config import load_config, sweep_arms
 done, picks = Path(sys.argv[1]), sys.argv[2:]
 cells = [json.loads(line) for line in open("cells.jsonl")]
+sweepers = set(sweep_arms(load_config(os.environ["CONFIG"])))  # an arm with a task list has no sweeps
 models = list(dict.fromkeys(c["model"] for c in cells))
 groups = []  # (arm, models) or a results/ path, in run order
 for pick in picks:
@@ -55,7 +57,7 @@ for i, group in enumerate(groups):
     for c in cells:
         if c["framework"] == arm and c["model"] in wanted:
             out.setdefault(f"results/cells/{arm}/{c['model']}/{c['task']}/{c['mode']}.json", i)
-    for m in wanted:
+    for m in wanted if arm in sweepers else ():
         out.setdefault(f"results/sweeps/{arm}/{m}/concurrency.json", i)
         out.setdefault(f"results/sweeps/{arm}/{m}/context.json", i)
 for t, i in out.items():

@@ -9,7 +9,7 @@ import pkgutil
 
 from servingbench.frameworks.base import Adapter
 
-_NOT_ARMS = {"base", "openai_api", "transformers_naive_server"}
+_NOT_ARMS = {"base", "openai_api", "transformers_naive_server", "transformers_serve_cb"}
 
 
 def known_arms() -> list[str]:

@@ -100,6 +100,8 @@ class Adapter(abc.ABC):
     #: Server flags the adapter sets from the config (flag -> config key): in an arm's
     #: ``server_args`` they would make the recorded setting untrue, so the config refuses them.
     owned_args: dict[str, str] = {}
+    #: Can the server cache prompt prefixes across requests, switched by ServerSpec.prefix_caching?
+    has_prefix_cache: bool = False
 
     @abc.abstractmethod
     def launch(self, server: ServerSpec, host: str, port: int) -> Launch:
@@ -187,6 +189,15 @@ class Adapter(abc.ABC):
 
     def framework_version(self) -> str | None:
         """The framework's version where no installed distribution names it."""
+        return None
+
+    def prefix_cache_unavailable(self, server_args: tuple[str, ...] | list[str]) -> str | None:
+        """Why a server with these arguments has no prefix cache to switch on; None if it has."""
+        return None if self.has_prefix_cache else f"{self.name} has no prefix cache that servingbench can switch on"
+
+    def reset_prefix_cache_request(self, server: ServerSpec) -> HttpRequest | None:
+        """A request that empties the server's prefix cache, so that a reused server starts a
+        cell as a fresh one would; None where there is none (a caching server is then not reused)."""
         return None
 
     def effective_output_tokens(self, item: PromptItem, gen: GenerationParams, policy: str) -> tuple[int, bool]:

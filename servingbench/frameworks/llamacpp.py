@@ -117,6 +117,7 @@ class LlamaCppAdapter(Adapter):
     can_force_output_length = True
     health_path = "/health"
     server_ttft_source = "llama.cpp timings.prompt_ms (prompt processing, no HTTP or slot wait)"
+    has_prefix_cache = True  # cache_prompt per request and the RAM prompt cache (see launch)
 
     def launch(self, server: ServerSpec, host: str, port: int) -> Launch:
         if server.weights == "dummy":

@@ -53,6 +53,7 @@ class SGLangAdapter(openai_api.UsagePerEventAdapter):
     }
     server_ttft_source = "SGLang /metrics sglang:time_to_first_token_seconds"
     unsupported_profiles = {"seed": NOT_IN_SEED}
+    has_prefix_cache = True  # RadixAttention; --disable-radix-cache when prefix_caching is off
     route = openai_api.COMPLETIONS  # or openai_api.CHAT_COMPLETIONS (server-side chat template)
 
     @property
@@ -90,6 +91,9 @@ class SGLangAdapter(openai_api.UsagePerEventAdapter):
             body["ignore_eos"] = True
             body["min_tokens"] = output_tokens
         return HttpRequest("POST", self.route, body)
+
+    def reset_prefix_cache_request(self, server: ServerSpec) -> HttpRequest | None:
+        return HttpRequest("POST", "/flush_cache") if server.prefix_caching else None
 
 
 ADAPTER = SGLangAdapter()

@@ -323,6 +323,7 @@ class TGIAdapter(Adapter):
     health_path = "/health"
     takes_text_prompt = True
     stream_has_done_marker = False  # the native stream just ends
+    has_prefix_cache = True  # TGI 3.x (profile current), env PREFIX_CACHING; check_launchable refuses 1.x
 
     def launch(self, server: ServerSpec, host: str, port: int) -> Launch:
         check_launchable(server)

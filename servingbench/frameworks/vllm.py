@@ -83,6 +83,7 @@ class VLLMAdapter(openai_api.UsagePerEventAdapter):
                   "--load-format": "weights", "--gpu-memory-utilization": "run.gpu_memory_utilization",
                   "--enable-prefix-caching": "run.prefix_caching", "--no-enable-prefix-caching": "run.prefix_caching"}
     server_ttft_source = "vLLM /metrics vllm:time_to_first_token_seconds"
+    has_prefix_cache = True
 
     def launch(self, server: ServerSpec, host: str, port: int) -> Launch:
         installed = installed_version()
@@ -98,6 +99,8 @@ class VLLMAdapter(openai_api.UsagePerEventAdapter):
         argv += prefix_caching_flags(server, installed[0] if installed else None)
         argv += list(server.server_args)
         env = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "VLLM_HOST_IP": host}
+        if server.prefix_caching:
+            env["VLLM_SERVER_DEV_MODE"] = "1"  # for POST /reset_prefix_cache between cells
         if server.weights == "dummy" or server.model_dir.startswith(("/", "models/")):
             env["HF_HUB_OFFLINE"] = "1"
         return Launch(argv=argv, env=env)
@@ -134,6 +137,9 @@ class VLLMAdapter(openai_api.UsagePerEventAdapter):
         values = {v for v, _ in found}
         return {"prefix_caching": {"value": found[0][0] if len(values) == 1 else sorted(values),
                                    "source": "; ".join(s for _, s in found)}}
+
+    def reset_prefix_cache_request(self, server: ServerSpec) -> HttpRequest | None:
+        return HttpRequest("POST", "/reset_prefix_cache") if server.prefix_caching else None
 
 
 ADAPTER = VLLMAdapter()

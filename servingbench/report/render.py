@@ -20,7 +20,7 @@ import jinja2
 import servingbench
 from servingbench.config import Config
 from servingbench import intervals
-from servingbench.report import bandwidth, fmt, plots
+from servingbench.report import bandwidth, fmt, plots, workloads
 from servingbench.report.capacity import STATUS_WORDS, capacity_rankings
 from servingbench.report.data import ReportData
 from servingbench.report.flags import flag_counts, flags
@@ -81,9 +81,15 @@ def build_context(cfg: Config, results_dir: str | Path, matrix_spec_path: str | 
     flag_list = flags(data, floor)
     for p in plot_list:
         p["json"] = _script_json(p["spec"]) if p["spec"] else None
+    wl = workloads.context(data)
+    if wl["tasks"]:
+        wl["turn_plot_json"] = _script_json(wl.pop("turn_plot")) if wl["turn_plot"] else None
+    sections = list(SECTIONS)
+    if wl["tasks"]:  # only a config with conversations, shared prefixes or traces has this section
+        sections.insert(sections.index(("tasks", "Per task")) + 1, ("workloads", "Conversations and prefix caching"))
     return {
-        "cfg": cfg, "data": data, "version": servingbench.__version__,
-        "sections": SECTIONS, "matrix": matrix(data),
+        "cfg": cfg, "data": data, "version": servingbench.__version__, "workloads": wl,
+        "sections": sections, "matrix": matrix(data),
         "capacity": capacity_rankings(data), "pareto": pareto, "status_words": STATUS_WORDS,
         "min_interval_n": intervals.MIN_INTERVAL_N, "run_facts": run_facts(data), "arm_facts": arm_facts(data),
         "frameworks": framework_table(data, load_frameworks(matrix_spec_path)),

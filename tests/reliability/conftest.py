@@ -148,7 +148,7 @@ def tiny_cfg():
 @pytest.fixture(scope="session")
 def chat_workload(tmp_path_factory, tiny_cfg, smollm2_dir) -> Path:
     """The tiny config's chat workload, built once (the model's own tokenizer)."""
-    from servingbench.workloads import build_workload
+    from servingbench.build_workloads import build_workload
 
     out = tmp_path_factory.mktemp("workloads") / MODEL / "chat.jsonl"
     build_workload(tiny_cfg, MODEL, "chat", smollm2_dir, out)

@@ -59,7 +59,7 @@ def sm_config() -> dict:
 @pytest.fixture(scope="module")
 def sm_workload(tmp_path_factory, sm_config, smollm2_dir) -> Path:
     from servingbench.config import parse_config
-    from servingbench.workloads import build_workload
+    from servingbench.build_workloads import build_workload
 
     out = tmp_path_factory.mktemp("sm-workload") / "chat.jsonl"
     build_workload(parse_config(sm_config, "tiny.yaml"), MODEL, "chat", smollm2_dir, out)
