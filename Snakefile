@@ -16,6 +16,7 @@ rule all:
     input:
         cell_targets(),
         sweep_targets(),
+        host_targets(),
         "report/index.html",
         "results/summary.csv",
 

@@ -52,6 +52,11 @@ def sweep_targets():
                task=CAPACITY_TASKS)
 
 
+def host_targets():
+    # The GPU's measured copy bandwidth (the report's bandwidth floor); nothing to measure on CPU.
+    return [f"{RESULTS}/gpu-bandwidth.json"] if CFG.device == "cuda" else []
+
+
 # Models and workloads are cheap: build them all before any server starts, so that the
 # measuring jobs of one server are never interleaved with another's while inputs appear.
 PREP_PRIORITY = len(SERVER_ORDER) + 1

@@ -1,10 +1,25 @@
 # The tidy table and the one-file report: pure functions of results/.
 
 
+# The GPU's copy bandwidth, measured once per results folder (servingbench.gpu_bandwidth), in the
+# Transformers image (a torch program), before any server holds the GPU.
+rule gpu_bandwidth:
+    output:
+        "results/gpu-bandwidth.json",
+    log:
+        "results/logs/gpu-bandwidth.log",
+    priority: PREP_PRIORITY
+    container:
+        get_image("transformers-naive")
+    shell:
+        "servingbench gpu-bandwidth --out {output:q} > {log:q} 2>&1"
+
+
 rule aggregate:
     input:
         cell_targets(),
         sweep_targets(),
+        host_targets(),
     output:
         csv="results/summary.csv",
         parquet="results/summary.parquet",

@@ -178,6 +178,17 @@ def cmd_prepare_gguf(a: argparse.Namespace) -> int:
 
 
 @command
+def cmd_gpu_bandwidth(a: argparse.Namespace) -> int:
+    """The GPU's measured copy bandwidth, for the report's bandwidth floor."""
+    from servingbench.gpu_bandwidth import write
+
+    r = write(a.out, size_mib=a.size_mib, repeats=a.repeats)
+    print(f"{r['device_name']}: {r['copy_gb_s']:.0f} GB/s copy bandwidth (median of {r['repeats']}; "
+          f"{r['copy_gb_s_min']:.0f}-{r['copy_gb_s_max']:.0f})")
+    return 0
+
+
+@command
 def cmd_build_workload(a: argparse.Namespace) -> int:
     from servingbench import build_workloads, workloads
 
@@ -286,6 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--model-dir", help="the prepared model folder (default: models/MODEL)")
     p.add_argument("--out", required=True)
+    p = sub.add_parser("gpu-bandwidth", help="measure the GPU's memory (copy) bandwidth for the report's floor")
+    p.add_argument("--out", required=True)
+    p.add_argument("--size-mib", type=int, default=1024)
+    p.add_argument("--repeats", type=int, default=30)
     p = sub.add_parser("build-workload", help="write a deterministic prompt set")
     p.add_argument("--config", default="config.yaml")
     p.add_argument("--model", required=True)

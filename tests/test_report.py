@@ -169,6 +169,21 @@ def test_sync_cells_get_e2e_per_output_token_against_the_floor(gpu_cfg, tmp_path
     assert "E2E per output token against the floor, per sync cell" in bw
 
 
+def test_measured_bandwidth_sets_the_floor_on_its_own_gpu_only(gpu_cfg, tmp_path: Path) -> None:
+    """results/gpu-bandwidth.json (servingbench gpu-bandwidth) replaces the data sheet's figure for
+    the GPU it was measured on, and the page says which figure each floor used."""
+    results = write_results(gpu_cfg, tmp_path / "results")
+    measured = {"device_name": "NVIDIA A100-SXM4-40GB", "copy_gb_s": 1300.0}
+    (results / "gpu-bandwidth.json").write_text(json.dumps(measured))
+    llama = next(r for r in build_context(gpu_cfg, results)["floor"] if r.model == "llama-2-7b-chat")
+    assert (llama.bandwidth_source, llama.bandwidth_gb_s, llama.datasheet_gb_s) == ("measured", 1300.0, 1555.0)
+    assert llama.floor_ms == pytest.approx(6.7e9 * 2 / 1300e9 * 1000)
+    assert "measured" in _section(_render(gpu_cfg, results), "bandwidth-floor")
+    (results / "gpu-bandwidth.json").write_text(json.dumps({**measured, "device_name": "NVIDIA H200"}))
+    llama = next(r for r in build_context(gpu_cfg, results)["floor"] if r.model == "llama-2-7b-chat")
+    assert (llama.bandwidth_source, llama.bandwidth_gb_s) == ("data sheet", 1555.0)
+
+
 def test_unknown_gpu_gets_no_floor(gpu_cfg, tmp_path: Path) -> None:
     results = write_results(gpu_cfg, tmp_path / "results", gpu_name="NVIDIA H100 NVL")
     ctx = build_context(gpu_cfg, results)

@@ -11,10 +11,15 @@
 set -euo pipefail
 T=${DEST_ROOT:-/tmp}
 t0=$(date +%s)
-[ -f "$T/gw/install-on-device.sh" ] && [ -f "$T/sg/install-on-device.sh" ] ||
-  { echo "install: $T/gw or $T/sg lacks its install-on-device.sh: run receive.sh on every .tN first" >&2; exit 2; }
-env -u PYTHONPATH GW="$T/gw" SITE=/tmp/site bash "$T/gw/install-on-device.sh"
-env -u PYTHONPATH SG="$T/sg" SITE=/tmp/sgsite SMOKE="${SG_SMOKE:-1}" bash "$T/sg/install-on-device.sh"
+# A lease that carried only one wheelhouse (pack-transport.sh HOUSES=gw) installs that one.
+[ -f "$T/gw/install-on-device.sh" ] || [ -f "$T/sg/install-on-device.sh" ] ||
+  { echo "install: neither $T/gw nor $T/sg has its install-on-device.sh: run receive.sh on every .tN first" >&2; exit 2; }
+if [ -f "$T/gw/install-on-device.sh" ]; then
+  env -u PYTHONPATH GW="$T/gw" SITE=/tmp/site bash "$T/gw/install-on-device.sh"
+else echo "[install] no vLLM wheelhouse carried: the vllm and transformers-serve arms cannot run"; fi
+if [ -f "$T/sg/install-on-device.sh" ]; then
+  env -u PYTHONPATH SG="$T/sg" SITE=/tmp/sgsite SMOKE="${SG_SMOKE:-1}" bash "$T/sg/install-on-device.sh"
+else echo "[install] no SGLang wheelhouse carried: the sglang arms cannot run"; fi
 (cd "$T/gwk" && sha256sum -c --quiet SHA256SUMS) || { echo "install: kit wheel sha256 mismatch" >&2; exit 3; }
 env -u PYTHONPATH python3 -m pip install -q --disable-pip-version-check --no-index --find-links "$T/gwk" \
   --target /tmp/site-kit snakemake pyyaml pydantic httpx psutil nvidia-ml-py 2>&1 | tail -2 || true

@@ -11,6 +11,7 @@
 # named as paths (a rerun). Models and workloads are prepared first on 8 cores (each job imports
 # transformers: ~9 min one by one); then the measuring jobs run one at a time, as users run them,
 # one Snakemake run per group in the order given (the lease may end before the last).
+# TASKS=chat,qa (optional) keeps only those tasks' cells; SWEEPS=0 leaves the sweeps out.
 set -euo pipefail
 CONFIG=${CONFIG:-configs/h200-dummy.yaml}
 done_dir=$(pwd)/${DONE:-examples/h200-dummy/results}
@@ -29,7 +30,7 @@ echo "CONFIG=$CONFIG" >> /tmp/sb/env.sh
 cd /tmp/sb
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee gpu.txt
 python3 -m servingbench.cli cells --config "$CONFIG" > cells.jsonl
-CONFIG="$CONFIG" ORDER=${ORDER:-arm} python3 - "$done_dir" "$@" > picks.txt <<'PY'
+CONFIG="$CONFIG" ORDER=${ORDER:-arm} TASKS=${TASKS:-} SWEEPS=${SWEEPS:-1} python3 - "$done_dir" "$@" > picks.txt <<'PY'
 import json, os, sys
 from pathlib import Path
 from servingbench.config import load_config, sweep_arms
@@ -54,10 +55,11 @@ for i, group in enumerate(groups):
         out.setdefault(group, i)
         continue
     arm, wanted = group
+    tasks = os.environ.get("TASKS")
     for c in cells:
-        if c["framework"] == arm and c["model"] in wanted:
+        if c["framework"] == arm and c["model"] in wanted and (not tasks or c["task"] in tasks.split(",")):
             out.setdefault(f"results/cells/{arm}/{c['model']}/{c['task']}/{c['mode']}.json", i)
-    for m in wanted if arm in sweepers else ():
+    for m in wanted if arm in sweepers and os.environ.get("SWEEPS", "1") != "0" else ():
         out.setdefault(f"results/sweeps/{arm}/{m}/concurrency.json", i)
         out.setdefault(f"results/sweeps/{arm}/{m}/context.json", i)
 for t, i in out.items():

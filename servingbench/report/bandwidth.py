@@ -59,7 +59,9 @@ class FloorRow:
     source: str
     concurrency: int
     gpu: str
-    bandwidth_gb_s: float
+    bandwidth_gb_s: float  # the floor's divisor: measured on this GPU when results hold it, else the data sheet's
+    bandwidth_source: str  # "measured" or "data sheet"
+    datasheet_gb_s: float
     weight_gb: float
     dtype: str
     floor_ms: float
@@ -90,6 +92,16 @@ def device_name(e: Entry) -> str | None:
     return gpu.get("device_name") or (e.doc or {}).get("provenance", {}).get("device_name")
 
 
+def measured_bandwidth(data: ReportData, name: str | None) -> tuple[float, str] | None:
+    """(bytes/s, "measured") from results/gpu-bandwidth.json when it was measured on a GPU of
+    this name, else None. The floor then divides by what this GPU achieves, which is below its
+    data sheet's peak (an H200: ~4.3 of 4.8 TB/s), so the floor is higher and tighter."""
+    m = data.gpu_bandwidth
+    if not m or not name or m.get("device_name") != name or not m.get("copy_gb_s"):
+        return None
+    return float(m["copy_gb_s"]) * 1e9, "measured"
+
+
 def floor_rows(data: ReportData) -> tuple[list[FloorRow], list[str]]:
     """One row per cell window on a known GPU, and notes on what could not be computed."""
     rows: list[FloorRow] = []
@@ -110,7 +122,8 @@ def floor_rows(data: ReportData) -> tuple[list[FloorRow], list[str]]:
             notes.add(f"{e.model}: cannot size the weights (params {data.cfg.models[e.model].params!r}, "
                       f"dtype {dtype!r}); no floor.")
             continue
-        label, bw = known
+        label, sheet = known
+        bw, source = measured_bandwidth(data, name) or (sheet, "data sheet")
         weight_bytes = params * nbytes
         for w in data.windows(e):
             if e.mode == "stream":
@@ -121,6 +134,7 @@ def floor_rows(data: ReportData) -> tuple[list[FloorRow], list[str]]:
             rows.append(FloorRow(
                 label=e.label, model=e.model, arm=e.arm, task=e.task, source=data.source(e),
                 concurrency=w["concurrency"], gpu=f"{label} ({name})", bandwidth_gb_s=bw / 1e9,
+                bandwidth_source=source, datasheet_gb_s=sheet / 1e9,
                 weight_gb=weight_bytes / 1e9, dtype=dtype, floor_ms=weight_bytes / bw * 1000.0,
                 mode=e.mode, per_token_ms=per_token, per_token_min_ms=per_token_min))
     return rows, sorted(notes)

@@ -23,6 +23,8 @@ class ReportData:
     df: pd.DataFrame  # the tidy table, identical to summary.csv
     config_hash: str
     calibration: dict[str, Any] | None
+    # The GPU's measured copy bandwidth (results/gpu-bandwidth.json, servingbench.gpu_bandwidth).
+    gpu_bandwidth: dict[str, Any] | None = None
     _index: dict[tuple, float] = field(default_factory=dict, repr=False)
     _requests: dict[Key, list[dict[str, Any]]] = field(default_factory=dict, repr=False)
 
@@ -33,8 +35,10 @@ class ReportData:
         entries = load_results(cfg, results_dir, allow_stale, source)
         calib_path = results_dir / "calibration.json"
         calibration = read_json(calib_path) if calib_path.exists() else None
+        bw_path = results_dir / "gpu-bandwidth.json"
         data = cls(cfg=cfg, results_dir=results_dir, entries=entries, df=tidy(entries, results_dir, cfg),
-                   config_hash=config_hash(cfg), calibration=calibration)
+                   config_hash=config_hash(cfg), calibration=calibration,
+                   gpu_bandwidth=read_json(bw_path) if bw_path.exists() else None)
         ok = data.df[data.df["status"] == "ok"]
         for r in ok.itertuples(index=False):
             conc = None if pd.isna(r.concurrency) else int(r.concurrency)
