@@ -6,7 +6,7 @@
 # An ARM names its cells and sweeps (all models, or the listed ones); a results/ path is taken as
 # is. With ORDER=model, arms are taken model by model instead (every arm of the first model, then
 # of the next), so that a lease that ends early leaves whole models compared across arms; an ARM
-# alone is then every model. Targets whose file is already in $DONE (default
+# alone is then every model; models go in the order the ARM:MODEL,... lists first name them. Targets whose file is already in $DONE (default
 # examples/h200-dummy/results) are skipped (a lease resumes what the last one left), except those
 # named as paths (a rerun). Models and workloads are prepared first on 8 cores (each job imports
 # transformers: ~9 min one by one); then the measuring jobs run one at a time, as users run them,
@@ -47,8 +47,9 @@ for pick in picks:
     groups.append((arm, only.split(",") if only else models))
 if os.environ.get("ORDER") == "model":  # whole models first: every arm of a model, then the next
     arms = [g for g in groups if not isinstance(g, str)]
+    order = list(dict.fromkeys(m for _, wanted in arms for m in wanted))  # as first listed
     groups = [g for g in groups if isinstance(g, str)] + [
-        (arm, [m]) for m in models for arm, wanted in arms if m in wanted]
+        (arm, [m]) for m in order for arm, wanted in arms if m in wanted]
 out = {}
 for i, group in enumerate(groups):
     if isinstance(group, str):
