@@ -167,7 +167,7 @@ def test_schema_accepts_what_the_runtime_writes(cfg, tmp_path: Path) -> None:
 
     from servingbench import provenance
     from servingbench.aggregate import load_results, read_requests
-    from servingbench.client import RequestRecord
+    from servingbench.records import RequestRecord
     from servingbench.config import cell_spec, config_hash
     from servingbench.metrics import window_summary
     from servingbench.monitor import Monitor

@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from servingbench.client import LoadClient, RequestRecord, WindowPlan
+from servingbench.client import LoadClient, WindowPlan
+from servingbench.records import RequestRecord
 from servingbench.frameworks import get_adapter
 from servingbench.metrics import percentile, stats, tpot_ms, window_summary
 from servingbench.spec import GenerationParams, PromptItem, ServerSpec

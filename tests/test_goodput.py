@@ -113,13 +113,23 @@ def test_summary_has_goodput_per_window_and_slo_set_and_follows_the_config(tmp_p
 
 
 def test_every_new_field_is_documented_with_its_unit():
-    """servingbench/fields.py is the one table of the new fields: the results format lists each,
-    and aggregate takes its units from it."""
+    """servingbench/records.py is the one table of the result fields (the SLO, goodput, capacity and
+    interval figures among them): the results format lists each with its unit and meaning, and
+    aggregate takes its units from it."""
+    from servingbench import records
     from servingbench.aggregate import unit_of
-    from servingbench.fields import FIELDS
+    from servingbench.typed_json import fields_of
 
     doc = (Path(__file__).resolve().parent.parent / "docs" / "results-format.md").read_text()
-    for name, (unit, meaning) in FIELDS.items():
-        assert f"| `{name}` | {unit or '—'} | {meaning} |" in doc, name
-        if ":" not in name:
-            assert unit_of(name) == unit
+    for cls in (records.WindowSummary, records.CapacityResult, records.CapacitySearch, records.DerivedFigures):
+        for f in fields_of(cls):
+            unit, meaning = f.metadata["unit"], f.metadata["doc"].replace("|", "\\|")
+            assert f"| `{f.name}` | {unit or '—'} | {meaning} |" in doc, f.name
+    for f in fields_of(records.DerivedFigures):
+        assert unit_of(f.name) == f.metadata["unit"]
+    for f in fields_of(records.CapacityResult):
+        if f.metadata["summary"]:
+            name = f.name if f.name.startswith("capacity_") else f"capacity_{f.name}"
+            assert unit_of(name) == f.metadata["unit"], name
+    for name, (unit, meaning) in records.INTERVAL_STATISTICS.items():
+        assert f"| `{name}` | {unit} | {meaning} |" in doc

@@ -10,7 +10,8 @@ import json
 import pytest
 
 from servingbench.aggregate import current_window
-from servingbench.client import LoadClient, RequestRecord
+from servingbench.client import LoadClient
+from servingbench.records import RequestRecord
 from servingbench.frameworks import get_adapter
 from servingbench.frameworks.tgi import TGIStreamReader
 from servingbench.frameworks.transformers_naive import NaiveStreamReader
