@@ -20,8 +20,8 @@ import pandas as pd
 from servingbench import derived
 from servingbench.config import Config, arm_tasks, context_lengths, sweep_arms
 from servingbench.records import (
-    CELL_SCHEMA, FAILURE_SCHEMA, CapacityResult, CellResult, DerivedFigures, GpuSummary, MemorySummary, ServerInfo,
-    Stats, WindowSummary, to_json,
+    CELL_SCHEMA, FAILURE_SCHEMA, CapacityResult, CapacitySearch, CellResult, DerivedFigures, FailureRecord, GpuSummary, MemorySummary, ServerInfo,
+    Stats, WindowSummary, capacity_metrics, to_json,
 )
 from servingbench.result_files import ResultFileError, current_window, load_result, read_json  # noqa: F401
 from servingbench.results import atomic_write_bytes, atomic_write_text, capacity_path, cell_path, failure_path, sweep_path
@@ -41,7 +41,7 @@ WINDOW_STATS = tuple(f.name for f in _WINDOW_SUMMARY if hints(WindowSummary)[f.n
 WINDOW_VALUES = tuple(f.name for f in _WINDOW_SUMMARY if f.name not in WINDOW_STATS)
 MEMORY_VALUES = tuple(f.name for f in fields_of(MemorySummary) if f.metadata["summary"])
 GPU_VALUES = tuple(f.name for f in fields_of(GpuSummary) if f.metadata["summary"])
-GPU_PREFIX, SERVER_PREFIX, CAPACITY_PREFIX = "gpu_", "server_", "capacity_"
+GPU_PREFIX, SERVER_PREFIX = "gpu_", "server_"
 
 
 def _units() -> dict[str, str]:
@@ -51,9 +51,9 @@ def _units() -> dict[str, str]:
              for f in fields_of(cls) if f.metadata["summary"]}
     units.update({GPU_PREFIX + f.name: f.metadata["unit"] for f in fields_of(GpuSummary) if f.metadata["summary"]})
     units.update({SERVER_PREFIX + f.name: f.metadata["unit"] for f in fields_of(ServerInfo)})
-    for f in fields_of(CapacityResult):
-        if f.metadata["summary"]:
-            units[f.name if f.name.startswith(CAPACITY_PREFIX) else CAPACITY_PREFIX + f.name] = f.metadata["unit"]
+    for cls in (CapacityResult, CapacitySearch):
+        field_units = {f.name: f.metadata["unit"] for f in fields_of(cls)}
+        units.update({metric: field_units[name] for metric, name in capacity_metrics(cls).items()})
     return units
 
 
@@ -88,7 +88,7 @@ class Entry:
     status: str = "missing"  # ok | failed | missing
     reason: str = ""
     doc: dict[str, Any] | None = None  # the validated result as plain data (status ok)
-    failure: dict[str, Any] | None = None  # the validated failure record (status failed)
+    failure: FailureRecord | None = None  # the validated failure record (status failed)
     result: CellResult | None = None  # the same result, typed
     weights: str = ""
     device: str = ""
@@ -167,7 +167,7 @@ def load_entry(entry: Entry) -> Entry:
     elif fail.exists():
         record = load_result(fail, FAILURE_SCHEMA)
         check_identity(fail, record.kind, record.cell, entry)
-        entry.status, entry.failure = "failed", to_json(record)
+        entry.status, entry.failure = "failed", record
         entry.reason = f"{record.category}: {record.reason}"
     else:
         entry.status = "missing"

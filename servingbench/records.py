@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from servingbench.frameworks.base import TOKENS_UNKNOWN
 from servingbench.results import CELL_SCHEMA, FAILURE_SCHEMA
-from servingbench.typed_json import extra_field, from_json, record_field as F, to_json
+from servingbench.typed_json import extra_field, fields_of, from_json, record_field as F, to_json
 
 Kind = Literal["cell", "sweep_concurrency", "sweep_context", "sweep_capacity"]
 Mode = Literal["sync", "stream"]
@@ -349,8 +349,9 @@ class CapacitySearch:
     per: Literal["gpu", "server"] = F("", "what capacities are normalised by")
     service_time_s: float = F("s", "the probe's mean single-stream service time", schema={"exclusiveMinimum": 0})
     start_rate_req_s: float = F("req/s", "the first search rate", schema={"exclusiveMinimum": 0})
-    search_windows: int = F("windows", "search windows the search ran (the probe not counted)", schema=NONNEG)
-    wall_s: float = F("s", "wall time of the whole search, probe included", schema=NONNEG)
+    search_windows: int = F("windows", "search windows the search ran (the probe not counted)", schema=NONNEG,
+                            summary=True)
+    wall_s: float = F("s", "wall time of the whole search, probe included", schema=NONNEG, summary=True)
     client_ceiling_req_s: float | None = F("req/s", "lowest rate the client could not deliver", default=None)
     results: dict[str, CapacityResult] = F("", "per SLO set: its answer", schema={"minProperties": 1})
     extra: dict[str, Any] = extra_field()
@@ -429,7 +430,7 @@ class FailureRecord:
 @dataclass(kw_only=True)
 class DerivedFigures:
     """Figures aggregate derives from the per-request records (summary.csv metrics, not in the
-    result file): goodput per SLO set, capacity search totals, trials."""
+    result file): goodput per SLO set, trials."""
 
     slo_met_share: float = F("share", "share of the window's requests that completed and met every limit of the "
                              "SLO set (failed requests count as misses)", summary=True)
@@ -440,11 +441,15 @@ class DerivedFigures:
     slo_window_met: float = F("bool", "1 when each limited figure's percentile (the set's) over all the window's "
                               "requests, failed ones counting as infinitely slow, is within its limit; absent "
                               "when the window is too small to support that percentile", summary=True)
-    capacity_search_windows: int = F("windows", "search windows the search ran (the probe not counted)",
-                                     summary=True)
-    capacity_wall_s: float = F("s", "wall time of the whole search, probe included", summary=True)
     trials: int = F("windows", "repeated windows behind a figure over trials (trial NA, run.trials > 1)",
                     summary=True)
+
+
+def capacity_metrics(cls: type | None = None) -> dict[str, str]:
+    """summary.csv metric -> the field it reports, for the summary figures of a CapacityResult
+    (default) or CapacitySearch: capacity_<field>, unless the field's name already says so."""
+    return {f.name if f.name.startswith("capacity_") else f"capacity_{f.name}": f.name
+            for f in fields_of(cls or CapacityResult) if f.metadata["summary"]}
 
 
 # Interval statistics (summary.csv ``statistic``) beside a figure's own.

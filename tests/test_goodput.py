@@ -127,9 +127,10 @@ def test_every_new_field_is_documented_with_its_unit():
             assert f"| `{f.name}` | {unit or '—'} | {meaning} |" in doc, f.name
     for f in fields_of(records.DerivedFigures):
         assert unit_of(f.name) == f.metadata["unit"]
-    for f in fields_of(records.CapacityResult):
-        if f.metadata["summary"]:
-            name = f.name if f.name.startswith("capacity_") else f"capacity_{f.name}"
-            assert unit_of(name) == f.metadata["unit"], name
+    for cls in (records.CapacityResult, records.CapacitySearch):
+        units = {f.name: f.metadata["unit"] for f in fields_of(cls)}
+        for metric, name in records.capacity_metrics(cls).items():
+            assert unit_of(metric) == units[name], metric
+    assert unit_of("capacity_search_windows") == "windows" and unit_of("capacity_host_rss_peak_bytes") == "bytes"
     for name, (unit, meaning) in records.INTERVAL_STATISTICS.items():
         assert f"| `{name}` | {unit} | {meaning} |" in doc
