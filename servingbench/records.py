@@ -110,8 +110,8 @@ class GpuSummary:
     """What NVML reported of the GPU while the cell ran."""
 
     device_name: str | None = F("", "GPU model", default=None)
-    driver: str | None = F("", "NVIDIA driver version", default=None, omit=True)
-    cuda_driver: str | None = F("", "CUDA version the driver supports", default=None, omit=True)
+    driver: str | None = F("", "NVIDIA driver version", default=None)
+    cuda_driver: str | None = F("", "CUDA version the driver supports", default=None)
     device_used_before_load_bytes: float | None = F("bytes", "device memory used before the server loaded",
                                                     default=None, summary=True)
     device_used_after_load_bytes: float | None = F("bytes", "device memory used once the server was ready",
@@ -140,7 +140,7 @@ class MemorySummary:
                                           summary=True, schema=NONNEG)
     host_processes_max: int | None = F("processes", "most processes in the server's tree", default=None,
                                        summary=True, schema=NONNEG)
-    host_samples: int | None = F("samples", "host samples taken", default=None, omit=True)
+    host_samples: int | None = F("samples", "host samples taken", default=None)
     gpu: GpuSummary | None = F("", "null when no GPU was monitored")
     gpu_unavailable_reason: str | None = F("", "why no GPU was monitored", default=None)
     extra: dict[str, Any] = extra_field()
@@ -281,12 +281,12 @@ class Provenance:
     framework_version: str | None = F("", "the framework's version as its server's import path sees it",
                                       default=None)
     framework_kernels: str | None = F("", "kernel packages' versions (e.g. sglang-kernel, flashinfer)",
-                                      default=None, omit=True)
+                                      default=None)
     versions: dict[str, str | None] = F("", "python, torch, transformers and the framework's versions",
                                         factory=dict)
     host: str | None = F("", "host name", default=None)
     cpu: str | None = F("", "CPU model", default=None)
-    cpu_count: int | None = F("cores", "logical CPUs", default=None, omit=True)
+    cpu_count: int | None = F("cores", "logical CPUs", default=None)
     device_name: str | None = F("", "GPU model", default=None)
     driver: str | None = F("", "NVIDIA driver version", default=None)
     cuda: str | None = F("", "CUDA version the driver supports", default=None)
@@ -294,9 +294,9 @@ class Provenance:
     config_hash: str | None = F("", "hash of the resolved config", default=None)
     image: str | None = F("", "the container image", default=None)
     profile: str | None = F("", "the run profile", default=None)
-    in_container: bool | None = F("bool", "ran inside an Apptainer container", default=None, omit=True)
+    in_container: bool | None = F("bool", "ran inside an Apptainer container", default=None)
     weights: dict[str, Any] | None = F("", "what the server loaded: path, recorded, format, dtype, sha256, source",
-                                       default=None, omit=True)
+                                       default=None)
     started_at: str | None = F("", "ISO time the cell started", default=None)
     finished_at: str | None = F("", "ISO time the cell finished", default=None)
     extra: dict[str, Any] = extra_field()
