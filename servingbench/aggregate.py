@@ -21,7 +21,7 @@ from servingbench import derived
 from servingbench.config import Config, arm_tasks, context_lengths, sweep_arms
 from servingbench.records import (
     CELL_SCHEMA, FAILURE_SCHEMA, CapacityResult, CapacitySearch, CellResult, DerivedFigures, FailureRecord, GpuSummary, MemorySummary, ServerInfo,
-    Stats, WindowSummary, capacity_metrics, to_json,
+    SloVerdict, Stats, WindowSummary, capacity_metrics, summary_metrics, to_json,
 )
 from servingbench.result_files import ResultFileError, current_window, load_result, read_json  # noqa: F401
 from servingbench.results import atomic_write_bytes, atomic_write_text, capacity_path, cell_path, failure_path, sweep_path
@@ -47,14 +47,17 @@ GPU_PREFIX, SERVER_PREFIX = "gpu_", "server_"
 def _units() -> dict[str, str]:
     """Summary metric -> unit, from the fields' metadata (GPU and server figures prefixed as in
     summary.csv; a capacity result's measured figures as capacity_<name>)."""
-    units = {f.name: f.metadata["unit"] for cls in (WindowSummary, MemorySummary, DerivedFigures)
-             for f in fields_of(cls) if f.metadata["summary"]}
+    units = {metric: unit_of_field(cls, name) for cls in (WindowSummary, MemorySummary, DerivedFigures, SloVerdict)
+             for metric, name in summary_metrics(cls).items()}
     units.update({GPU_PREFIX + f.name: f.metadata["unit"] for f in fields_of(GpuSummary) if f.metadata["summary"]})
     units.update({SERVER_PREFIX + f.name: f.metadata["unit"] for f in fields_of(ServerInfo)})
     for cls in (CapacityResult, CapacitySearch):
-        field_units = {f.name: f.metadata["unit"] for f in fields_of(cls)}
-        units.update({metric: field_units[name] for metric, name in capacity_metrics(cls).items()})
+        units.update({metric: unit_of_field(cls, name) for metric, name in capacity_metrics(cls).items()})
     return units
+
+
+def unit_of_field(cls: type, name: str) -> str:
+    return cls.__dataclass_fields__[name].metadata["unit"]
 
 
 UNITS = _units()

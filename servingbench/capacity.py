@@ -81,12 +81,12 @@ class Bracket:
 
 def bracket(windows: list[WindowSummary], name: str) -> Bracket:
     fails = [(w.offered_rate_req_s, w.window) for w in windows
-             if w.valid and w.slo[name]["window_met"] is False]
+             if w.valid and w.slo[name].window_met is False]
     b = Bracket()
     if fails:
         b.hi, b.hi_window = min(fails)
     passes = [(w.offered_rate_req_s, w.window) for w in windows
-              if w.valid and w.slo[name]["window_met"] is True and (b.hi is None or w.offered_rate_req_s < b.hi)]
+              if w.valid and w.slo[name].window_met is True and (b.hi is None or w.offered_rate_req_s < b.hi)]
     if passes:
         b.lo, b.lo_window = max(passes)
     return b
@@ -176,7 +176,7 @@ def result_for(state: SearchState, slo: SLOSpec, status: str | None, stopped: st
         capacity_output_tok_s_per_gpu=None if out_tok_s is None or not cap.gpus_per_server else out_tok_s / per,
         highest_passing_req_s=b.lo, lowest_failing_req_s=b.hi,
         capacity_window=b.lo_window, failing_window=b.hi_window,
-        bound_by=list(fail.slo[slo.name]["bound_by"]) if fail else [],
+        bound_by=list(fail.slo[slo.name].bound_by) if fail else [],
         energy_per_output_token_j=gpu.energy_per_output_token_j if gpu else None,
         gpu_used_peak_bytes=gpu.device_used_peak_bytes if gpu else None,
         gpu_utilization_mean_pct=gpu.utilization_mean_pct if gpu else None,
@@ -249,14 +249,14 @@ def judge(summary: WindowSummary, records: list[RequestRecord], cap: CapacitySpe
     for s in cap.slos:
         v = window_verdict(records, window_s, s, stream=True)
         if saturated:  # requests waited in the client, outside the TTFT: the server did not absorb the load
-            v["window_met"] = False
-            v["bound_by"] = v["bound_by"] + ["max_in_flight"]
+            v.window_met = False
+            v.bound_by = v.bound_by + ["max_in_flight"]
         summary.slo[s.name] = v
 
 
 def progress_line(cell_id: str, w: WindowSummary, cap: CapacitySpec, elapsed_s: float) -> str:
     verdicts = ", ".join(
-        f"{name} " + ("pass" if v["window_met"] else "fail" + (f" ({'/'.join(v['bound_by'])})" if v["bound_by"] else ""))
+        f"{name} " + ("pass" if v.window_met else "fail" + (f" ({'/'.join(v.bound_by)})" if v.bound_by else ""))
         for name, v in w.slo.items())
     ach = w.achieved_rate_req_s
     head = (f"[{cell_id}] window {w.window}/{cap.max_windows}: {w.offered_rate_req_s:.4g} req/s offered, "

@@ -23,7 +23,7 @@ from typing import Any, Iterator
 from servingbench import intervals
 from servingbench.config import Config, slo_specs
 from servingbench.metrics import tpot_ms
-from servingbench.records import CapacitySearch, capacity_metrics
+from servingbench.records import CapacitySearch, SloVerdict, capacity_metrics, summary_metrics
 from servingbench.slo import request_figures, window_verdict
 from servingbench.spec import SLOSpec
 
@@ -32,6 +32,7 @@ Row = dict[str, Any]
 # with intervals, and what was measured in the capacity window (summary metric -> field).
 CAPACITY_VALUES = tuple(m for m, f in capacity_metrics().items() if m == f)
 CAPACITY_AT = {m: f for m, f in capacity_metrics().items() if m != f}
+GOODPUT = summary_metrics(SloVerdict)  # goodput and the window's verdict, per SLO set
 
 
 INTERVAL_METRICS = ("ttft_ms", "tpot_ms", "e2e_ms")  # the per-request figures the report ranks
@@ -138,9 +139,8 @@ def goodput_rows(cfg: Config, kind: str, task: str, doc: dict[str, Any],
             v = window_verdict(recs, w["window_s"], s, stream)
             if v is None:
                 continue
-            for metric, value in (("slo_met_share", v["met_share"]), ("goodput_req_s", v["goodput_req_s"]),
-                                  ("goodput_output_tok_s", v["goodput_output_tok_s"]),
-                                  ("slo_window_met", None if v["window_met"] is None else int(v["window_met"]))):
+            for metric, name in GOODPUT.items():
+                value = getattr(v, name)
                 if value is not None:
                     yield dict(key, slo=s.name, metric=metric, statistic="value", value=value)
 

@@ -147,6 +147,34 @@ class MemorySummary:
 
 
 @dataclass(kw_only=True)
+class SloVerdict:
+    """A window judged against one SLO set (servingbench.slo): goodput and the window's verdict.
+    A request meets the set when it completed within every limit; failed requests never do."""
+
+    slo: str = F("", "the SLO set")
+    percentile: float = F("", "the percentile at which the window must meet the limits")
+    limits: dict[str, float] = F("ms", "the set's limits by figure (ttft_ms, tpot_ms, e2e_ms)")
+    requests: int = F("requests", "requests of the window", schema=NONNEG)
+    failed: int = F("requests", "of them failed", schema=NONNEG)
+    met: int = F("requests", "of them met every limit", schema=NONNEG)
+    met_share: float | None = F("share", "share of the window's requests that completed and met every limit of the "
+                                "SLO set (failed requests count as misses)", metric="slo_met_share")
+    goodput_req_s: float | None = F("req/s", "requests that met every limit, over the window's wall time (vLLM's "
+                                    "goodput)", summary=True)
+    goodput_output_tok_s: float | None = F("tokens/s", "output tokens of the requests that met every limit, over "
+                                           "the window's wall time", summary=True)
+    at_percentile_ms: dict[str, float | None] = F("ms", "each limited figure at the set's percentile over all the "
+                                                  "window's requests (null: it falls among failed requests)")
+    supported: bool = F("bool", "the window has enough requests to support that percentile")
+    window_met: bool | None = F("bool", "each limited figure's percentile (the set's) over all the window's requests, "
+                                "failed ones counting as infinitely slow, is within its limit; null when the window "
+                                "is too small to support that percentile", metric="slo_window_met")
+    bound_by: list[str] = F("", "the limits over their percentile (and max_in_flight when the client's cap was "
+                            "reached)", factory=list)
+    extra: dict[str, Any] = extra_field()
+
+
+@dataclass(kw_only=True)
 class WindowSummary:
     """One measured window: its requests summarised (DESIGN §3). Failed requests are counted,
     never dropped. Stream-only figures are null for sync windows."""
@@ -226,8 +254,8 @@ class WindowSummary:
     valid: bool | None = F("bool", "the client delivered the schedule (achieved >= (1 - rate_tolerance) x "
                            "scheduled) and the window met min_requests and min_duration_s", default=None, omit=True)
     invalid_reason: str | None = F("", "why the window was not counted", default=None, omit=True)
-    slo: dict[str, dict[str, Any]] | None = F("", "per SLO set: met, met_share, goodput, at_percentile_ms, supported, "
-                                              "window_met, bound_by", default=None, omit=True)
+    slo: dict[str, SloVerdict] | None = F("", "capacity windows: the verdict of every SLO set", default=None,
+                                          omit=True)
     memory: MemorySummary | None = F("", "the monitors over this window alone: host RSS, GPU memory, "
                                      "utilisation, energy", default=None, omit=True)
     elapsed_s: float | None = F("s", "since the capacity search started", default=None, omit=True)
@@ -430,26 +458,22 @@ class FailureRecord:
 @dataclass(kw_only=True)
 class DerivedFigures:
     """Figures aggregate derives from the per-request records (summary.csv metrics, not in the
-    result file): goodput per SLO set, trials."""
+    result file) besides every window's SloVerdict per SLO set: the trials behind a figure."""
 
-    slo_met_share: float = F("share", "share of the window's requests that completed and met every limit of the "
-                             "SLO set (failed requests count as misses)", summary=True)
-    goodput_req_s: float = F("req/s", "requests that met every limit, over the window's wall time (vLLM's "
-                             "goodput)", summary=True)
-    goodput_output_tok_s: float = F("tokens/s", "output tokens of the requests that met every limit, over the "
-                                    "window's wall time", summary=True)
-    slo_window_met: float = F("bool", "1 when each limited figure's percentile (the set's) over all the window's "
-                              "requests, failed ones counting as infinitely slow, is within its limit; absent "
-                              "when the window is too small to support that percentile", summary=True)
     trials: int = F("windows", "repeated windows behind a figure over trials (trial NA, run.trials > 1)",
                     summary=True)
 
 
+def summary_metrics(cls: type, prefix: str = "") -> dict[str, str]:
+    """summary.csv metric -> the field it reports, for the fields of ``cls`` marked summary: the
+    field's ``metric`` name, else prefix + its name (unless the name already starts so)."""
+    return {f.metadata["metric"] or (f.name if f.name.startswith(prefix) else prefix + f.name): f.name
+            for f in fields_of(cls) if f.metadata["summary"]}
+
+
 def capacity_metrics(cls: type | None = None) -> dict[str, str]:
-    """summary.csv metric -> the field it reports, for the summary figures of a CapacityResult
-    (default) or CapacitySearch: capacity_<field>, unless the field's name already says so."""
-    return {f.name if f.name.startswith("capacity_") else f"capacity_{f.name}": f.name
-            for f in fields_of(cls or CapacityResult) if f.metadata["summary"]}
+    """summary_metrics of a CapacityResult (default) or CapacitySearch: capacity_<field>."""
+    return summary_metrics(cls or CapacityResult, "capacity_")
 
 
 # Interval statistics (summary.csv ``statistic``) beside a figure's own.

@@ -27,6 +27,7 @@ SCHEMAS = (
 # The types whose fields the doc tables list, in the doc's order, with where they live.
 DOC_TABLES = (
     (records.WindowSummary, "`windows[]`"), (records.Stats, "`windows[].ttft_ms` and every other summary"),
+    (records.SloVerdict, "`windows[].slo.{slo}` (capacity windows); summary.csv goodput rows of every window"),
     (records.MemorySummary, "`memory` (and a capacity window's `memory`)"), (records.GpuSummary, "`memory.gpu`"),
     (records.ServerInfo, "`server`"), (records.Provenance, "`provenance`"),
     (records.CapacitySearch, "`capacity`"), (records.CapacityResult, "`capacity.results.{slo}`"),
@@ -66,7 +67,8 @@ def field_tables() -> str:
         parts.append(f"**{cls.__name__}**: {where}. {first_line(cls.__doc__)}\n")
         parts.append("| field | unit | meaning |\n| --- | --- | --- |")
         for f in fields_of(cls):
-            parts.append(f"| `{f.name}` | {f.metadata['unit'] or '—'} | {_cell(f.metadata['doc'])} |")
+            name = f"`{f.name}`" + (f" (summary `{f.metadata['metric']}`)" if f.metadata.get("metric") else "")
+            parts.append(f"| {name} | {f.metadata['unit'] or '—'} | {_cell(f.metadata['doc'])} |")
         parts.append("")
     parts.append("**Interval statistics** (summary.csv `statistic`, beside a figure's own)\n")
     parts.append("| statistic | unit | meaning |\n| --- | --- | --- |")

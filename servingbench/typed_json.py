@@ -23,12 +23,15 @@ EXTRA = "extra"
 
 
 def record_field(unit: str, doc: str, *, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING,
-                 omit: bool = False, summary: bool = False, schema: dict[str, Any] | None = None) -> Any:
+                 omit: bool = False, summary: bool = False, metric: str | None = None,
+                 schema: dict[str, Any] | None = None) -> Any:
     """A dataclass field with its ``unit`` ("" when it has none) and one-line ``doc``.
 
-    ``omit``: absent from the JSON when None. ``summary``: aggregate makes it a summary.csv metric.
-    ``schema``: extra JSON Schema keywords (e.g. ``{"minimum": 0}``)."""
-    meta = {"unit": unit, "doc": doc, "omit": omit, "summary": summary, "schema": schema or {}}
+    ``omit``: absent from the JSON when None. ``summary``: aggregate makes it a summary.csv metric;
+    ``metric``: that metric's name where it is not the field's. ``schema``: extra JSON Schema
+    keywords (e.g. ``{"minimum": 0}``)."""
+    meta = {"unit": unit, "doc": doc, "omit": omit, "summary": summary or metric is not None, "metric": metric,
+            "schema": schema or {}}
     return dataclasses.field(default=default, default_factory=factory, metadata=meta)
 
 

@@ -24,7 +24,7 @@ from servingbench.client import arrival_offsets
 from servingbench.config import capacity_sweep_spec, parse_config
 from servingbench.metrics import percentile, window_summary
 from servingbench.pool import external_server
-from servingbench.records import CapacityResult, WindowSummary
+from servingbench.records import CapacityResult, SloVerdict, WindowSummary
 from servingbench.spec import CapacitySpec, SLOSpec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -153,11 +153,15 @@ def _cap(**kw: Any) -> CapacitySpec:
 
 
 def _window(index: int, rate: float, invalid_reason: str | None, out_tok_s: float,
-            verdicts: dict[str, dict[str, Any]]) -> WindowSummary:
-    """A search window as the search sees it (rate, validity, verdicts), standing in for a measured one."""
+            verdicts: dict[str, tuple[bool | None, list[str]]]) -> WindowSummary:
+    """A search window as the search sees it (rate, validity, each set's window_met and bound_by),
+    standing in for a measured one."""
     w = window_summary([], 1.0, 1, True)
+    slo = {name: SloVerdict(slo=name, percentile=50, limits={}, requests=0, failed=0, met=0, met_share=None,
+                            goodput_req_s=None, goodput_output_tok_s=None, at_percentile_ms={}, supported=True,
+                            window_met=met, bound_by=bound_by) for name, (met, bound_by) in verdicts.items()}
     w.update(dict(window=index, offered_rate_req_s=rate, valid=invalid_reason is None, invalid_reason=invalid_reason,
-                  throughput_output_tok_s=out_tok_s, slo=verdicts))
+                  throughput_output_tok_s=out_tok_s, slo=slo))
     return w
 
 
@@ -168,7 +172,7 @@ def _run(cap: CapacitySpec, judge) -> tuple[capmod.SearchState, dict[str, Capaci
     async def run_window(rate: float) -> WindowSummary:
         reason, met = judge(rate)
         w = _window(len(state.windows) + 1, rate, reason, rate * 10,
-                    {s.name: {"window_met": met if reason is None else None, "bound_by": [] if met else ["ttft_ms"]}
+                    {s.name: (met if reason is None else None, [] if met else ["ttft_ms"])
                      for s in cap.slos})
         state.windows.append(w)
         return w
@@ -215,7 +219,7 @@ def test_bisection_reaches_the_precision_and_windows_are_shared_between_slo_sets
 
     async def run_window(rate: float) -> WindowSummary:
         w = _window(len(state.windows) + 1, rate, None, rate,
-                    {n: {"window_met": rate <= t, "bound_by": [] if rate <= t else ["ttft_ms"]} for n, t in truth.items()})
+                    {n: (rate <= t, [] if rate <= t else ["ttft_ms"]) for n, t in truth.items()})
         state.windows.append(w)
         return w
 

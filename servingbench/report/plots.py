@@ -226,7 +226,7 @@ def pareto(data: ReportData) -> dict[str, Any] | None:
             tpot = w.tpot_ms.p50 if w.tpot_ms else None
             if w.phase != "search" or not w.valid or not tpot or w.throughput_output_tok_s is None:
                 continue
-            met = [n for n, v in (w.slo or {}).items() if v.get("window_met")]
+            met = [n for n, v in (w.slo or {}).items() if v.window_met]
             rows.append({"model": e.model, "task": e.task, "arm": e.arm, "what": "window",
                          "x": round(1000.0 / tpot, 3), "y": round(w.throughput_output_tok_s / gpus, 3),
                          "rate": round(w.offered_rate_req_s, 4),
