@@ -12,59 +12,63 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
 
 import pandas as pd
 
-from servingbench import derived, fields
-from servingbench.config import REPO_ROOT, Config, arm_tasks, context_lengths, sweep_arms
-from servingbench.results import (
-    CELL_SCHEMA, FAILURE_SCHEMA, atomic_write_bytes, atomic_write_text, capacity_path, cell_path, failure_path,
-    sweep_path,
+from servingbench import derived
+from servingbench.config import Config, arm_tasks, context_lengths, sweep_arms
+from servingbench.records import (
+    CELL_SCHEMA, FAILURE_SCHEMA, CapacityResult, CapacitySearch, CellResult, DerivedFigures, FailureRecord, GpuSummary, MemorySummary, ServerInfo,
+    SloVerdict, Stats, WindowSummary, capacity_metrics, summary_metrics, to_json,
 )
+from servingbench.result_files import ResultFileError, current_window, load_result, read_json  # noqa: F401
+from servingbench.results import atomic_write_bytes, atomic_write_text, capacity_path, cell_path, failure_path, sweep_path
+from servingbench.typed_json import fields_of, hints
 from servingbench.workload_table import UNITS as WORKLOAD_UNITS, workload_rows
 
-SCHEMA_DIR = REPO_ROOT / "schemas"
 COLUMNS = ["framework", "model", "task", "mode", "kind", "concurrency", "prompt_tokens_target",
            "metric", "statistic", "value", "unit", "status", "reason", "weights", "device", "source",
            "trial", "slo", "turn"]
 # Added after the first summaries were written: a summary without them reads as all-NA.
 OPTIONAL_COLUMNS = ("trial", "slo", "turn")
-STATS = ("mean", "p50", "p90", "p99", "min", "max", "n")
-# Window entries summarised per request (stats objects) and single figures, in display order.
-WINDOW_STATS = ("ttft_ms", "tpot_ms", "itl_ms", "event_gap_ms", "tokens_per_event", "e2e_ms", "output_tok_s",
-                "queue_ms", "prompt_tokens")
-WINDOW_VALUES = ("throughput_req_s", "throughput_output_tok_s", "requests", "completed", "failed",
-                 "window_s", "output_tokens_requested_total", "output_tokens_actual_total",
-                 "output_tokens_mismatched", "itl_unknown_requests", "server_ttft_ms_mean", "server_itl_ms_mean")
-GPU_VALUES = ("device_used_before_load_bytes", "device_used_after_load_bytes", "device_used_peak_bytes",
-              "device_total_bytes", "utilization_mean_pct", "power_mean_w", "energy_j",
-              "energy_per_output_token_j", "memory_bandwidth_bytes_s")
-# Units that a name's suffix does not say (or says wrongly: throughput_req_s is not seconds).
-_UNITS = {
-    "throughput_req_s": "req/s", "throughput_output_tok_s": "tokens/s", "output_tok_s": "tokens/s",
-    "prompt_tokens": "tokens", "output_tokens_requested_total": "tokens",
-    "output_tokens_actual_total": "tokens", "output_tokens_mismatched": "requests",
-    "requests": "requests", "completed": "requests", "failed": "requests",
-    "host_processes_max": "processes", "server_reused": "bool", "gpu_memory_bandwidth_bytes_s": "bytes/s",
-    "gpu_energy_per_output_token_j": "J/token", "server_ttft_ms_mean": "ms", "server_itl_ms_mean": "ms",
-    "tokens_per_event": "tokens", "itl_unknown_requests": "requests",
-}
+STATS = tuple(f.name for f in fields_of(Stats))
+# The summary metrics of the result types (servingbench.records: fields marked summary=True), in
+# declaration order: a window's per-request summaries, then its single figures; memory; GPU.
+_WINDOW_SUMMARY = [f for f in fields_of(WindowSummary) if f.metadata["summary"]]
+WINDOW_STATS = tuple(f.name for f in _WINDOW_SUMMARY if hints(WindowSummary)[f.name] == Stats | None)
+WINDOW_VALUES = tuple(f.name for f in _WINDOW_SUMMARY if f.name not in WINDOW_STATS)
+MEMORY_VALUES = tuple(f.name for f in fields_of(MemorySummary) if f.metadata["summary"])
+GPU_VALUES = tuple(f.name for f in fields_of(GpuSummary) if f.metadata["summary"])
+GPU_PREFIX, SERVER_PREFIX = "gpu_", "server_"
+
+
+def _units() -> dict[str, str]:
+    """Summary metric -> unit, from the fields' metadata (GPU and server figures prefixed as in
+    summary.csv; a capacity result's measured figures as capacity_<name>)."""
+    units = {metric: unit_of_field(cls, name) for cls in (WindowSummary, MemorySummary, DerivedFigures, SloVerdict)
+             for metric, name in summary_metrics(cls).items()}
+    units.update({GPU_PREFIX + f.name: f.metadata["unit"] for f in fields_of(GpuSummary) if f.metadata["summary"]})
+    units.update({SERVER_PREFIX + f.name: f.metadata["unit"] for f in fields_of(ServerInfo)})
+    for cls in (CapacityResult, CapacitySearch):
+        units.update({metric: unit_of_field(cls, name) for metric, name in capacity_metrics(cls).items()})
+    return units
+
+
+def unit_of_field(cls: type, name: str) -> str:
+    return cls.__dataclass_fields__[name].metadata["unit"]
+
+
+UNITS = _units()
 _SUFFIX_UNITS = (("_ms", "ms"), ("_bytes", "bytes"), ("_s", "s"), ("_j", "J"), ("_w", "W"), ("_pct", "%"))
 
 
-class ResultFileError(ValueError):
-    """A result file that is not what its path says (corrupt, foreign or invalid); names the file."""
-
-
 def unit_of(metric: str) -> str:
-    """The unit of a summary metric, from servingbench.fields, the table above or the name's suffix."""
-    if fields.unit(metric) is not None:
-        return fields.unit(metric)
-    if metric in _UNITS:
-        return _UNITS[metric]
+    """The unit of a summary metric: from the result types' fields, the workload table, or the
+    name's suffix."""
+    if UNITS.get(metric):
+        return UNITS[metric]
     if metric in WORKLOAD_UNITS:
         return WORKLOAD_UNITS[metric]
     for suffix, unit in _SUFFIX_UNITS:
@@ -86,8 +90,9 @@ class Entry:
     path: Path  # where the result file is (or would be)
     status: str = "missing"  # ok | failed | missing
     reason: str = ""
-    doc: dict[str, Any] | None = None  # the validated result (status ok)
-    failure: dict[str, Any] | None = None  # the validated failure record (status failed)
+    doc: dict[str, Any] | None = None  # the validated result as plain data (status ok)
+    failure: FailureRecord | None = None  # the validated failure record (status failed)
+    result: CellResult | None = None  # the same result, typed
     weights: str = ""
     device: str = ""
     stale: str = ""  # keys whose recorded setting differs from the config's (servingbench.staleness)
@@ -139,80 +144,34 @@ def expected_entries(cfg: Config, results_dir: str | Path) -> list[Entry]:
     return out
 
 
-@lru_cache(maxsize=None)
-def _validator(name: str) -> Any:
-    import jsonschema  # host-side only; imported late so the module loads without it for `unit_of`
-
-    schema = json.loads((SCHEMA_DIR / f"{name}.schema.json").read_text(encoding="utf-8"))
-    cls = jsonschema.validators.validator_for(schema)
-    cls.check_schema(schema)
-    return cls(schema)
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """Parse a JSON object; a corrupt file is a ResultFileError naming it."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ResultFileError(f"{path}: corrupt result file, not valid JSON "
-                              f"(line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
-    except UnicodeDecodeError as exc:
-        raise ResultFileError(f"{path}: corrupt result file, not UTF-8 text ({exc.reason})") from None
-    if not isinstance(data, dict):
-        raise ResultFileError(f"{path}: foreign file, a JSON {type(data).__name__} instead of a result object")
-    return data
-
-
-def validate(path: Path, data: dict[str, Any], schema_id: str, entry: Entry) -> None:
-    """Check schema id, kind, identity (does it belong at this path?) and the JSON Schema."""
-    found = data.get("schema")
-    if found != schema_id:
-        raise ResultFileError(f"{path}: foreign file, schema is {found!r} but {schema_id!r} belongs here")
-    if data.get("kind") != entry.kind:
-        raise ResultFileError(f"{path}: foreign file, kind is {data.get('kind')!r} but this path holds "
-                              f"{entry.kind!r} results")
-    import jsonschema
-
-    validator = _validator(schema_id.split("/", 1)[1])
-    err = jsonschema.exceptions.best_match(validator.iter_errors(data))
-    if err is not None:
-        where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
-        raise ResultFileError(f"{path}: does not match {schema_id} at {where}: {err.message}")
-    cell = data["cell"]
+def check_identity(path: Path, kind: str, keys: Any, entry: Entry) -> None:
+    """Does the file belong at this path (its kind, arm, model, task and mode)?"""
+    if kind != entry.kind:
+        raise ResultFileError(f"{path}: foreign file, kind is {kind!r} but this path holds {entry.kind!r} results")
     want = {"arm": entry.arm, "model": entry.model}
     if entry.kind == "cell":
         want.update(task=entry.task, mode=entry.mode)
     elif entry.kind == "sweep_capacity":
         want.update(task=entry.task)
-    wrong = {k: cell.get(k) for k, v in want.items() if cell.get(k) != v}
+    wrong = {k: getattr(keys, k) for k, v in want.items() if getattr(keys, k) != v}
     if wrong:
         got = ", ".join(f"{k}={v!r}" for k, v in wrong.items())
         raise ResultFileError(f"{path}: foreign file, it describes {got} but its path is {entry.label}")
 
 
-def current_window(w: dict[str, Any]) -> dict[str, Any]:
-    """A window with today's names. Results written before per-token ITL (no ``event_gap_ms``)
-    called the gaps between stream events ``itl_ms``: they are event gaps, and per-token ITL is
-    unknown for every request of that window."""
-    if "event_gap_ms" in w or w.get("itl_ms") is None:
-        return w
-    return {**w, "event_gap_ms": w["itl_ms"], "itl_ms": None, "itl_unknown_requests": w.get("completed")}
-
-
 def load_entry(entry: Entry) -> Entry:
-    """Fill in status, reason and the validated document of one expected entry."""
+    """Fill in status, reason and the validated (typed) result of one expected entry."""
     fail = failure_path(entry.path)
     if entry.path.exists():
-        doc = read_json(entry.path)
-        validate(entry.path, doc, CELL_SCHEMA, entry)
-        doc["windows"] = [current_window(w) for w in doc["windows"]]
-        entry.status, entry.doc = "ok", doc
-        entry.weights, entry.device = doc["weights"], doc["device"]
+        result = load_result(entry.path, CELL_SCHEMA)
+        check_identity(entry.path, result.kind, result.cell, entry)
+        entry.status, entry.result, entry.doc = "ok", result, to_json(result)
+        entry.weights, entry.device = result.weights, result.device
     elif fail.exists():
-        doc = read_json(fail)
-        validate(fail, doc, FAILURE_SCHEMA, entry)
-        entry.status, entry.failure = "failed", doc
-        entry.reason = f"{doc['category']}: {doc['reason']}"
+        record = load_result(fail, FAILURE_SCHEMA)
+        check_identity(fail, record.kind, record.cell, entry)
+        entry.status, entry.failure = "failed", record
+        entry.reason = f"{record.category}: {record.reason}"
     else:
         entry.status = "missing"
         entry.reason = f"no result file ({entry.path.name} or {fail.name}): the cell has not run"
@@ -253,30 +212,31 @@ def read_requests(entry: Entry) -> list[dict[str, Any]]:
     return rows
 
 
-def _metric_rows(doc: dict[str, Any]) -> Iterator[tuple[Any, Any, Any, str, str, Any]]:
-    """(concurrency, prompt_tokens_target, trial, metric, statistic, value) of one result document.
+def _metric_rows(result: CellResult) -> Iterator[tuple[Any, Any, Any, str, str, Any]]:
+    """(concurrency, prompt_tokens_target, trial, metric, statistic, value) of one result.
     A capacity search's windows differ by rate, not concurrency: its rows come from derived."""
-    for w in doc["windows"] if doc["kind"] != "sweep_capacity" else []:
-        conc, target, trial = w["concurrency"], w.get("prompt_tokens_target"), derived.trial_of(doc, w)
+    trials = (result.spec or {}).get("trials", 1) > 1
+    for w in result.windows if result.kind != "sweep_capacity" else []:
+        conc, target, trial = w.concurrency, w.prompt_tokens_target, w.trial if trials else None
         for metric in WINDOW_STATS:
-            stats = w.get(metric)
-            if isinstance(stats, dict):
+            stats = getattr(w, metric)
+            if stats is not None:
                 for stat in STATS:
-                    yield conc, target, trial, metric, stat, stats.get(stat)
+                    yield conc, target, trial, metric, stat, getattr(stats, stat)
         for metric in WINDOW_VALUES:
-            if w.get(metric) is not None:  # e.g. server_ttft_ms_mean exists only where a server reports it
-                yield conc, target, trial, metric, "value", w[metric]
-    mem = doc["memory"]
-    for metric in ("host_rss_peak_bytes", "host_rss_mean_bytes", "host_processes_max"):
-        if mem.get(metric) is not None:
-            yield None, None, None, metric, "value", mem[metric]
-    for metric in GPU_VALUES:
-        if (mem.get("gpu") or {}).get(metric) is not None:
-            yield None, None, None, f"gpu_{metric}", "value", mem["gpu"][metric]
-    server = doc["server"]
-    if server.get("startup_s") is not None:  # None when the server was reused
-        yield None, None, None, "server_startup_s", "value", server["startup_s"]
-    yield None, None, None, "server_reused", "value", int(bool(server.get("reused")))
+            if getattr(w, metric) is not None:  # e.g. server_ttft_ms_mean exists only where a server reports it
+                yield conc, target, trial, metric, "value", getattr(w, metric)
+    mem = result.memory
+    for metric in MEMORY_VALUES:
+        if getattr(mem, metric) is not None:
+            yield None, None, None, metric, "value", getattr(mem, metric)
+    for metric in GPU_VALUES if mem.gpu is not None else ():
+        if getattr(mem.gpu, metric) is not None:
+            yield None, None, None, GPU_PREFIX + metric, "value", getattr(mem.gpu, metric)
+    server = result.server
+    if server.startup_s is not None:  # None when the server was reused
+        yield None, None, None, SERVER_PREFIX + "startup_s", "value", server.startup_s
+    yield None, None, None, SERVER_PREFIX + "reused", "value", int(bool(server.reused))
 
 
 def tidy(entries: list[Entry], results_dir: str | Path, cfg: Config | None = None) -> pd.DataFrame:
@@ -293,7 +253,7 @@ def tidy(entries: list[Entry], results_dir: str | Path, cfg: Config | None = Non
             rows.append(dict(base, concurrency=None, prompt_tokens_target=None, turn=None, metric="",
                              statistic="", value=None, unit=""))
             continue
-        both = [(c, t, tr, None, m, s, v) for c, t, tr, m, s, v in _metric_rows(e.doc)] + list(workload_rows(e.doc))
+        both = [(c, t, tr, None, m, s, v) for c, t, tr, m, s, v in _metric_rows(e.result)] + list(workload_rows(e.doc))
         for conc, target, trial, turn, metric, stat, value in both:
             rows.append(dict(base, concurrency=conc, prompt_tokens_target=target, trial=trial, turn=turn, metric=metric,
                              statistic=stat, value=None if value is None else float(value),

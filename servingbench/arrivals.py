@@ -22,8 +22,9 @@ import gc
 import time
 from typing import Any
 
-from servingbench.client import NS_PER_MS, Fail, RequestRecord, Send, WindowPlan
-from servingbench.metrics import stats
+from servingbench.client import NS_PER_MS, Fail, Send, WindowPlan
+from servingbench.records import RequestRecord
+from servingbench.metrics import stats_dict as stats
 from servingbench.spec import CellSpec, PromptItem
 
 SPIN_NS = 2_000_000

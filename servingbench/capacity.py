@@ -38,7 +38,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterator
 
-from servingbench.client import LoadClient, RequestRecord, WindowPlan, arrival_offsets
+from servingbench.client import LoadClient, WindowPlan, arrival_offsets
+from servingbench.records import CapacityResult, CapacitySearch, RequestRecord, WindowSummary
 from servingbench.metrics import window_summary
 from servingbench.slo import window_verdict
 from servingbench.spec import CapacitySpec, CellSpec, PromptItem, SLOSpec
@@ -78,14 +79,14 @@ class Bracket:
     hi_window: int | None = None
 
 
-def bracket(windows: list[dict[str, Any]], name: str) -> Bracket:
-    fails = [(w["offered_rate_req_s"], w["window"]) for w in windows
-             if w.get("valid") and w["slo"][name]["window_met"] is False]
+def bracket(windows: list[WindowSummary], name: str) -> Bracket:
+    fails = [(w.offered_rate_req_s, w.window) for w in windows
+             if w.valid and w.slo[name].window_met is False]
     b = Bracket()
     if fails:
         b.hi, b.hi_window = min(fails)
-    passes = [(w["offered_rate_req_s"], w["window"]) for w in windows
-              if w.get("valid") and w["slo"][name]["window_met"] is True and (b.hi is None or w["offered_rate_req_s"] < b.hi)]
+    passes = [(w.offered_rate_req_s, w.window) for w in windows
+              if w.valid and w.slo[name].window_met is True and (b.hi is None or w.offered_rate_req_s < b.hi)]
     if passes:
         b.lo, b.lo_window = max(passes)
     return b
@@ -112,15 +113,15 @@ class SearchState:
     cap: CapacitySpec
     start_rate: float
     started: float = field(default_factory=time.monotonic)
-    windows: list[dict[str, Any]] = field(default_factory=list)  # search windows only
+    windows: list[WindowSummary] = field(default_factory=list)  # search windows only
     client_ceiling: float | None = None  # lowest rate the client could not deliver (twice)
 
     def search_windows(self) -> int:
         return len(self.windows)
 
 
-async def search(state: SearchState, run_window: Callable[[float], Awaitable[dict[str, Any]]],
-                 expected_s: Callable[[float], float]) -> dict[str, dict[str, Any]]:
+async def search(state: SearchState, run_window: Callable[[float], Awaitable[WindowSummary]],
+                 expected_s: Callable[[float], float]) -> dict[str, CapacityResult]:
     """Run windows until every SLO set has its answer or a bound is hit; returns per-set results."""
     cap = state.cap
     statuses: dict[str, str] = {}
@@ -141,16 +142,16 @@ async def search(state: SearchState, run_window: Callable[[float], Awaitable[dic
                 stopped = f"time bound reached (max_search_s {cap.max_search_s:g} s)"
                 break
             w = await run_window(rate)
-            if not w["valid"] and w["invalid_reason"].startswith("client"):
+            if not w.valid and w.invalid_reason.startswith("client"):
                 w = await run_window(rate) if state.search_windows() < cap.max_windows else w
-                if not w["valid"]:
+                if not w.valid:
                     state.client_ceiling = min(rate, state.client_ceiling or rate)
         if stopped:
             break
     return {s.name: result_for(state, s, statuses.get(s.name), stopped) for s in cap.slos}
 
 
-def result_for(state: SearchState, slo: SLOSpec, status: str | None, stopped: str) -> dict[str, Any]:
+def result_for(state: SearchState, slo: SLOSpec, status: str | None, stopped: str) -> CapacityResult:
     """One SLO set's answer, from the windows the search ran."""
     b = bracket(state.windows, slo.name)
     if status is None:  # a bound stopped the search before this set had its answer
@@ -158,30 +159,30 @@ def result_for(state: SearchState, slo: SLOSpec, status: str | None, stopped: st
             BELOW if b.lo is None else IMPRECISE
     cap = state.cap
     per = cap.gpus_per_server or 1
-    by_index = {w["window"]: w for w in state.windows}
+    by_index = {w.window: w for w in state.windows}
     found = b.lo_window is not None
     w = by_index[b.lo_window] if found else None
     fail = by_index[b.hi_window] if b.hi_window is not None else None
-    mem = (w or {}).get("memory") or {}
-    gpu = mem.get("gpu") or {}
+    mem = w.memory if w is not None else None
+    gpu = mem.gpu if mem is not None else None
     # Nothing passed: 0 is all the search can say from below (below_lowest: and < hi from above).
     capacity_req_s = b.lo if found else (0.0 if status in (NOT_MET, BELOW) else None)
-    out_tok_s = w["throughput_output_tok_s"] if w else (0.0 if status in (NOT_MET, BELOW) else None)
-    return {
-        "slo": slo.name, "status": status, "stopped_by": stopped or None,
-        "capacity_req_s": capacity_req_s,
-        "capacity_output_tok_s": out_tok_s,
-        "capacity_req_s_per_gpu": None if capacity_req_s is None or not cap.gpus_per_server else capacity_req_s / per,
-        "capacity_output_tok_s_per_gpu": None if out_tok_s is None or not cap.gpus_per_server else out_tok_s / per,
-        "highest_passing_req_s": b.lo, "lowest_failing_req_s": b.hi,
-        "capacity_window": b.lo_window, "failing_window": b.hi_window,
-        "bound_by": list(fail["slo"][slo.name]["bound_by"]) if fail else [],
-        "energy_per_output_token_j": gpu.get("energy_per_output_token_j"),
-        "gpu_used_peak_bytes": gpu.get("device_used_peak_bytes"),
-        "gpu_utilization_mean_pct": gpu.get("utilization_mean_pct"),
-        "host_rss_peak_bytes": mem.get("host_rss_peak_bytes"),
-        "reason": _reason(status, b, stopped, state),
-    }
+    out_tok_s = w.throughput_output_tok_s if w else (0.0 if status in (NOT_MET, BELOW) else None)
+    return CapacityResult(
+        slo=slo.name, status=status, stopped_by=stopped or None,
+        capacity_req_s=capacity_req_s,
+        capacity_output_tok_s=out_tok_s,
+        capacity_req_s_per_gpu=None if capacity_req_s is None or not cap.gpus_per_server else capacity_req_s / per,
+        capacity_output_tok_s_per_gpu=None if out_tok_s is None or not cap.gpus_per_server else out_tok_s / per,
+        highest_passing_req_s=b.lo, lowest_failing_req_s=b.hi,
+        capacity_window=b.lo_window, failing_window=b.hi_window,
+        bound_by=list(fail.slo[slo.name].bound_by) if fail else [],
+        energy_per_output_token_j=gpu.energy_per_output_token_j if gpu else None,
+        gpu_used_peak_bytes=gpu.device_used_peak_bytes if gpu else None,
+        gpu_utilization_mean_pct=gpu.utilization_mean_pct if gpu else None,
+        host_rss_peak_bytes=mem.host_rss_peak_bytes if mem else None,
+        reason=_reason(status, b, stopped, state),
+    )
 
 
 def _reason(status: str, b: Bracket, stopped: str, state: SearchState) -> str:
@@ -228,47 +229,47 @@ def delivery(records: list[RequestRecord], offsets: list[float]) -> dict[str, An
             "arrival_span_s": span}
 
 
-def judge(summary: dict[str, Any], records: list[RequestRecord], cap: CapacitySpec, window_s: float,
+def judge(summary: WindowSummary, records: list[RequestRecord], cap: CapacitySpec, window_s: float,
           peak_in_flight: int) -> None:
     """Add validity and the verdict of every SLO set to a window summary (in place)."""
-    scheduled, achieved = summary["scheduled_rate_req_s"], summary["achieved_rate_req_s"]
+    scheduled, achieved = summary.scheduled_rate_req_s, summary.achieved_rate_req_s
     reason = None
-    if summary["dispatched"] < summary["requests"]:
-        reason = f"client dispatched {summary['dispatched']} of {summary['requests']} requests"
+    if summary.dispatched < summary.requests:
+        reason = f"client dispatched {summary.dispatched} of {summary.requests} requests"
     elif scheduled and (achieved is None or achieved < (1 - cap.rate_tolerance) * scheduled):
         reason = (f"client delivered {achieved or 0:.4g} of the scheduled {scheduled:.4g} req/s "
                   f"(tolerance {cap.rate_tolerance:.0%})")
-    elif summary["requests"] < cap.min_requests or summary["arrival_span_s"] < cap.min_duration_s * (1 - 1e-9):
-        reason = (f"minimums not met: {summary['requests']} requests over {summary['arrival_span_s']:.3g} s "
+    elif summary.requests < cap.min_requests or summary.arrival_span_s < cap.min_duration_s * (1 - 1e-9):
+        reason = (f"minimums not met: {summary.requests} requests over {summary.arrival_span_s:.3g} s "
                   f"(min_requests {cap.min_requests}, min_duration_s {cap.min_duration_s:g})")
-    summary["valid"], summary["invalid_reason"] = reason is None, reason
+    summary.valid, summary.invalid_reason = reason is None, reason
     saturated = peak_in_flight >= cap.max_in_flight
-    summary["in_flight_cap_reached"] = saturated
-    summary["slo"] = {}
+    summary.in_flight_cap_reached = saturated
+    summary.slo = {}
     for s in cap.slos:
         v = window_verdict(records, window_s, s, stream=True)
         if saturated:  # requests waited in the client, outside the TTFT: the server did not absorb the load
-            v["window_met"] = False
-            v["bound_by"] = v["bound_by"] + ["max_in_flight"]
-        summary["slo"][s.name] = v
+            v.window_met = False
+            v.bound_by = v.bound_by + ["max_in_flight"]
+        summary.slo[s.name] = v
 
 
-def progress_line(cell_id: str, w: dict[str, Any], cap: CapacitySpec, elapsed_s: float) -> str:
+def progress_line(cell_id: str, w: WindowSummary, cap: CapacitySpec, elapsed_s: float) -> str:
     verdicts = ", ".join(
-        f"{name} " + ("pass" if v["window_met"] else "fail" + (f" ({'/'.join(v['bound_by'])})" if v["bound_by"] else ""))
-        for name, v in w["slo"].items())
-    ach = w["achieved_rate_req_s"]
-    head = (f"[{cell_id}] window {w['window']}/{cap.max_windows}: {w['offered_rate_req_s']:.4g} req/s offered, "
-            f"{ach:.4g} delivered" if ach else f"[{cell_id}] window {w['window']}/{cap.max_windows}: "
-            f"{w['offered_rate_req_s']:.4g} req/s offered")
-    body = f", {w['completed']}/{w['requests']} completed in {w['window_s']:.1f} s: "
-    body += verdicts if w["valid"] else f"not counted ({w['invalid_reason']})"
+        f"{name} " + ("pass" if v.window_met else "fail" + (f" ({'/'.join(v.bound_by)})" if v.bound_by else ""))
+        for name, v in w.slo.items())
+    ach = w.achieved_rate_req_s
+    head = (f"[{cell_id}] window {w.window}/{cap.max_windows}: {w.offered_rate_req_s:.4g} req/s offered, "
+            f"{ach:.4g} delivered" if ach else f"[{cell_id}] window {w.window}/{cap.max_windows}: "
+            f"{w.offered_rate_req_s:.4g} req/s offered")
+    body = f", {w.completed}/{w.requests} completed in {w.window_s:.1f} s: "
+    body += verdicts if w.valid else f"not counted ({w.invalid_reason})"
     return head + body + f"; {elapsed_s:.0f} s elapsed"
 
 
 async def measure_capacity(spec: CellSpec, client: LoadClient, items: list[PromptItem],
-                           window_monitor: Callable[[], Any], check_server: Callable[[dict[str, Any]], Awaitable[None]],
-                           progress: Any = None) -> tuple[list[dict[str, Any]], list[RequestRecord], dict[str, Any]]:
+                           window_monitor: Callable[[], Any], check_server: Callable[[WindowSummary], Awaitable[None]],
+                           progress: Any = None) -> tuple[list[WindowSummary], list[RequestRecord], CapacitySearch]:
     """Probe, then search; returns (windows, request records, the ``capacity`` object).
 
     ``window_monitor()`` gives a started-on-demand monitor (servingbench.monitor.Monitor) per
@@ -280,7 +281,7 @@ async def measure_capacity(spec: CellSpec, client: LoadClient, items: list[Promp
     cell_id = spec.cell_id()
     source = _cycle(items)
     records: list[RequestRecord] = []
-    all_windows: list[dict[str, Any]] = []
+    all_windows: list[WindowSummary] = []
     t_start = time.monotonic()
 
     if spec.warmup_requests:
@@ -288,7 +289,7 @@ async def measure_capacity(spec: CellSpec, client: LoadClient, items: list[Promp
     probe_items = [next(source) for _ in range(cap.probe_requests)]
     recs, probe_s = await client.run_window(WindowPlan(probe_items, 1, True, window=0))
     probe = window_summary(recs, probe_s, 1, True)
-    probe.update(window=0, phase="probe", offered_rate_req_s=None, valid=True, invalid_reason=None)
+    probe.window, probe.phase, probe.valid = 0, "probe", True
     records += recs
     all_windows.append(probe)
     await check_server(probe)
@@ -306,7 +307,7 @@ async def measure_capacity(spec: CellSpec, client: LoadClient, items: list[Promp
         offsets = window_arrivals(rate, cap, spec.seed)
         return offsets[-1] + service_s
 
-    async def run_window(rate: float) -> dict[str, Any]:
+    async def run_window(rate: float) -> WindowSummary:
         index = len(all_windows)
         wave = min(MAX_WARM_WAVE, cap.max_in_flight, math.ceil(rate * service_s))
         if wave > warmed[0]:  # a new batch shape: warm it up outside the measurement
@@ -321,28 +322,26 @@ async def measure_capacity(spec: CellSpec, client: LoadClient, items: list[Promp
         finally:
             monitor.stop()
         w = window_summary(recs, window_s, cap.max_in_flight, True)
-        w.update(window=index, phase="search", offered_rate_req_s=rate, arrival=cap.arrival,
-                 burstiness=cap.burstiness, peak_in_flight=client.peak_in_flight,
-                 distinct_prompts=len({it.id for it in plan.items}), **delivery(recs, offsets))
+        w.update(dict(window=index, phase="search", offered_rate_req_s=rate, arrival=cap.arrival,
+                      burstiness=cap.burstiness, peak_in_flight=client.peak_in_flight,
+                      distinct_prompts=len({it.id for it in plan.items}), **delivery(recs, offsets)))
         judge(w, recs, cap, window_s, client.peak_in_flight)
-        w["memory"] = monitor.summary(None, None, w["output_tokens_actual_total"])
-        w["elapsed_s"] = time.monotonic() - t_start
+        w.memory = monitor.summary(None, None, w.output_tokens_actual_total)
+        w.elapsed_s = time.monotonic() - t_start
         records.extend(recs)
         all_windows.append(w)
         state.windows.append(w)
-        print(progress_line(cell_id, w, cap, w["elapsed_s"]), file=out, flush=True)
+        print(progress_line(cell_id, w, cap, w.elapsed_s), file=out, flush=True)
         await check_server(w)
         return w
 
     # The search's window list holds search windows only; indices in results are into all windows.
     results = await search(state, run_window, expected_s)
-    capacity = {
-        "slos": [dataclasses.asdict(s) for s in cap.slos],
-        "arrival": cap.arrival, "burstiness": cap.burstiness,
-        "gpus_per_server": cap.gpus_per_server, "per": "gpu" if cap.gpus_per_server else "server",
-        "service_time_s": service_s, "start_rate_req_s": start_rate,
-        "search_windows": state.search_windows(), "wall_s": time.monotonic() - t_start,
-        "client_ceiling_req_s": state.client_ceiling,
-        "results": results,
-    }
+    capacity = CapacitySearch(
+        slos=[dataclasses.asdict(s) for s in cap.slos], arrival=cap.arrival, burstiness=cap.burstiness,
+        gpus_per_server=cap.gpus_per_server, per="gpu" if cap.gpus_per_server else "server",
+        service_time_s=service_s, start_rate_req_s=start_rate,
+        search_windows=state.search_windows(), wall_s=time.monotonic() - t_start,
+        client_ceiling_req_s=state.client_ceiling, results=results,
+    )
     return all_windows, records, capacity

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator
 import httpx
 
 from servingbench import arrivals, conversations, prefix_cache, provenance
-from servingbench.client import LoadClient, RequestRecord, WindowPlan
+from servingbench.client import LoadClient, WindowPlan
 from servingbench.errors import UserError
 from servingbench.frameworks import get_adapter
 from servingbench.frameworks.base import Adapter
@@ -30,9 +30,21 @@ from servingbench.metrics import window_summary
 from servingbench.server_settings import SettingMismatch, fetch_metrics, server_log_text, verify_settings
 from servingbench.monitor import GPU, Monitor
 from servingbench.redaction import redact, redact_argv, redact_data, redact_server, remember
+from servingbench.records import (
+    CapacitySearch,
+    CellKeys,
+    CellResult,
+    FailureKeys,
+    FailureRecord,
+    Provenance,
+    RequestCounts,
+    RequestRecord,
+    ServerInfo,
+    WindowSummary,
+    from_json,
+    to_json,
+)
 from servingbench.results import (
-    CELL_SCHEMA,
-    FAILURE_SCHEMA,
     atomic_write_json,
     atomic_write_jsonl,
     check_writable,
@@ -68,14 +80,15 @@ class CellFailed(RuntimeError):
         return CellFailed(self.cell_id, self.category, self.reason + note, self.requests, self.kept) if note else self
 
 
-def request_counts(windows: list[dict[str, Any]]) -> dict[str, Any]:
+def request_counts(windows: list[WindowSummary]) -> dict[str, Any]:
     """Requests, completed, failed and errors by kind, summed over measured windows."""
     errors: dict[str, int] = {}
     for w in windows:
-        for kind, n in w["errors"].items():
+        for kind, n in w.errors.items():
             errors[kind] = errors.get(kind, 0) + n
-    return {"requests": sum(w["requests"] for w in windows), "completed": sum(w["completed"] for w in windows),
-            "failed": sum(w["failed"] for w in windows), "errors": errors}
+    return to_json(RequestCounts(requests=sum(w.requests for w in windows),
+                                 completed=sum(w.completed for w in windows),
+                                 failed=sum(w.failed for w in windows), errors=errors))
 
 
 def _counts_text(counts: dict[str, Any]) -> str:
@@ -235,8 +248,8 @@ def plan_windows(spec: CellSpec, items: list[PromptItem]) -> list[tuple[WindowPl
 
 
 async def _measure(spec: CellSpec, adapter: Adapter, base_url: str, items: list[PromptItem],
-                   progress: Progress, alive: Callable[[], bool]) -> tuple[list[dict], list[RequestRecord]]:
-    windows: list[dict[str, Any]] = []
+                   progress: Progress, alive: Callable[[], bool]) -> tuple[list[WindowSummary], list[RequestRecord]]:
+    windows: list[WindowSummary] = []
     records: list[RequestRecord] = []
     max_conn = max(spec.concurrency_levels)
     async with LoadClient(base_url, adapter, spec.server, spec.generation, spec.output_length_policy,
@@ -255,16 +268,16 @@ async def _measure(spec: CellSpec, adapter: Adapter, base_url: str, items: list[
             cache_after = await prefix_cache.prefix_cache_totals(client.http, adapter.server_metrics_path())
             summary = window_summary(recs, window_s, meas.concurrency, meas.stream, meas.prompt_tokens_target)
             summary.update(server_means_ms(before, after))
-            summary.update(server_timing_means(adapter, recs, summary.get("server_ttft_ms_mean")))
+            summary.update(server_timing_means(adapter, recs, summary.server_ttft_ms_mean))
             if spec.trials > 1:
-                summary["trial"] = meas.trial
+                summary.trial = meas.trial
             summary.update(workload_summary(recs, cache_before, cache_after))
             windows.append(summary)
             records.extend(recs)
-            late = arrivals.behind(summary.get("arrivals"), spec.max_lateness_ms)
+            late = arrivals.behind(summary.arrivals, spec.max_lateness_ms)
             if late is not None:
                 raise CellFailed(spec.cell_id(), "client_behind", late, requests=request_counts(windows))
-            lost = await server_lost(client.http, adapter, alive) if summary["failed"] or not alive() else None
+            lost = await server_lost(client.http, adapter, alive) if summary.failed or not alive() else None
             if lost is not None:
                 counts = request_counts(windows)
                 raise CellFailed(spec.cell_id(), lost[0], f"{lost[1]}; {_counts_text(counts)}", requests=counts)
@@ -289,7 +302,7 @@ def server_timing_means(adapter: Adapter, records: list[RequestRecord],
 
 
 def _measure_windows(spec: CellSpec, adapter: Adapter, handle: "ServerHandle", items: list[PromptItem],
-                     progress_stream: Any) -> tuple[list[dict], list[RequestRecord]]:
+                     progress_stream: Any) -> tuple[list[WindowSummary], list[RequestRecord]]:
     """The windows of a cell, a concurrency sweep or a context sweep, with a progress line."""
     total = sum(len(m.items) for m, _ in plan_windows(spec, items))
     progress = Progress(spec.cell_id(), total, progress_stream)
@@ -300,7 +313,7 @@ def _measure_windows(spec: CellSpec, adapter: Adapter, handle: "ServerHandle", i
 
 
 async def _measure_capacity(spec: CellSpec, adapter: Adapter, handle: "ServerHandle", items: list[PromptItem],
-                            gpu: GPU | None, progress_stream: Any) -> tuple[list[dict], list[RequestRecord], dict]:
+                            gpu: GPU | None, progress_stream: Any) -> tuple[list[WindowSummary], list[RequestRecord], CapacitySearch]:
     """A capacity search (servingbench.capacity) against the cell's server."""
     from servingbench.capacity import ProbeFailed, measure_capacity
 
@@ -308,12 +321,12 @@ async def _measure_capacity(spec: CellSpec, adapter: Adapter, handle: "ServerHan
     async with LoadClient(handle.proc.base_url, adapter, spec.server, spec.generation, spec.output_length_policy,
                           spec.request_timeout_s, max_connections=spec.capacity.max_in_flight,
                           count_tokens=TokenCounter(spec.server.model_dir)) as client:
-        windows: list[dict[str, Any]] = []
+        windows: list[WindowSummary] = []
 
-        async def check_server(window: dict[str, Any]) -> None:
+        async def check_server(window: WindowSummary) -> None:
             windows.append(window)
             alive = handle.proc.alive
-            lost = await server_lost(client.http, adapter, alive) if window["failed"] or not alive() else None
+            lost = await server_lost(client.http, adapter, alive) if window.failed or not alive() else None
             if lost is not None:
                 counts = request_counts(windows)
                 raise CellFailed(spec.cell_id(), lost[0], f"{lost[1]}; {_counts_text(counts)}", requests=counts)
@@ -360,14 +373,11 @@ def write_failure(out_path: Path, spec: CellSpec, category: str, reason: str, lo
     it, into the rescue folder. Returns "" when it went to its place, else a note saying where
     it went (for the cell's message). Never raises OSError: the failure it records matters more."""
     path = failure_path(out_path)
-    record = {
-        "schema": FAILURE_SCHEMA, "kind": spec.kind, "cell": _cell_keys(spec), "category": category,
-        "reason": redact(reason), "log": str(log) if log else None, "at": provenance.now_iso(),
-    }
-    if requests is not None:  # failed requests are counted, never dropped, even when the cell fails
-        record["requests"] = requests
-    if kept is not None:
-        record["kept"] = str(kept)
+    # failed requests are counted, never dropped, even when the cell fails
+    record = to_json(FailureRecord(
+        kind=spec.kind, cell=from_json(FailureKeys, _cell_keys(spec)), category=category, reason=redact(reason),
+        log=str(log) if log else None, at=provenance.now_iso(), requests=from_json(RequestCounts, requests),
+        kept=str(kept) if kept is not None else None))
     try:
         atomic_write_json(path, record)
         return ""
@@ -439,39 +449,39 @@ def run_cell(spec: CellSpec, workload: str | Path, out_path: str | Path, results
                 windows, records = _measure_windows(spec, adapter, handle, items, progress_stream)
         finally:
             monitor.stop()
-        if not any(w["completed"] for w in windows):
+        if not any(w.completed for w in windows):
             counts = request_counts(windows)
             raise CellFailed(spec.cell_id(), "requests_failed", f"no request completed; {_counts_text(counts)}",
                              requests=counts)
-        out_tokens = sum(w["output_tokens_actual_total"] for w in windows)
-        result = {
-            "schema": CELL_SCHEMA, "kind": spec.kind, "status": "ok", "cell": _cell_keys(spec),
-            "weights": spec.server.weights, "device": spec.server.device,
-            "spec": _spec_dict(spec), "windows": windows,
-            "memory": monitor.summary(before_load, after_load, out_tokens),
-            "server": {
-                "reused": handle.reused, "pooled": handle.release is not None, "startup_s": handle.startup_s, "started_at": handle.started_at,
-                "pid": handle.proc.pid, "command": handle.proc.command(), "log": str(log_path),
-                "server_settings": {"gpu_memory_utilization": spec.server.gpu_memory_utilization,
-                                    "prefix_caching": spec.server.prefix_caching,
-                                    "prefix_cache_supported": adapter.prefix_cache_unavailable(
-                                        spec.server.server_args) is None,
-                                    "prefix_cache_emptied": cache_emptied,
-                                    "server_args": redact_argv(spec.server.server_args),
-                                    "model_server_args": redact_argv(spec.server.model_server_args), **settings},
-            },
-            "provenance": {**provenance.collect(spec.server.framework, gpu.info if gpu else None,
-                                                spec.config_hash, spec.server.image, spec.server.profile,
-                                                dict(spec.server.env), adapter.framework_version()),
-                           "weights": provenance.weights_info(adapter.served_weights(spec.server)),
-                           "started_at": started_at, "finished_at": provenance.now_iso()},
-            "requests_file": requests_path(out_path).name,
-        }
-        if capacity is not None:
-            result["capacity"] = capacity
-        result = redact_data(result)
-        write_result(spec, out_path, result, [_record_row(r) for r in records], request_counts(windows))
-        return result
+        out_tokens = sum(w.output_tokens_actual_total for w in windows)
+        result = CellResult(
+            kind=spec.kind, cell=from_json(CellKeys, _cell_keys(spec)),
+            weights=spec.server.weights, device=spec.server.device,
+            spec=_spec_dict(spec), windows=windows,
+            memory=monitor.summary(before_load, after_load, out_tokens),
+            server=ServerInfo(
+                reused=handle.reused, pooled=handle.release is not None, startup_s=handle.startup_s,
+                started_at=handle.started_at, pid=handle.proc.pid, command=handle.proc.command(), log=str(log_path),
+                server_settings={"gpu_memory_utilization": spec.server.gpu_memory_utilization,
+                                 "prefix_caching": spec.server.prefix_caching,
+                                 "prefix_cache_supported": adapter.prefix_cache_unavailable(
+                                     spec.server.server_args) is None,
+                                 "prefix_cache_emptied": cache_emptied,
+                                 "server_args": redact_argv(spec.server.server_args),
+                                 "model_server_args": redact_argv(spec.server.model_server_args), **settings},
+            ),
+            provenance=from_json(Provenance, {
+                **provenance.collect(spec.server.framework, gpu.info if gpu else None, spec.config_hash,
+                                     spec.server.image, spec.server.profile, dict(spec.server.env),
+                                     adapter.framework_version()),
+                "weights": provenance.weights_info(adapter.served_weights(spec.server)),
+                "started_at": started_at, "finished_at": provenance.now_iso()}),
+            requests_file=requests_path(out_path).name,
+            capacity=capacity,
+        )
+        doc = redact_data(to_json(result))
+        write_result(spec, out_path, doc, [_record_row(r) for r in records], request_counts(windows))
+        return doc
     except CellFailed as exc:
         if exc.category == "server_exited" and handle is not None and _OOM.search(handle.proc.log_tail()):
             exc = CellFailed(exc.cell_id, "out_of_memory", f"server out of memory: {exc.reason}", exc.requests)

@@ -263,6 +263,21 @@ def cmd_stop_servers(a: argparse.Namespace) -> int:
     return 0
 
 
+@command
+def cmd_schemas(a: argparse.Namespace) -> int:
+    from servingbench import schema_gen
+
+    if a.write:
+        changed = schema_gen.write()
+        print("\n".join(f"wrote {p}" for p in changed) or "schemas and docs already match the types")
+        return 0
+    stale = schema_gen.drifted()
+    for p in stale:
+        print(f"servingbench: {p} differs from servingbench/records.py; run `servingbench schemas --write`",
+              file=sys.stderr)
+    return 1 if stale else 0
+
+
 def _cell_args(p: argparse.ArgumentParser, need_out: bool = True) -> None:
     p.add_argument("--config", help="config YAML (host side)")
     p.add_argument("--spec", help="resolved cell spec as JSON, or @file (what the Snakemake rule passes)")
@@ -329,6 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="what changed between two results folders")
     p.add_argument("run_a")
     p.add_argument("run_b")
+    p = sub.add_parser("schemas", help="generate schemas/*.json and the docs' field tables from the result types")
+    p.add_argument("--write", action="store_true", help="rewrite them (default: check, exit 1 if they differ)")
     p = sub.add_parser("stop-servers", help="stop every pooled server of a results folder")
     p.add_argument("--results", default="results")
     return ap

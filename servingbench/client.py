@@ -24,88 +24,23 @@ import os
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Iterable
 
 import httpx
 
 from servingbench.frameworks.base import (
     TOKENS_FROM_TOKENIZER,
-    TOKENS_UNKNOWN,
     Adapter,
     Completion,
 )
 from servingbench import http1
 from servingbench.malformed import is_event_stream, not_a_stream
+from servingbench.records import RequestRecord
 from servingbench.spec import GenerationParams, PromptItem, ServerSpec
 from servingbench.sse import SSEParser
 
 NS_PER_MS = 1_000_000
-
-
-@dataclass
-class RequestRecord:
-    """Everything measured about one request (one line of ``*.requests.jsonl``)."""
-
-    prompt_id: str
-    window: int = 0
-    concurrency: int = 1
-    warmup: bool = False
-    dispatch_ns: int = 0
-    queue_ms: float = 0.0
-    ttft_ms: float | None = None
-    e2e_ms: float | None = None
-    event_offsets_ms: list[float] = field(default_factory=list)
-    # Tokens each of those events carried, where the server said (None: it never did).
-    event_tokens: list[int | None] | None = None
-    output_tokens_requested: int = 0
-    output_tokens_forced: bool = False
-    output_tokens: int | None = None
-    output_tokens_source: str = TOKENS_UNKNOWN
-    prompt_tokens: int = 0
-    server_prompt_tokens: int | None = None
-    http_status: int | None = None
-    error: str | None = None
-    finish_reason: str | None = None
-    server_timing: dict[str, float] = field(default_factory=dict)
-    # What the workload says about the request, where it applies (servingbench.task_kinds): its
-    # conversation or trace session, turn (from 1), shared-prefix group and whether an earlier
-    # request of the window sent that prefix; for scheduled arrivals, the scheduled offset from
-    # the window's start and how late it was dispatched; in conversations, the answer's text.
-    session: str | None = None
-    turn: int | None = None
-    prefix_group: str | None = None
-    prefix_seen: bool | None = None
-    scheduled_ms: float | None = None
-    lateness_ms: float | None = None
-    output_text: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        for key in WORKLOAD_FIELDS:  # absent rather than null where the workload has no such thing
-            if data[key] is None:
-                del data[key]
-        return data
-
-    def mark_schedule(self, due_ns: int, start_ns: int) -> None:
-        """Record a scheduled request's offset from its window's start and its lateness (dispatch
-        minus due time; None when it was never dispatched)."""
-        self.scheduled_ms = (due_ns - start_ns) / NS_PER_MS
-        self.lateness_ms = (self.dispatch_ns - due_ns) / NS_PER_MS if self.dispatch_ns else None
-
-    def label(self, item: PromptItem) -> None:
-        """Copy the workload's labels of ``item`` (its ``extra`` keys of the same names)."""
-        for key in ITEM_LABELS:
-            if key in item.extra:
-                setattr(self, key, item.extra[key])
-
-
-ITEM_LABELS = ("session", "turn", "prefix_group", "prefix_seen")
-WORKLOAD_FIELDS = ITEM_LABELS + ("scheduled_ms", "lateness_ms", "output_text")
 
 
 @dataclass

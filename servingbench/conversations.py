@@ -20,7 +20,8 @@ import itertools
 import time
 from typing import Iterator
 
-from servingbench.client import Fail, RequestRecord, Send, WindowPlan
+from servingbench.client import Fail, Send, WindowPlan
+from servingbench.records import RequestRecord
 from servingbench.spec import CellSpec, PromptItem
 
 NOT_SENT = "not sent: an earlier turn of its conversation failed"

@@ -23,16 +23,16 @@ from typing import Any, Iterator
 from servingbench import intervals
 from servingbench.config import Config, slo_specs
 from servingbench.metrics import tpot_ms
+from servingbench.records import CapacitySearch, SloVerdict, capacity_metrics, summary_metrics
 from servingbench.slo import request_figures, window_verdict
 from servingbench.spec import SLOSpec
 
 Row = dict[str, Any]
-CAPACITY_VALUES = ("capacity_req_s", "capacity_output_tok_s", "capacity_req_s_per_gpu",
-                   "capacity_output_tok_s_per_gpu")
-CAPACITY_AT = {"capacity_energy_per_output_token_j": "energy_per_output_token_j",
-               "capacity_gpu_used_peak_bytes": "gpu_used_peak_bytes",
-               "capacity_gpu_utilization_mean_pct": "gpu_utilization_mean_pct",
-               "capacity_host_rss_peak_bytes": "host_rss_peak_bytes"}
+# A capacity result's figures (servingbench.records.CapacityResult): the capacities themselves,
+# with intervals, and what was measured in the capacity window (summary metric -> field).
+CAPACITY_VALUES = tuple(m for m, f in capacity_metrics().items() if m == f)
+CAPACITY_AT = {m: f for m, f in capacity_metrics().items() if m != f}
+GOODPUT = summary_metrics(SloVerdict)  # goodput and the window's verdict, per SLO set
 
 
 INTERVAL_METRICS = ("ttft_ms", "tpot_ms", "e2e_ms")  # the per-request figures the report ranks
@@ -139,9 +139,8 @@ def goodput_rows(cfg: Config, kind: str, task: str, doc: dict[str, Any],
             v = window_verdict(recs, w["window_s"], s, stream)
             if v is None:
                 continue
-            for metric, value in (("slo_met_share", v["met_share"]), ("goodput_req_s", v["goodput_req_s"]),
-                                  ("goodput_output_tok_s", v["goodput_output_tok_s"]),
-                                  ("slo_window_met", None if v["window_met"] is None else int(v["window_met"]))):
+            for metric, name in GOODPUT.items():
+                value = getattr(v, name)
                 if value is not None:
                     yield dict(key, slo=s.name, metric=metric, statistic="value", value=value)
 
@@ -227,5 +226,5 @@ def capacity_rows(doc: dict[str, Any], records: list[dict[str, Any]] | None = No
         for metric, field in CAPACITY_AT.items():
             if res.get(field) is not None:
                 yield dict(key, slo=name, metric=metric, statistic="value", value=res[field], reason=reason)
-    yield dict(key, slo=None, metric="capacity_search_windows", statistic="value", value=cap["search_windows"])
-    yield dict(key, slo=None, metric="capacity_wall_s", statistic="value", value=cap["wall_s"])
+    for metric, name in capacity_metrics(CapacitySearch).items():  # the search's own totals
+        yield dict(key, slo=None, metric=metric, statistic="value", value=cap[name])

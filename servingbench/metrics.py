@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
-from servingbench.client import RequestRecord
+from servingbench.records import RequestRecord, Stats, WindowSummary, to_json
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -24,20 +24,18 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     return float(sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo))
 
 
-def stats(values: Iterable[float | None]) -> dict[str, float] | None:
+def stats(values: Iterable[float | None]) -> Stats | None:
     """n, mean, p50, p90, p99, min, max of the non-None values; None when there are none."""
     vals = sorted(float(v) for v in values if v is not None)
     if not vals:
         return None
-    return {
-        "n": len(vals),
-        "mean": sum(vals) / len(vals),
-        "p50": percentile(vals, 50),
-        "p90": percentile(vals, 90),
-        "p99": percentile(vals, 99),
-        "min": vals[0],
-        "max": vals[-1],
-    }
+    return Stats(n=len(vals), mean=sum(vals) / len(vals), p50=percentile(vals, 50), p90=percentile(vals, 90),
+                 p99=percentile(vals, 99), min=vals[0], max=vals[-1])
+
+
+def stats_dict(values: Iterable[float | None]) -> dict[str, float] | None:
+    """``stats`` as plain data, for the workload figures that are not typed yet (per_turn, arrivals)."""
+    return to_json(stats(values))
 
 
 def event_gaps_ms(rec: RequestRecord) -> list[float]:
@@ -77,50 +75,37 @@ def tpot_ms(rec: RequestRecord) -> float | None:
 
 
 def window_summary(records: list[RequestRecord], window_s: float, concurrency: int, stream: bool,
-                   prompt_tokens_target: int | None = None) -> dict[str, Any]:
+                   prompt_tokens_target: int | None = None) -> WindowSummary:
     """The summary of one window. Failed requests are counted, never dropped."""
     ok = [r for r in records if r.ok]
     failed = [r for r in records if not r.ok]
     out_tokens = sum(r.output_tokens or 0 for r in ok)
-    summary: dict[str, Any] = {
-        "concurrency": concurrency,
-        "prompt_tokens_target": prompt_tokens_target,
-        "requests": len(records),
-        "completed": len(ok),
-        "failed": len(failed),
-        "errors": dict(Counter(_error_kind(r.error) for r in failed)),
-        "window_s": window_s,
-        "throughput_req_s": len(ok) / window_s if window_s > 0 else None,
-        "throughput_output_tok_s": out_tokens / window_s if window_s > 0 else None,
-        "e2e_ms": stats(r.e2e_ms for r in ok),
-        "ttft_ms": None,
-        "itl_ms": None,
-        "itl_unknown_requests": None,
-        "event_gap_ms": None,
-        "tokens_per_event": None,
-        "tpot_ms": None,
-        "output_tok_s": None,
-        "queue_ms": stats(r.queue_ms for r in records),
-        "prompt_tokens": stats(r.prompt_tokens for r in ok),
-        "output_tokens_requested_total": sum(r.output_tokens_requested for r in ok),
-        "output_tokens_actual_total": out_tokens,
-        "output_tokens_mismatched": sum(1 for r in ok if r.output_tokens != r.output_tokens_requested),
-        "output_tokens_source": dict(Counter(r.output_tokens_source for r in ok)),
-        "server_ttft_ms_mean": None,
-        "server_itl_ms_mean": None,
-    }
+    summary = WindowSummary(
+        concurrency=concurrency, prompt_tokens_target=prompt_tokens_target,
+        requests=len(records), completed=len(ok), failed=len(failed),
+        errors=dict(Counter(_error_kind(r.error) for r in failed)),
+        window_s=window_s,
+        throughput_req_s=len(ok) / window_s if window_s > 0 else None,
+        throughput_output_tok_s=out_tokens / window_s if window_s > 0 else None,
+        e2e_ms=stats(r.e2e_ms for r in ok),
+        ttft_ms=None, itl_ms=None, tpot_ms=None, output_tok_s=None,
+        queue_ms=stats(r.queue_ms for r in records),
+        prompt_tokens=stats(r.prompt_tokens for r in ok),
+        output_tokens_requested_total=sum(r.output_tokens_requested for r in ok),
+        output_tokens_actual_total=out_tokens,
+        output_tokens_mismatched=sum(1 for r in ok if r.output_tokens != r.output_tokens_requested),
+        output_tokens_source=dict(Counter(r.output_tokens_source for r in ok)),
+    )
     if stream:
         per_token = [itl_ms(r) for r in ok]
-        summary.update(
-            ttft_ms=stats(r.ttft_ms for r in ok),
-            itl_ms=stats(g for gaps in per_token if gaps is not None for g in gaps),
-            itl_unknown_requests=sum(1 for gaps in per_token if gaps is None),
-            event_gap_ms=stats(g for r in ok for g in event_gaps_ms(r)),
-            tokens_per_event=stats(k for r in ok for _, k in (token_events(r) or ())),
-            tpot_ms=stats(tpot_ms(r) for r in ok),
-            output_tok_s=stats((r.output_tokens or 0) / (r.e2e_ms / 1000.0)
-                               for r in ok if r.e2e_ms and r.output_tokens),
-        )
+        summary.ttft_ms = stats(r.ttft_ms for r in ok)
+        summary.itl_ms = stats(g for gaps in per_token if gaps is not None for g in gaps)
+        summary.itl_unknown_requests = sum(1 for gaps in per_token if gaps is None)
+        summary.event_gap_ms = stats(g for r in ok for g in event_gaps_ms(r))
+        summary.tokens_per_event = stats(k for r in ok for _, k in (token_events(r) or ()))
+        summary.tpot_ms = stats(tpot_ms(r) for r in ok)
+        summary.output_tok_s = stats((r.output_tokens or 0) / (r.e2e_ms / 1000.0)
+                                     for r in ok if r.e2e_ms and r.output_tokens)
     return summary
 
 

@@ -21,6 +21,8 @@ from typing import Any, Callable
 
 import psutil
 
+from servingbench.records import GpuSummary, MemorySummary
+
 
 def tree_rss_bytes(root_pid: int) -> tuple[int, int]:
     """(summed RSS in bytes, process count) of a process and all its descendants."""
@@ -188,31 +190,29 @@ class Monitor:
         return sum(s) / len(s) if s else None
 
     def summary(self, gpu_before_load: int | None, gpu_after_load: int | None,
-                output_tokens: int) -> dict[str, Any]:
+                output_tokens: int) -> MemorySummary:
         s = self.samples
-        out: dict[str, Any] = {
-            "host_rss_peak_bytes": max(s.host_rss) if s.host_rss else None,
-            "host_rss_mean_bytes": int(sum(s.host_rss) / len(s.host_rss)) if s.host_rss else None,
-            "host_processes_max": max(s.host_procs) if s.host_procs else None,
-            "host_samples": len(s.host_rss),
-            "gpu": None,
-            "gpu_unavailable_reason": None,
-        }
+        out = MemorySummary(
+            host_rss_peak_bytes=max(s.host_rss) if s.host_rss else None,
+            host_rss_mean_bytes=int(sum(s.host_rss) / len(s.host_rss)) if s.host_rss else None,
+            host_processes_max=max(s.host_procs) if s.host_procs else None,
+            host_samples=len(s.host_rss), gpu=None,
+        )
         if self.gpu is None or not self.gpu.available:
-            out["gpu_unavailable_reason"] = (self.gpu.unavailable_reason if self.gpu else "the cell ran on the CPU: no GPU was monitored")
+            out.gpu_unavailable_reason = (self.gpu.unavailable_reason if self.gpu else "the cell ran on the CPU: no GPU was monitored")
             return out
         energy = self.energy_j
-        out["gpu"] = {
+        out.gpu = GpuSummary(
             **self.gpu.info,
-            "device_used_before_load_bytes": gpu_before_load,
-            "device_used_after_load_bytes": gpu_after_load,
-            "device_used_peak_bytes": max(s.gpu_used) if s.gpu_used else None,
-            "utilization_mean_pct": sum(s.gpu_util) / len(s.gpu_util) if s.gpu_util else None,
-            "power_mean_w": self.power_mean_w,
-            "energy_j": energy,
-            "energy_per_output_token_j": energy / output_tokens if energy is not None and output_tokens else None,
-            "samples": len(s.gpu_used),
-        }
+            device_used_before_load_bytes=gpu_before_load,
+            device_used_after_load_bytes=gpu_after_load,
+            device_used_peak_bytes=max(s.gpu_used) if s.gpu_used else None,
+            utilization_mean_pct=sum(s.gpu_util) / len(s.gpu_util) if s.gpu_util else None,
+            power_mean_w=self.power_mean_w,
+            energy_j=energy,
+            energy_per_output_token_j=energy / output_tokens if energy is not None and output_tokens else None,
+            samples=len(s.gpu_used),
+        )
         return out
 
 

@@ -28,6 +28,7 @@ from types import SimpleNamespace
 from typing import Any, Iterable, Mapping
 
 from servingbench.metrics import percentile, tpot_ms
+from servingbench.records import SloVerdict
 from servingbench.spec import SLOSpec
 
 INF = float("inf")
@@ -88,7 +89,7 @@ def percentile_with_misses(values: Iterable[float], misses: int, q: float) -> fl
     return percentile(finite + [INF] * misses, q)  # both ranks it reads are finite
 
 
-def window_verdict(records: list[Any], window_s: float, slo: SLOSpec, stream: bool) -> dict[str, Any] | None:
+def window_verdict(records: list[Any], window_s: float, slo: SLOSpec, stream: bool) -> SloVerdict | None:
     """Goodput and the window's verdict for one SLO set; None when the mode cannot be judged."""
     if not judgeable(slo, stream):
         return None
@@ -107,14 +108,14 @@ def window_verdict(records: list[Any], window_s: float, slo: SLOSpec, stream: bo
         if v is None or v > limit:
             bound_by.append(name)
     supported = supports(n, slo.percentile)
-    return {
-        "slo": slo.name, "percentile": slo.percentile, "limits": slo.limits(),
-        "requests": n, "failed": failed, "met": len(met),
-        "met_share": len(met) / n if n else None,
-        "goodput_req_s": len(met) / window_s if window_s > 0 else None,
-        "goodput_output_tok_s": sum(r.output_tokens or 0 for r in met) / window_s if window_s > 0 else None,
-        "at_percentile_ms": at_pct,  # None: the percentile falls among failed requests (infinite)
-        "supported": supported,
-        "window_met": (not bound_by) if supported else None,
-        "bound_by": bound_by,
-    }
+    return SloVerdict(
+        slo=slo.name, percentile=slo.percentile, limits=slo.limits(),
+        requests=n, failed=failed, met=len(met),
+        met_share=len(met) / n if n else None,
+        goodput_req_s=len(met) / window_s if window_s > 0 else None,
+        goodput_output_tok_s=sum(r.output_tokens or 0 for r in met) / window_s if window_s > 0 else None,
+        at_percentile_ms=at_pct,  # None: the percentile falls among failed requests (infinite)
+        supported=supported,
+        window_met=(not bound_by) if supported else None,
+        bound_by=bound_by,
+    )

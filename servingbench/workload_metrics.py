@@ -8,8 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 from servingbench.arrivals import arrival_summary
-from servingbench.client import RequestRecord
-from servingbench.metrics import stats
+from servingbench.records import RequestRecord
+from servingbench.metrics import stats_dict as stats
 from servingbench.prefix_cache import window_hit_rate
 
 

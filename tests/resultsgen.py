@@ -24,6 +24,7 @@ from servingbench.config import (
     Config, capacity_sweep_spec, cell_spec, concurrency_sweep_spec, config_hash, context_lengths, context_sweep_spec,
     parse_config,
 )
+from servingbench.records import MemorySummary, WindowSummary, from_json, to_json
 from servingbench.results import (
     CELL_SCHEMA, FAILURE_SCHEMA, atomic_write_json, atomic_write_jsonl, capacity_path, cell_path, failure_path,
     requests_path, sweep_path,
@@ -328,7 +329,7 @@ class Generator:
         service_s = sum(r["e2e_ms"] for r in probe) / len(probe) / 1000
         state = capmod.SearchState(cap=cap, start_rate=cap.start_rate_factor / service_s)
 
-        async def run_window(rate: float) -> dict[str, Any]:
+        async def run_window(rate: float) -> WindowSummary:
             index = len(windows)
             offsets = capmod.window_arrivals(rate, cap, spec.seed)
             free = [0.0] * ARM_SLOTS[arm]
@@ -356,16 +357,17 @@ class Generator:
                      burstiness=cap.burstiness, peak_in_flight=ARM_SLOTS[arm], distinct_prompts=len(rows),
                      scheduled_rate_req_s=(len(rows) - 1) / span, achieved_rate_req_s=(len(rows) - 1) / span,
                      dispatched=len(rows), arrival_span_s=span)
-            capmod.judge(w, rows, cap, w["window_s"], ARM_SLOTS[arm])
-            w["memory"] = self._memory(arm, model, w["output_tokens_actual_total"])
-            w["elapsed_s"] = float(index)
+            w = from_json(WindowSummary, w)  # the search reads typed windows, as the runtime's
+            capmod.judge(w, rows, cap, w.window_s, ARM_SLOTS[arm])
+            w.memory = from_json(MemorySummary, self._memory(arm, model, w.output_tokens_actual_total))
+            w.elapsed_s = float(index)
             windows.append(w)
             records.extend(rows)
             state.windows.append(w)
             return w
 
         results = asyncio.run(capmod.search(state, run_window, lambda r: 0.0))
-        doc = self._doc(spec, windows, requests_path(path))
+        doc = self._doc(spec, to_json(windows), requests_path(path))
         doc["capacity"] = {
             "slos": [dataclasses.asdict(x) for x in cap.slos], "arrival": cap.arrival, "burstiness": cap.burstiness,
             "gpus_per_server": cap.gpus_per_server, "per": "gpu" if cap.gpus_per_server else "server",
@@ -373,7 +375,7 @@ class Generator:
             "search_windows": len(state.windows), "wall_s": 60.0 + len(state.windows) * 10,
             "client_ceiling_req_s": None, "results": results}
         atomic_write_jsonl(requests_path(path), records)
-        atomic_write_json(path, doc)
+        atomic_write_json(path, to_json(doc))
 
 
 def write_results(cfg: Config, results_dir: Path, fail: Iterable[str] = (), missing: Iterable[str] = (),

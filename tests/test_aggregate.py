@@ -167,7 +167,7 @@ def test_schema_accepts_what_the_runtime_writes(cfg, tmp_path: Path) -> None:
 
     from servingbench import provenance
     from servingbench.aggregate import load_results, read_requests
-    from servingbench.client import RequestRecord
+    from servingbench.records import RequestRecord, to_json
     from servingbench.config import cell_spec, config_hash
     from servingbench.metrics import window_summary
     from servingbench.monitor import Monitor
@@ -197,7 +197,7 @@ def test_schema_accepts_what_the_runtime_writes(cfg, tmp_path: Path) -> None:
         "requests_file": requests_path(path).name,
     }
     atomic_write_jsonl(requests_path(path), [r.to_dict() for r in records])
-    atomic_write_json(path, doc)
+    atomic_write_json(path, to_json(doc))  # records (the windows, memory) as the runtime writes them
     entry = next(e for e in load_results(cfg, tmp_path) if e.status == "ok")
     assert entry.label == "vllm/smollm2-135m/chat/stream"
     assert len(read_requests(entry)) == 5

@@ -22,8 +22,9 @@ from servingbench import capacity as capmod
 from servingbench.cell import run_cell
 from servingbench.client import arrival_offsets
 from servingbench.config import capacity_sweep_spec, parse_config
-from servingbench.metrics import percentile
+from servingbench.metrics import percentile, window_summary
 from servingbench.pool import external_server
+from servingbench.records import CapacityResult, SloVerdict, WindowSummary
 from servingbench.spec import CapacitySpec, SLOSpec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -151,16 +152,28 @@ def _cap(**kw: Any) -> CapacitySpec:
     return CapacitySpec(**base)
 
 
-def _run(cap: CapacitySpec, judge) -> tuple[capmod.SearchState, dict[str, Any]]:
+def _window(index: int, rate: float, invalid_reason: str | None, out_tok_s: float,
+            verdicts: dict[str, tuple[bool | None, list[str]]]) -> WindowSummary:
+    """A search window as the search sees it (rate, validity, each set's window_met and bound_by),
+    standing in for a measured one."""
+    w = window_summary([], 1.0, 1, True)
+    slo = {name: SloVerdict(slo=name, percentile=50, limits={}, requests=0, failed=0, met=0, met_share=None,
+                            goodput_req_s=None, goodput_output_tok_s=None, at_percentile_ms={}, supported=True,
+                            window_met=met, bound_by=bound_by) for name, (met, bound_by) in verdicts.items()}
+    w.update(dict(window=index, offered_rate_req_s=rate, valid=invalid_reason is None, invalid_reason=invalid_reason,
+                  throughput_output_tok_s=out_tok_s, slo=slo))
+    return w
+
+
+def _run(cap: CapacitySpec, judge) -> tuple[capmod.SearchState, dict[str, CapacityResult]]:
     """Search with ``judge(rate) -> (valid reason or None, met)`` standing in for a server."""
     state = capmod.SearchState(cap=cap, start_rate=1.0)
 
-    async def run_window(rate: float) -> dict[str, Any]:
+    async def run_window(rate: float) -> WindowSummary:
         reason, met = judge(rate)
-        w = {"window": len(state.windows) + 1, "offered_rate_req_s": rate, "valid": reason is None,
-             "invalid_reason": reason, "throughput_output_tok_s": rate * 10, "memory": {},
-             "slo": {s.name: {"window_met": met if reason is None else None, "bound_by": [] if met else ["ttft_ms"]}
-                     for s in cap.slos}}
+        w = _window(len(state.windows) + 1, rate, reason, rate * 10,
+                    {s.name: (met if reason is None else None, [] if met else ["ttft_ms"])
+                     for s in cap.slos})
         state.windows.append(w)
         return w
 
@@ -172,30 +185,30 @@ def test_a_client_that_cannot_keep_up_gives_a_lower_bound_never_a_low_capacity()
     # The server meets the SLO up to 6 req/s, but the client cannot offer more than 3.
     state, res = _run(_cap(), lambda r: ("client delivered too little", None) if r >= 3 else (None, r <= 6))
     r = res["a"]
-    assert r["status"] == "client_limited" and r["capacity_req_s"] == 2.0  # the highest passing rate: >= 2
-    assert "at least" in r["reason"] and r["lowest_failing_req_s"] is None
-    invalid = [w for w in state.windows if not w["valid"]]
-    assert len(invalid) == 2 and invalid[0]["offered_rate_req_s"] == invalid[1]["offered_rate_req_s"]  # one retry
+    assert r.status == "client_limited" and r.capacity_req_s == 2.0  # the highest passing rate: >= 2
+    assert "at least" in r.reason and r.lowest_failing_req_s is None
+    invalid = [w for w in state.windows if not w.valid]
+    assert len(invalid) == 2 and invalid[0].offered_rate_req_s == invalid[1].offered_rate_req_s  # one retry
 
 
 def test_an_slo_that_no_rate_meets_has_capacity_zero_after_a_bounded_shrink():
     state, res = _run(_cap(), lambda r: (None, False))
-    assert res["a"]["status"] == "not_met" and res["a"]["capacity_req_s"] == 0.0
-    assert [w["offered_rate_req_s"] for w in state.windows] == [1.0, 0.5, 0.25, 0.125]
+    assert res["a"].status == "not_met" and res["a"].capacity_req_s == 0.0
+    assert [w.offered_rate_req_s for w in state.windows] == [1.0, 0.5, 0.25, 0.125]
 
 
 def test_a_bound_that_stops_a_search_before_anything_passed_gives_an_upper_bound_only():
     state, res = _run(_cap(max_windows=2), lambda r: (None, False))
     r = res["a"]
-    assert [w["offered_rate_req_s"] for w in state.windows] == [1.0, 0.5]
-    assert r["status"] == "below_lowest" and r["capacity_req_s"] == 0.0 and r["lowest_failing_req_s"] == 0.5
-    assert "capacity is below that" in r["reason"]
+    assert [w.offered_rate_req_s for w in state.windows] == [1.0, 0.5]
+    assert r.status == "below_lowest" and r.capacity_req_s == 0.0 and r.lowest_failing_req_s == 0.5
+    assert "capacity is below that" in r.reason
 
 
 def test_bounds_stop_a_search_that_never_breaks_and_say_so():
     state, res = _run(_cap(max_windows=5), lambda r: (None, True))
-    assert len(state.windows) == 5 and res["a"]["status"] == "not_broken"
-    assert res["a"]["capacity_req_s"] == 16.0 and "window bound" in res["a"]["reason"]
+    assert len(state.windows) == 5 and res["a"].status == "not_broken"
+    assert res["a"].capacity_req_s == 16.0 and "window bound" in res["a"].reason
 
 
 def test_bisection_reaches_the_precision_and_windows_are_shared_between_slo_sets():
@@ -204,18 +217,17 @@ def test_bisection_reaches_the_precision_and_windows_are_shared_between_slo_sets
 
     state = capmod.SearchState(cap=cap, start_rate=1.0)
 
-    async def run_window(rate: float) -> dict[str, Any]:
-        w = {"window": len(state.windows) + 1, "offered_rate_req_s": rate, "valid": True, "invalid_reason": None,
-             "throughput_output_tok_s": rate, "memory": {},
-             "slo": {n: {"window_met": rate <= t, "bound_by": [] if rate <= t else ["ttft_ms"]} for n, t in truth.items()}}
+    async def run_window(rate: float) -> WindowSummary:
+        w = _window(len(state.windows) + 1, rate, None, rate,
+                    {n: (rate <= t, [] if rate <= t else ["ttft_ms"]) for n, t in truth.items()})
         state.windows.append(w)
         return w
 
     res = asyncio.run(capmod.search(state, run_window, lambda r: 1.0))
     for name, t in truth.items():
         r = res[name]
-        assert r["status"] == "found" and r["capacity_req_s"] <= t < r["lowest_failing_req_s"]
-        assert r["lowest_failing_req_s"] / r["capacity_req_s"] - 1 <= cap.precision
+        assert r.status == "found" and r.capacity_req_s <= t < r.lowest_failing_req_s
+        assert r.lowest_failing_req_s / r.capacity_req_s - 1 <= cap.precision
     # "b" reused the windows run for "a" (1, 2, 4, 8 pass b): fewer windows than two separate searches.
     assert len(state.windows) < 2 * 9
 

@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from servingbench.client import LoadClient, RequestRecord, WindowPlan
+from servingbench.client import LoadClient, WindowPlan
+from servingbench.records import RequestRecord, Stats
 from servingbench.frameworks import get_adapter
 from servingbench.metrics import percentile, stats, tpot_ms, window_summary
 from servingbench.spec import GenerationParams, PromptItem, ServerSpec
@@ -127,10 +128,10 @@ def test_window_counts_failures_apart_and_throughput_uses_completed_only():
     with ScriptedServer({"/v1/completions": route}) as s:
         recs, window_s = asyncio.run(go())
     summary = window_summary(recs, window_s, 3, True)
-    assert summary["requests"] == 9 and summary["failed"] == 3 and summary["completed"] == 6
-    assert summary["errors"] == {"HTTP 503": 3}
-    assert summary["throughput_req_s"] == pytest.approx(6 / window_s)
-    assert summary["output_tokens_actual_total"] == 30 and summary["output_tokens_mismatched"] == 0
+    assert summary.requests == 9 and summary.failed == 3 and summary.completed == 6
+    assert summary.errors == {"HTTP 503": 3}
+    assert summary.throughput_req_s == pytest.approx(6 / window_s)
+    assert summary.output_tokens_actual_total == 30 and summary.output_tokens_mismatched == 0
 
 
 def test_open_loop_records_queueing_apart_from_latency():
@@ -155,7 +156,7 @@ def test_percentiles_match_numpy():
     vals = sorted([3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0, 6.0, 5.0, 3.0, 5.0])
     for q in (0, 10, 50, 90, 99, 100):
         assert percentile(vals, q) == pytest.approx(float(np.percentile(vals, q)))
-    assert stats([None, 2.0, 4.0]) == {"n": 2, "mean": 3.0, "p50": 3.0, "p90": 3.8, "p99": 3.98, "min": 2.0, "max": 4.0}
+    assert stats([None, 2.0, 4.0]) == Stats(n=2, mean=3.0, p50=3.0, p90=3.8, p99=3.98, min=2.0, max=4.0)
     assert stats([None]) is None
 
 

@@ -29,16 +29,16 @@ def test_a_request_meets_an_slo_only_when_every_limit_holds_and_failures_are_mis
         _rec(error="HTTP 500"),       # failed: a miss
     ]
     v = window_verdict(recs, 2.0, slo, stream=True)
-    assert v["met"] == 3 and v["failed"] == 1 and v["requests"] == 6
-    assert v["met_share"] == pytest.approx(0.5)
-    assert v["goodput_req_s"] == pytest.approx(1.5)
-    assert v["goodput_output_tok_s"] == pytest.approx((10 + 10 + 1) / 2.0)
+    assert v.met == 3 and v.failed == 1 and v.requests == 6
+    assert v.met_share == pytest.approx(0.5)
+    assert v.goodput_req_s == pytest.approx(1.5)
+    assert v.goodput_output_tok_s == pytest.approx((10 + 10 + 1) / 2.0)
     # p50 over all six, the failed one infinitely slow: TTFT values 20, 30, 50, 90, 150, inf.
-    assert v["at_percentile_ms"]["ttft_ms"] == pytest.approx(70.0)
-    assert v["window_met"] is True and v["bound_by"] == []
+    assert v.at_percentile_ms["ttft_ms"] == pytest.approx(70.0)
+    assert v.window_met is True and v.bound_by == []
     tight = SLOSpec("t", 50, ttft_ms=60.0)
     v = window_verdict(recs, 2.0, tight, stream=True)
-    assert v["window_met"] is False and v["bound_by"] == ["ttft_ms"]
+    assert v.window_met is False and v.bound_by == ["ttft_ms"]
 
 
 def test_a_percentile_among_failed_requests_is_infinite_and_fails_the_window():
@@ -47,23 +47,23 @@ def test_a_percentile_among_failed_requests_is_infinite_and_fails_the_window():
     assert percentile_with_misses([10.0, 20.0, 30.0], 0, 50) == pytest.approx(20.0)
     recs = [_rec(10, 100)] * 5 + [_rec(error="timeout")] * 5
     v = window_verdict(recs, 1.0, SLOSpec("s", 90, ttft_ms=1000.0), stream=True)
-    assert v["at_percentile_ms"]["ttft_ms"] is None and v["window_met"] is False
+    assert v.at_percentile_ms["ttft_ms"] is None and v.window_met is False
 
 
 def test_an_unsupported_percentile_gives_no_verdict():
     assert [min_samples(q) for q in (50, 90, 99, 100)] == [2, 10, 100, 1]
     recs = [_rec(10, 100)] * 9
     v = window_verdict(recs, 1.0, SLOSpec("s", 90, ttft_ms=1000.0), stream=True)
-    assert v["supported"] is False and v["window_met"] is None
-    assert v["met"] == 9  # goodput itself needs no percentile
-    assert window_verdict(recs + [_rec(10, 100)], 1.0, SLOSpec("s", 90, ttft_ms=1000.0), stream=True)["window_met"]
+    assert v.supported is False and v.window_met is None
+    assert v.met == 9  # goodput itself needs no percentile
+    assert window_verdict(recs + [_rec(10, 100)], 1.0, SLOSpec("s", 90, ttft_ms=1000.0), stream=True).window_met
 
 
 def test_sync_windows_are_judged_only_against_e2e_limits():
     recs = [_rec(None, 100)] * 4
     assert window_verdict(recs, 1.0, SLOSpec("s", 50, ttft_ms=500.0), stream=False) is None
     v = window_verdict(recs, 1.0, SLOSpec("s", 50, e2e_ms=150.0), stream=False)
-    assert v["window_met"] is True and v["met"] == 4
+    assert v.window_met is True and v.met == 4
 
 
 def _expected(records: list[dict], window_s: float, ttft_limit: float, tpot_limit: float) -> tuple[int, float]:
@@ -113,13 +113,29 @@ def test_summary_has_goodput_per_window_and_slo_set_and_follows_the_config(tmp_p
 
 
 def test_every_new_field_is_documented_with_its_unit():
-    """servingbench/fields.py is the one table of the new fields: the results format lists each,
-    and aggregate takes its units from it."""
+    """servingbench/records.py is the one table of the result fields (the SLO, goodput, capacity and
+    interval figures among them): the results format lists each with its unit and meaning, and
+    aggregate takes its units from it."""
+    from servingbench import records
     from servingbench.aggregate import unit_of
-    from servingbench.fields import FIELDS
+    from servingbench.typed_json import fields_of
 
     doc = (Path(__file__).resolve().parent.parent / "docs" / "results-format.md").read_text()
-    for name, (unit, meaning) in FIELDS.items():
-        assert f"| `{name}` | {unit or '—'} | {meaning} |" in doc, name
-        if ":" not in name:
-            assert unit_of(name) == unit
+    for cls in (records.WindowSummary, records.SloVerdict, records.CapacityResult, records.CapacitySearch,
+                records.DerivedFigures):
+        for f in fields_of(cls):
+            unit, meaning = f.metadata["unit"], f.metadata["doc"].replace("|", "\\|")
+            metric = f" (summary `{f.metadata['metric']}`)" if f.metadata["metric"] else ""
+            assert f"| `{f.name}`{metric} | {unit or '—'} | {meaning} |" in doc, f.name
+    for metric, name in records.summary_metrics(records.SloVerdict).items():
+        assert unit_of(metric) == records.SloVerdict.__dataclass_fields__[name].metadata["unit"], metric
+    assert unit_of("slo_met_share") == "share" and unit_of("slo_window_met") == "bool"
+    for f in fields_of(records.DerivedFigures):
+        assert unit_of(f.name) == f.metadata["unit"]
+    for cls in (records.CapacityResult, records.CapacitySearch):
+        units = {f.name: f.metadata["unit"] for f in fields_of(cls)}
+        for metric, name in records.capacity_metrics(cls).items():
+            assert unit_of(metric) == units[name], metric
+    assert unit_of("capacity_search_windows") == "windows" and unit_of("capacity_host_rss_peak_bytes") == "bytes"
+    for name, (unit, meaning) in records.INTERVAL_STATISTICS.items():
+        assert f"| `{name}` | {unit} | {meaning} |" in doc

@@ -10,7 +10,8 @@ import time
 import pytest
 
 from servingbench import http1
-from servingbench.client import LoadClient, RequestRecord
+from servingbench.client import LoadClient
+from servingbench.records import RequestRecord
 from servingbench.frameworks import get_adapter
 from servingbench.spec import GenerationParams, PromptItem, ServerSpec
 from tests.scripted_server import ScriptedServer, json_body, sse

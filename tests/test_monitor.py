@@ -68,12 +68,12 @@ def test_gpu_is_polled_at_most_once_a_second_whatever_the_host_interval() -> Non
 def test_mean_power_is_energy_over_time_where_the_gpu_counts_energy() -> None:
     mon = _run(CountingGPU(), 0.3)
     s = mon.summary(None, None, output_tokens=10)
-    assert abs(s["gpu"]["power_mean_w"] - 250.0) < 25.0
-    assert s["gpu"]["energy_j"] > 0 and s["gpu"]["samples"] >= 1
+    assert abs(s.gpu.power_mean_w - 250.0) < 25.0
+    assert s.gpu.energy_j > 0 and s.gpu.samples >= 1
 
 
 def test_without_an_energy_counter_power_is_polled_on_the_gpu_schedule() -> None:
     gpu = CountingGPU(energy=False)
     mon = _run(gpu, 0.3)
     assert 1 <= gpu.calls["power_w"] <= 3
-    assert mon.summary(None, None, 10)["gpu"]["power_mean_w"] == 200.0
+    assert mon.summary(None, None, 10).gpu.power_mean_w == 200.0

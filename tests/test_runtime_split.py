@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PKG = ROOT / "servingbench"
 RUNTIME = ["spec", "sse", "client", "http1", "lifecycle", "monitor", "metrics", "cell", "pool", "provenance",
            "arrivals", "conversations", "prefix_cache", "workload_metrics",
-           "results", "server_settings", "cli", "slo", "capacity", "fields", "frameworks", "frameworks.base",
+           "results", "server_settings", "cli", "slo", "capacity", "records", "typed_json", "schema_gen", "frameworks", "frameworks.base",
            "frameworks.openai_api", "frameworks.vllm",
            "frameworks.transformers_serve", "frameworks.transformers_naive", "frameworks.tgi",
            "frameworks.tgi_openai", "frameworks.sglang", "prometheus", "malformed", "redaction", "errors",

@@ -10,7 +10,8 @@ import json
 import pytest
 
 from servingbench.aggregate import current_window
-from servingbench.client import LoadClient, RequestRecord
+from servingbench.client import LoadClient
+from servingbench.records import RequestRecord
 from servingbench.frameworks import get_adapter
 from servingbench.frameworks.tgi import TGIStreamReader
 from servingbench.frameworks.transformers_naive import NaiveStreamReader
@@ -64,11 +65,11 @@ def test_four_tokens_per_event_itl_is_per_token_and_the_event_gap_is_kept_apart(
     assert len(per_token) == 16 and len(gaps) == 4  # tokens after the first event's; gaps between events
     assert sum(per_token) == pytest.approx(rec.e2e_ms - rec.ttft_ms)  # the same time, counted per token
     summary = window_summary([rec], 1.0, 1, True)
-    itl, gap, tpot = summary["itl_ms"]["p50"], summary["event_gap_ms"]["p50"], summary["tpot_ms"]["p50"]
+    itl, gap, tpot = summary.itl_ms.p50, summary.event_gap_ms.p50, summary.tpot_ms.p50
     assert gap == pytest.approx(40, abs=15)
     assert itl == pytest.approx(gap / 4, rel=0.01)  # each event's gap over its 4 tokens
     assert itl == pytest.approx(tpot, rel=0.3)  # per-token ITL and TPOT now agree (the event gap does not)
-    assert summary["tokens_per_event"]["mean"] == 4 and summary["itl_unknown_requests"] == 0
+    assert summary.tokens_per_event.mean == 4 and summary.itl_unknown_requests == 0
 
 
 def test_a_stream_that_does_not_say_its_tokens_per_event_has_no_itl() -> None:
@@ -76,10 +77,10 @@ def test_a_stream_that_does_not_say_its_tokens_per_event_has_no_itl() -> None:
     assert rec.error is None and rec.output_tokens == 20 and rec.event_tokens is None
     assert itl_ms(rec) is None and len(event_gaps_ms(rec)) == 4
     summary = window_summary([rec], 1.0, 1, True)
-    assert summary["itl_ms"] is None and summary["itl_unknown_requests"] == 1
-    assert summary["event_gap_ms"]["p50"] == pytest.approx(40, abs=15)
-    assert summary["tokens_per_event"] is None
-    assert summary["tpot_ms"] is not None  # TPOT needs only the server's count
+    assert summary.itl_ms is None and summary.itl_unknown_requests == 1
+    assert summary.event_gap_ms.p50 == pytest.approx(40, abs=15)
+    assert summary.tokens_per_event is None
+    assert summary.tpot_ms is not None  # TPOT needs only the server's count
 
 
 def test_events_without_text_count_their_tokens_and_time_the_first_one() -> None:

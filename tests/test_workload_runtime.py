@@ -264,7 +264,7 @@ vllm:external_prefix_cache_hits_total{engine="0",model_name="m"} 999.0
 
 
 def test_llamacpp_per_request_cache_figures_give_the_servers_hit_rate():
-    from servingbench.client import RequestRecord
+    from servingbench.records import RequestRecord
 
     recs = [RequestRecord(prompt_id="a", server_timing={"cache_n": 0.0, "prompt_n": 400.0}),
             RequestRecord(prompt_id="b", server_timing={"cache_n": 384.0, "prompt_n": 16.0}),

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from servingbench.aggregate import Entry
+from servingbench.records import WindowSummary
 from servingbench.report.data import ReportData
 
 # Peak memory bandwidth, bytes/s, from NVIDIA's data sheets. Order matters: first match wins.
@@ -88,8 +89,10 @@ class FloorRow:
 
 
 def device_name(e: Entry) -> str | None:
-    gpu = (e.doc or {}).get("memory", {}).get("gpu") or {}
-    return gpu.get("device_name") or (e.doc or {}).get("provenance", {}).get("device_name")
+    if e.result is None:
+        return None
+    gpu = e.result.memory.gpu
+    return (gpu.device_name if gpu else None) or e.result.provenance.device_name
 
 
 def measured_bandwidth(data: ReportData, name: str | None) -> tuple[float, str] | None:
@@ -116,7 +119,7 @@ def floor_rows(data: ReportData) -> tuple[list[FloorRow], list[str]]:
                       else "A CUDA cell recorded no GPU name; no floor for it.")
             continue
         params = parse_params(data.cfg.models[e.model].params)
-        dtype = str(e.doc["spec"].get("server", {}).get("dtype", "")).lower()
+        dtype = str(e.result.spec.get("server", {}).get("dtype", "")).lower()
         nbytes = BYTES_PER_DTYPE.get(dtype)
         if params is None or nbytes is None:
             notes.add(f"{e.model}: cannot size the weights (params {data.cfg.models[e.model].params!r}, "
@@ -127,25 +130,24 @@ def floor_rows(data: ReportData) -> tuple[list[FloorRow], list[str]]:
         weight_bytes = params * nbytes
         for w in data.windows(e):
             if e.mode == "stream":
-                tpot = w.get("tpot_ms") or {}
-                per_token, per_token_min = tpot.get("p50"), tpot.get("min")
+                per_token, per_token_min = (w.tpot_ms.p50, w.tpot_ms.min) if w.tpot_ms else (None, None)
             else:
                 per_token, per_token_min = _e2e_per_token_ms(w), None
             rows.append(FloorRow(
                 label=e.label, model=e.model, arm=e.arm, task=e.task, source=data.source(e),
-                concurrency=w["concurrency"], gpu=f"{label} ({name})", bandwidth_gb_s=bw / 1e9,
+                concurrency=w.concurrency, gpu=f"{label} ({name})", bandwidth_gb_s=bw / 1e9,
                 bandwidth_source=source, datasheet_gb_s=sheet / 1e9,
                 weight_gb=weight_bytes / 1e9, dtype=dtype, floor_ms=weight_bytes / bw * 1000.0,
                 mode=e.mode, per_token_ms=per_token, per_token_min_ms=per_token_min))
     return rows, sorted(notes)
 
 
-def _e2e_per_token_ms(w: dict[str, Any]) -> float | None:
+def _e2e_per_token_ms(w: WindowSummary) -> float | None:
     """Sum of E2E over sum of output tokens of a window's completed requests."""
-    e2e, tokens = w.get("e2e_ms") or {}, w.get("output_tokens_actual_total")
-    if not e2e.get("n") or not tokens:
+    e2e, tokens = w.e2e_ms, w.output_tokens_actual_total
+    if e2e is None or not e2e.n or not tokens:
         return None
-    return e2e["mean"] * e2e["n"] / tokens
+    return e2e.mean * e2e.n / tokens
 
 
 def floor_grid(rows: list[FloorRow]) -> dict[str, Any]:

@@ -96,16 +96,16 @@ def capacity_rankings(data: ReportData) -> list[CapacityRanking]:
                         why = "missing" if e is None else f"{e.status}: {e.reason}"
                         r.unranked.append(ArmCapacity(arm, data.source(e) if e else "", e.status if e else "missing", why))
                         continue
-                    doc_cap = e.doc["capacity"]
-                    res = doc_cap["results"].get(name)
-                    spec = next((s for s in doc_cap["slos"] if s["name"] == name), None)
+                    search = e.result.capacity
+                    res = search.results.get(name)
+                    spec = next((s for s in search.slos if s["name"] == name), None)
                     if res is None or spec is None:
                         r.unranked.append(ArmCapacity(arm, data.source(e), "other_slo",
-                                                      f"searched for other SLO sets ({', '.join(doc_cap['results'])})"))
+                                                      f"searched for other SLO sets ({', '.join(search.results)})"))
                         continue
                     r.definition = r.definition or slo_words(spec)
                     v = lambda metric, stat="value": data.value(e, metric + suffix, stat, slo=name)  # noqa: E731
-                    a = ArmCapacity(arm, data.source(e), res["status"], res["reason"],
+                    a = ArmCapacity(arm, data.source(e), res.status, res.reason,
                                     req_s=v("capacity_req_s"), low=v("capacity_req_s", "value_ci95_low"),
                                     high=v("capacity_req_s", "value_ci95_high"),
                                     tok_s=v("capacity_output_tok_s"), tok_low=v("capacity_output_tok_s", "value_ci95_low"),
@@ -113,7 +113,7 @@ def capacity_rankings(data: ReportData) -> list[CapacityRanking]:
                                     joules_per_token=data.value(e, "capacity_energy_per_output_token_j", slo=name),
                                     gpu_peak_bytes=data.value(e, "capacity_gpu_used_peak_bytes", slo=name),
                                     gpu_util_pct=data.value(e, "capacity_gpu_utilization_mean_pct", slo=name),
-                                    bound_by=list(res.get("bound_by") or []), windows=doc_cap["search_windows"])
+                                    bound_by=list(res.bound_by), windows=search.search_windows)
                     (r.ranked if a.req_s is not None else r.unranked).append(a)
                 r.ranked.sort(key=lambda a: -a.req_s)
                 for i, a in enumerate(r.ranked):
@@ -132,7 +132,7 @@ def stale_capacity(data: ReportData) -> list[tuple[str, str, str]]:
         if e.kind != "sweep_capacity":
             continue
         want = {s.name: s for s in slo_specs(data.cfg, e.task)}
-        for s in e.doc["capacity"]["slos"]:
+        for s in e.result.capacity.slos:
             w = want.get(s["name"])
             if w is not None and (w.percentile, w.ttft_ms, w.tpot_ms, w.e2e_ms) != \
                     (s["percentile"], s.get("ttft_ms"), s.get("tpot_ms"), s.get("e2e_ms")):

@@ -11,6 +11,7 @@ import pandas as pd
 
 from servingbench.aggregate import Entry, load_results, read_json, read_requests, tidy
 from servingbench.config import Config, config_hash
+from servingbench.records import WindowSummary
 
 Key = tuple[str, str, str, str, str]  # (kind, arm, model, task, mode)
 
@@ -72,8 +73,8 @@ class ReportData:
         v = self._index.get((e.kind, e.arm, e.model, e.task, e.mode, concurrency, target, metric, stat, trial, slo))
         return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
 
-    def windows(self, e: Entry) -> list[dict[str, Any]]:
-        return list(e.doc["windows"]) if e.doc else []
+    def windows(self, e: Entry) -> list[WindowSummary]:
+        return list(e.result.windows) if e.result else []
 
     def requests(self, e: Entry) -> list[dict[str, Any]]:
         key = (e.kind, e.arm, e.model, e.task, e.mode)

@@ -33,24 +33,24 @@ def flags(data: ReportData, floor: list[FloorRow]) -> list[Flag]:
     out: list[Flag] = []
     for e in data.entries:
         if e.status == "failed":
-            log = (e.failure or {}).get("log")
-            out.append(Flag("error", f"failed ({e.failure['category']})", [e.label],
-                            e.failure["reason"] + (f" — server log: {log}" if log else ""), [data.source(e)]))
+            log = e.failure.log
+            out.append(Flag("error", f"failed ({e.failure.category})", [e.label],
+                            e.failure.reason + (f" — server log: {log}" if log else ""), [data.source(e)]))
         elif e.status == "missing":
             out.append(Flag("error", "missing", [e.label], e.reason, [data.source(e)]))
     for e in data.ok:
         failed, unequal, counted = [], [], []
         for w in data.windows(e):
-            at = f"concurrency {w['concurrency']}" + (
-                f", prompt {w['prompt_tokens_target']} tokens" if w.get("prompt_tokens_target") else "")
-            if w["failed"]:
-                errors = ", ".join(f"{k}: {v}" for k, v in (w.get("errors") or {}).items()) or "no reason recorded"
-                failed.append(f"{w['failed']}/{w['requests']} at {at} ({errors})")
-            if w["output_tokens_mismatched"]:
-                unequal.append(f"{w['output_tokens_mismatched']}/{w['completed']} requests at {at} "
-                               f"({num(w['output_tokens_actual_total'])} of "
-                               f"{num(w['output_tokens_requested_total'])} tokens)")
-            others = {k: v for k, v in (w.get("output_tokens_source") or {}).items() if k != "server" and v}
+            at = f"concurrency {w.concurrency}" + (
+                f", prompt {w.prompt_tokens_target} tokens" if w.prompt_tokens_target else "")
+            if w.failed:
+                errors = ", ".join(f"{k}: {v}" for k, v in w.errors.items()) or "no reason recorded"
+                failed.append(f"{w.failed}/{w.requests} at {at} ({errors})")
+            if w.output_tokens_mismatched:
+                unequal.append(f"{w.output_tokens_mismatched}/{w.completed} requests at {at} "
+                               f"({num(w.output_tokens_actual_total)} of "
+                               f"{num(w.output_tokens_requested_total)} tokens)")
+            others = {k: v for k, v in w.output_tokens_source.items() if k != "server" and v}
             if others:
                 counted.append(f"at {at}: " + ", ".join(f"{k} ({v} requests)" for k, v in others.items()))
         # One flag per cell and problem, its windows listed: the table stays one screen long.
@@ -64,7 +64,7 @@ def flags(data: ReportData, floor: list[FloorRow]) -> list[Flag]:
             out.append(Flag("info", "tokens not counted by the server", [e.label],
                             "Output tokens counted by the client, not the server: " + "; ".join(counted) + ".",
                             [data.source(e)]))
-        prov_hash = (e.doc or {}).get("provenance", {}).get("config_hash")
+        prov_hash = e.result.provenance.config_hash
         if e.stale:  # only with --allow-stale: by default such results are refused
             out.append(Flag("warn", "different config", [e.label],
                             f"stale: measured under other settings than this report's config ({e.stale}); "
@@ -108,14 +108,14 @@ def stream_flags(data: ReportData) -> list[Flag]:
     unknown, several, overridden = [], [], []
     for e in data.ok:
         windows = data.windows(e)
-        n_unknown = sum(w.get("itl_unknown_requests") or 0 for w in windows)
+        n_unknown = sum(w.itl_unknown_requests or 0 for w in windows)
         if n_unknown:
             unknown.append((e.label, data.source(e)))
-        means = [(w.get("tokens_per_event") or {}).get("mean") for w in windows]
+        means = [w.tokens_per_event.mean for w in windows if w.tokens_per_event is not None]
         top = max((m for m in means if m is not None), default=None)
         if top is not None and top > 1.05:
             several.append((e.label, data.source(e), top))
-        extra = ((e.doc or {}).get("server") or {}).get("server_settings") or {}
+        extra = e.result.server.server_settings or {}
         if extra.get("model_server_args"):
             overridden.append((e.label, data.source(e), " ".join(extra["model_server_args"])))
     _group(out, "info", "ITL per token not known", unknown,
@@ -158,24 +158,24 @@ def _capacity(data: ReportData) -> list[Flag]:
     for e in data.ok:
         if e.kind != "sweep_capacity":
             continue
-        results = e.doc["capacity"]["results"]
-        bounds = [f"{name}: {r['reason']}" for name, r in results.items()
-                  if r["status"] in ("below_lowest", "not_broken", "imprecise", "client_limited", "no_data")]
+        results = e.result.capacity.results
+        bounds = [f"{name}: {r.reason}" for name, r in results.items()
+                  if r.status in ("below_lowest", "not_broken", "imprecise", "client_limited", "no_data")]
         if bounds:
             out.append(Flag("info", "capacity is a bound", [e.label], "; ".join(bounds) + ".", [data.source(e)]))
-        repeats = [w for w in data.windows(e) if w.get("distinct_prompts") and w["distinct_prompts"] < w["requests"]]
+        repeats = [w for w in data.windows(e) if w.distinct_prompts and w.distinct_prompts < w.requests]
         if repeats:
-            caching = (e.doc["server"].get("server_settings") or {}).get("prefix_caching")
+            caching = (e.result.server.server_settings or {}).get("prefix_caching")
             out.append(Flag("info", "prompts repeated in a capacity window", [e.label],
                             f"{len(repeats)} window(s) sent more requests than the workload has prompts (largest: "
-                            f"{max(w['requests'] for w in repeats)} requests, {repeats[0]['distinct_prompts']} prompts); "
+                            f"{max(w.requests for w in repeats)} requests, {repeats[0].distinct_prompts} prompts); "
                             f"prefix caching was recorded as {'on' if caching else 'off'}: a server that caches "
                             "prompts would gain from the repeats", [data.source(e)]))
-        late = [w for w in data.windows(e) if w.get("phase") == "search" and not w.get("valid")]
+        late = [w for w in data.windows(e) if w.phase == "search" and not w.valid]
         if late:
             out.append(Flag("info", "capacity windows not counted", [e.label],
-                            "; ".join(f"window {w['window']} at {num(w['offered_rate_req_s'])} req/s: "
-                                      f"{w['invalid_reason']}" for w in late) + ".", [data.source(e)]))
+                            "; ".join(f"window {w.window} at {num(w.offered_rate_req_s)} req/s: "
+                                      f"{w.invalid_reason}" for w in late) + ".", [data.source(e)]))
     return out
 
 

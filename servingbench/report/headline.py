@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from servingbench import intervals
 from servingbench.derived import by_window, request_values
+from servingbench.records import WindowSummary
 from servingbench.report.data import ReportData
 
 
@@ -61,10 +62,10 @@ def _geomean(values: list[float]) -> float | None:
     return math.exp(sum(math.log(v) for v in values) / len(values))
 
 
-def _caveat(r: Ranking, arm: str, windows: list[dict]) -> None:
+def _caveat(r: Ranking, arm: str, windows: list[WindowSummary]) -> None:
     """Note an arm whose figure covers unequal work or lost requests: it may win by doing less."""
-    short = sum(w["output_tokens_mismatched"] for w in windows)
-    failed = sum(w["failed"] for w in windows)
+    short = sum(w.output_tokens_mismatched for w in windows)
+    failed = sum(w.failed for w in windows)
     notes = ([f"{short} requests returned another output length than requested"] if short else []) + \
         ([f"{failed} requests failed"] if failed else [])
     if notes:
@@ -93,7 +94,7 @@ def _interval(data: ReportData, r: Ranking, arm: str, entries: list, metric: str
         samples = []
         for e in entries:
             wins = by_window(data.requests(e))
-            idx = [i for i, w in enumerate(data.windows(e)) if w["concurrency"] == concurrency]
+            idx = [i for i, w in enumerate(data.windows(e)) if w.concurrency == concurrency]
             samples.append([v for i in idx for v in request_values(wins.get(i, []), metric)])
         ci = intervals.bootstrap_geomean(samples, stat, intervals.seed_for("headline", arm, *[e.label for e in entries],
                                                                             metric, stat))
@@ -129,7 +130,7 @@ def _per_task(data: ReportData, model: str, metric: str, stat: str, mode: str, c
                 values.append(v)
                 srcs.append(data.source(e))
                 entries.append(e)
-                windows += [w for w in data.windows(e) if w["concurrency"] == concurrency]
+                windows += [w for w in data.windows(e) if w.concurrency == concurrency]
         g = _geomean(values) if not missing else None
         if g is None:
             r.unranked.append((arm, "no figure for " + ", ".join(missing) if missing else "non-positive figure"))
@@ -172,7 +173,7 @@ def _throughput(data: ReportData, model: str, metric: str, label: str, unit: str
             else:
                 r.ranked.append((arm, v))
                 r.sources[arm] = [data.source(e)]
-                _caveat(r, arm, [w for w in data.windows(e) if w["concurrency"] == level])
+                _caveat(r, arm, [w for w in data.windows(e) if w.concurrency == level])
                 lo, hi = (data.value(e, metric, f"value_ci95_{end}", level) for end in ("low", "high"))
                 r.intervals[arm] = (lo, hi) if lo is not None and hi is not None else None
                 if r.intervals[arm] is None:

@@ -61,10 +61,10 @@ def distribution(data: ReportData, metric: str, label: str, modes: tuple[str, ..
                 rows.append({**base, "value": round(float(r[metric]), 3), "what": "request",
                              "prompt_id": str(r.get("prompt_id", ""))})
         for w in data.windows(e):
-            stats = w.get(metric) or {}
-            if w["concurrency"] == low:
-                rows += [{**base, "value": stats[s], "what": s, "source": data.source(e)}
-                         for s in STAT_SHAPES if stats.get(s) is not None]
+            stats = getattr(w, metric)
+            if w.concurrency == low and stats is not None:
+                rows += [{**base, "value": getattr(stats, s), "what": s, "source": data.source(e)}
+                         for s in STAT_SHAPES if getattr(stats, s) is not None]
     if not rows:
         return None
     df = pd.DataFrame(rows)
@@ -97,10 +97,10 @@ def throughput_vs_concurrency(data: ReportData) -> dict[str, Any] | None:
             continue
         for w in data.windows(e):
             for measure, key in (("requests/s", "throughput_req_s"), ("output tokens/s", "throughput_output_tok_s")):
-                if w.get(key) is not None:
-                    rows.append({"model": e.model, "arm": e.arm, "measure": measure, "value": w[key],
-                                 "concurrency": w["concurrency"], "completed": w["completed"],
-                                 "failed": w["failed"], "source": data.source(e)})
+                if getattr(w, key) is not None:
+                    rows.append({"model": e.model, "arm": e.arm, "measure": measure, "value": getattr(w, key),
+                                 "concurrency": w.concurrency, "completed": w.completed,
+                                 "failed": w.failed, "source": data.source(e)})
     if not rows:
         return None
     levels = sorted({r["concurrency"] for r in rows})
@@ -125,11 +125,11 @@ def latency_vs_prompt(data: ReportData) -> dict[str, Any] | None:
             continue
         for w in data.windows(e):
             for measure, key in (("E2E p50 (ms)", "e2e_ms"), ("TTFT p50 (ms)", "ttft_ms")):
-                s = w.get(key) or {}
-                if s.get("p50") is not None:
-                    rows.append({"model": e.model, "arm": e.arm, "measure": measure, "value": s["p50"],
-                                 "p90": s.get("p90"), "p99": s.get("p99"), "n": s.get("n"),
-                                 "prompt_tokens": w.get("prompt_tokens_target"), "source": data.source(e)})
+                s = getattr(w, key)
+                if s is not None and s.p50 is not None:
+                    rows.append({"model": e.model, "arm": e.arm, "measure": measure, "value": s.p50,
+                                 "p90": s.p90, "p99": s.p99, "n": s.n,
+                                 "prompt_tokens": w.prompt_tokens_target, "source": data.source(e)})
     if not rows:
         return None
     chart = alt.Chart(pd.DataFrame(rows)).mark_line(point=True, strokeWidth=2).encode(
@@ -148,15 +148,15 @@ def latency_vs_prompt(data: ReportData) -> dict[str, Any] | None:
 
 def memory(data: ReportData) -> dict[str, Any] | None:
     """Highest peak over every cell and sweep of an arm and model (the figure that decides fit)."""
-    measures = [("host RSS peak (MiB)", lambda m: m.get("host_rss_peak_bytes")),
-                ("GPU used after load (MiB)", lambda m: (m.get("gpu") or {}).get("device_used_after_load_bytes")),
-                ("GPU used peak (MiB)", lambda m: (m.get("gpu") or {}).get("device_used_peak_bytes"))]
+    measures = [("host RSS peak (MiB)", lambda m: m.host_rss_peak_bytes),
+                ("GPU used after load (MiB)", lambda m: m.gpu.device_used_after_load_bytes if m.gpu else None),
+                ("GPU used peak (MiB)", lambda m: m.gpu.device_used_peak_bytes if m.gpu else None)]
     rows = []
     for arm in data.arms:
         for model in data.cfg.models:
             mine = [e for e in data.ok if e.arm == arm and e.model == model]
             for measure, get in measures:
-                vals = [(get(e.doc["memory"]), e) for e in mine if get(e.doc["memory"]) is not None]
+                vals = [(get(e.result.memory), e) for e in mine if get(e.result.memory) is not None]
                 if vals:
                     v, e = max(vals, key=lambda ve: ve[0])
                     rows.append({"arm": arm, "model": model, "measure": measure, "value": round(v / MIB, 1),
@@ -184,10 +184,10 @@ def output_tokens_per_s(data: ReportData) -> dict[str, Any] | None:
         if e.kind != "cell" or e.mode != "stream":
             continue
         for w in data.windows(e):
-            s = w.get("output_tok_s") or {}
-            if w["concurrency"] == low and s.get("p50") is not None:
-                rows.append({"arm": e.arm, "model": e.model, "task": e.task, "value": s["p50"],
-                             "p90": s.get("p90"), "mean": s.get("mean"), "n": s.get("n"), "source": data.source(e)})
+            s = w.output_tok_s
+            if w.concurrency == low and s is not None and s.p50 is not None:
+                rows.append({"arm": e.arm, "model": e.model, "task": e.task, "value": s.p50,
+                             "p90": s.p90, "mean": s.mean, "n": s.n, "source": data.source(e)})
     if not rows:
         return None
     chart = alt.Chart(pd.DataFrame(rows)).mark_bar(height={"band": 0.7}).encode(
@@ -213,26 +213,26 @@ def pareto(data: ReportData) -> dict[str, Any] | None:
     for e in data.ok:
         if e.kind != "sweep_capacity":
             continue
-        cap = e.doc["capacity"]
-        gpus = cap.get("gpus_per_server") or 1
+        cap = e.result.capacity
+        gpus = cap.gpus_per_server or 1
         at = {}
-        for name, res in cap["results"].items():
-            if res.get("capacity_window") is not None:
-                at.setdefault(res["capacity_window"], []).append(name)
-        for s in cap["slos"]:
+        for name, res in cap.results.items():
+            if res.capacity_window is not None:
+                at.setdefault(res.capacity_window, []).append(name)
+        for s in cap.slos:
             if s.get("tpot_ms"):
                 limits[f"{s['name']}: TPOT ≤ {s['tpot_ms']:g} ms"] = 1000.0 / s["tpot_ms"]
         for w in data.windows(e):
-            tpot = (w.get("tpot_ms") or {}).get("p50")
-            if w.get("phase") != "search" or not w.get("valid") or not tpot or w.get("throughput_output_tok_s") is None:
+            tpot = w.tpot_ms.p50 if w.tpot_ms else None
+            if w.phase != "search" or not w.valid or not tpot or w.throughput_output_tok_s is None:
                 continue
-            met = [n for n, v in (w.get("slo") or {}).items() if v.get("window_met")]
+            met = [n for n, v in (w.slo or {}).items() if v.window_met]
             rows.append({"model": e.model, "task": e.task, "arm": e.arm, "what": "window",
-                         "x": round(1000.0 / tpot, 3), "y": round(w["throughput_output_tok_s"] / gpus, 3),
-                         "rate": round(w["offered_rate_req_s"], 4),
-                         "meets": "every SLO set" if len(met) == len(w.get("slo") or {}) else
+                         "x": round(1000.0 / tpot, 3), "y": round(w.throughput_output_tok_s / gpus, 3),
+                         "rate": round(w.offered_rate_req_s, 4),
+                         "meets": "every SLO set" if len(met) == len(w.slo or {}) else
                          ("some SLO sets" if met else "no SLO set"),
-                         "met": ", ".join(met) or "none", "capacity_for": ", ".join(at.get(w["window"], [])),
+                         "met": ", ".join(met) or "none", "capacity_for": ", ".join(at.get(w.window, [])),
                          "source": data.source(e)})
     if not rows:
         return None
@@ -269,9 +269,9 @@ def pareto(data: ReportData) -> dict[str, Any] | None:
 
 
 def _gpu_caption(data: ReportData) -> str:
-    if any((e.doc["memory"].get("gpu") or {}) for e in data.ok):
+    if any(e.result.memory.gpu is not None for e in data.ok):
         return "GPU: device memory used (NVML); vLLM, SGLang and TGI reserve memory up front."
-    reasons = sorted({e.doc["memory"].get("gpu_unavailable_reason") or "not recorded" for e in data.ok})
+    reasons = sorted({e.result.memory.gpu_unavailable_reason or "not recorded" for e in data.ok})
     return "No GPU memory figures: " + "; ".join(reasons) + "." if reasons else ""
 
 

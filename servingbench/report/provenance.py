@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from servingbench.records import GpuSummary
 from servingbench.report.data import ReportData
 
 FRAMEWORK_FIELDS = ("maker", "install", "serving", "streaming", "batching", "optimisation", "fit")
@@ -24,37 +25,33 @@ def _values(items: list[Any]) -> str:
     return "; ".join(f"{v} ({n} cells)" for v, n in counts.most_common())
 
 
-def _gpu(doc: dict[str, Any], key: str) -> Any:
-    return ((doc.get("memory") or {}).get("gpu") or {}).get(key)
-
-
 def run_facts(data: ReportData) -> list[tuple[str, str]]:
     """(label, value) rows about the whole run."""
-    docs = [e.doc for e in data.ok]
-    prov = [d.get("provenance", {}) for d in docs]
-    started = sorted(p["started_at"] for p in prov if p.get("started_at"))
-    finished = sorted(p["finished_at"] for p in prov if p.get("finished_at"))
-    gpu_reason = _values([(d.get("memory") or {}).get("gpu_unavailable_reason") for d in docs])
-    device = _values([p.get("device_name") or _gpu(d, "device_name") for p, d in zip(prov, docs)])
+    results = [e.result for e in data.ok]
+    prov = [r.provenance for r in results]
+    gpus = [r.memory.gpu or GpuSummary() for r in results]
+    started = sorted(p.started_at for p in prov if p.started_at)
+    finished = sorted(p.finished_at for p in prov if p.finished_at)
+    gpu_reason = _values([r.memory.gpu_unavailable_reason for r in results])
+    device = _values([p.device_name or g.device_name for p, g in zip(prov, gpus)])
     if device == "not recorded" and data.cfg.device == "cpu":
         device = f"none (CPU run; {gpu_reason})"
-    total = _values([_gpu(d, "device_total_bytes") and f"{_gpu(d, 'device_total_bytes') / 2**30:.1f} GiB"
-                     for d in docs])
+    total = _values([g.device_total_bytes and f"{g.device_total_bytes / 2**30:.1f} GiB" for g in gpus])
     return [
         ("Run window", f"{started[0]} → {finished[-1]}" if started and finished else "no finished cell"),
         ("Device", data.cfg.device + (f" — weights: {data.cfg.weights}" if data.cfg.weights else "")),
         ("GPU", device),
         ("GPU memory", total),
-        ("Driver", _values([p.get("driver") or _gpu(d, "driver") for p, d in zip(prov, docs)])),
-        ("CUDA", _values([p.get("cuda") or _gpu(d, "cuda_driver") for p, d in zip(prov, docs)])),
-        ("Host", _values([p.get("host") for p in prov])),
-        ("CPU", _values([p.get("cpu") for p in prov])),
-        ("Python", _values([(p.get("versions") or {}).get("python") for p in prov])),
-        ("servingbench", _values([p.get("servingbench_version") for p in prov])),
-        ("Git commit", _values([p.get("git_commit") for p in prov])),
-        ("Config hash (results)", _values([p.get("config_hash") for p in prov])),
+        ("Driver", _values([p.driver or g.driver for p, g in zip(prov, gpus)])),
+        ("CUDA", _values([p.cuda or g.cuda_driver for p, g in zip(prov, gpus)])),
+        ("Host", _values([p.host for p in prov])),
+        ("CPU", _values([p.cpu for p in prov])),
+        ("Python", _values([p.versions.get("python") for p in prov])),
+        ("servingbench", _values([p.servingbench_version for p in prov])),
+        ("Git commit", _values([p.git_commit for p in prov])),
+        ("Config hash (results)", _values([p.config_hash for p in prov])),
         ("Config hash (this report)", data.config_hash),
-        ("Container profile", f"{data.cfg.profile} (results: {_values([p.get('profile') for p in prov])})"),
+        ("Container profile", f"{data.cfg.profile} (results: {_values([p.profile for p in prov])})"),
     ]
 
 
@@ -76,20 +73,19 @@ def arm_facts(data: ReportData) -> list[dict[str, str]]:
     """Per arm: framework, version, image and the versions of its stack."""
     rows = []
     for arm, spec in data.cfg.frameworks.items():
-        docs = [e.doc for e in data.ok if e.arm == arm]
-        prov = [d.get("provenance", {}) for d in docs]
-        dists = sorted({k for p in prov for k in (p.get("versions") or {}) if k != "python"})
-        stack = "; ".join(f"{k} {_values([(p.get('versions') or {}).get(k) for p in prov])}" for k in dists)
-        kernels = [p.get("framework_kernels") for p in prov]
+        prov = [e.result.provenance for e in data.ok if e.arm == arm]
+        dists = sorted({k for p in prov for k in p.versions if k != "python"})
+        stack = "; ".join(f"{k} {_values([p.versions.get(k) for p in prov])}" for k in dists)
+        kernels = [p.framework_kernels for p in prov]
         per_model = "; ".join(f"{m} only: {' '.join(a)}" for m, a in spec.model_server_args.items())
         rows.append({
             "arm": arm, "framework": spec.framework,
-            "version": _values([p.get("framework_version") for p in prov])
+            "version": _values([p.framework_version for p in prov])
             + (f" (kernels: {_values(kernels)})" if any(kernels) else ""),
-            "image": (_values([p.get("image") for p in prov]) if any(p.get("image") for p in prov)
-                      else "none (host environment)") if docs else "no finished cell",
+            "image": (_values([p.image for p in prov]) if any(p.image for p in prov)
+                      else "none (host environment)") if prov else "no finished cell",
             "stack": stack or "not recorded",
-            "weights": _values([weights_text(p.get("weights")) for p in prov]),
+            "weights": _values([weights_text(p.weights) for p in prov]),
             "server_args": (" ".join(spec.server_args) or "(defaults)") + (f"; {per_model}" if per_model else ""),
             "env": " ".join(f"{k}={v}" for k, v in spec.env.items()) or "—",
         })
@@ -148,9 +144,9 @@ def framework_table(data: ReportData, spec: dict[str, dict[str, str]],
     arms = {n: [a for a, s in data.cfg.frameworks.items() if s.framework == n] for n in names}
     measured = []
     for n in names:
-        prov = [e.doc.get("provenance", {}) for e in data.ok if e.framework == n]
+        prov = [e.result.provenance for e in data.ok if e.framework == n]
         measured.append("not in this run" if not arms[n] else
-                        _values([p.get("framework_version") for p in prov]) if prov else "no finished cell")
+                        _values([p.framework_version for p in prov]) if prov else "no finished cell")
     rows.append(("arms in this run", [", ".join(arms[n]) or "none" for n in names]))
     rows.append(("version measured", measured))
     return {"names": names, "rows": rows}

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
 from servingbench import intervals
+from servingbench.aggregate import unit_of
+from servingbench.records import GpuSummary, Stats, WindowSummary
 from servingbench.report.data import ReportData
+from servingbench.typed_json import fields_of
 
 STATS = ("p50", "p90", "p99", "mean")
 # (metric, heading, unit) of the per-request distributions, in reading order.
-LATENCY = [("ttft_ms", "TTFT", "ms"), ("tpot_ms", "TPOT", "ms"), ("itl_ms", "ITL per token", "ms"),
-           ("event_gap_ms", "Event gap", "ms"), ("e2e_ms", "E2E latency", "ms")]
+LATENCY = [(m, heading, unit_of(m)) for m, heading in (
+    ("ttft_ms", "TTFT"), ("tpot_ms", "TPOT"), ("itl_ms", "ITL per token"), ("event_gap_ms", "Event gap"),
+    ("e2e_ms", "E2E latency"))]
 # Per-request distributions of the second table: decode speed and the client's own queueing.
-RATE = [("output_tok_s", "Output tokens/s per request", "tokens/s"), ("queue_ms", "Queue wait", "ms")]
+RATE = [(m, heading, unit_of(m)) for m, heading in (("output_tok_s", "Output tokens/s per request"),
+                                                     ("queue_ms", "Queue wait"))]
 
 
 @dataclass
@@ -45,29 +51,23 @@ def task_tables(data: ReportData) -> dict[str, list[TaskRow]]:
                         rows.append(TaskRow(arm, mode, None, e.status, e.reason, data.source(e),
                                             values={"model": model}))
                         continue
-                    mem = e.doc["memory"]
-                    gpu = mem.get("gpu") or {}
+                    mem = e.result.memory
+                    gpu = mem.gpu or GpuSummary()
                     seen: set[int] = set()
                     for w in data.windows(e):
-                        c = w["concurrency"]
+                        c = w.concurrency
                         if c in seen:  # run.trials: one row per level, with the figures over its trials
                             continue
                         seen.add(c)
                         w = _over_trials(data, e, w)
                         row = TaskRow(arm, mode, c, "ok", "", data.source(e), values={
                             "model": model,
-                            "throughput_req_s": w["throughput_req_s"],
-                            "throughput_output_tok_s": w["throughput_output_tok_s"],
-                            "completed": w["completed"], "requests": w["requests"], "failed": w["failed"],
-                            "window_s": w["window_s"],
-                            "prompt_tokens_mean": (w.get("prompt_tokens") or {}).get("mean"),
-                            "output_tokens_requested_total": w["output_tokens_requested_total"],
-                            "output_tokens_actual_total": w["output_tokens_actual_total"],
-                            "output_tokens_mismatched": w["output_tokens_mismatched"],
-                            "host_rss_peak_bytes": mem.get("host_rss_peak_bytes"),
-                            "host_rss_mean_bytes": mem.get("host_rss_mean_bytes"),
-                            "gpu_used_peak_bytes": gpu.get("device_used_peak_bytes"),
-                            "energy_per_output_token_j": gpu.get("energy_per_output_token_j"),
+                            **{k: getattr(w, k) for k in WINDOW_COLUMNS},
+                            "prompt_tokens_mean": w.prompt_tokens.mean if w.prompt_tokens else None,
+                            "host_rss_peak_bytes": mem.host_rss_peak_bytes,
+                            "host_rss_mean_bytes": mem.host_rss_mean_bytes,
+                            "gpu_used_peak_bytes": gpu.device_used_peak_bytes,
+                            "energy_per_output_token_j": gpu.energy_per_output_token_j,
                         })
                         for metric, _, _ in LATENCY + RATE:
                             row.stats[metric] = {s: data.value(e, metric, s, c) for s in STATS}
@@ -79,19 +79,18 @@ def task_tables(data: ReportData) -> dict[str, list[TaskRow]]:
     return out
 
 
-def _over_trials(data: ReportData, e: Any, w: dict[str, Any]) -> dict[str, Any]:
+# The window's single figures a task table shows (its template's cells), in the table's terms.
+WINDOW_COLUMNS = ("throughput_req_s", "throughput_output_tok_s", "completed", "requests", "failed", "window_s",
+                  "output_tokens_requested_total", "output_tokens_actual_total", "output_tokens_mismatched")
+
+
+def _over_trials(data: ReportData, e: Any, w: WindowSummary) -> WindowSummary:
     """A window's single figures, or their figures over all trials of its level (run.trials > 1)."""
-    if data.cfg.run.trials <= 1 or "trial" not in w:
+    if data.cfg.run.trials <= 1 or w.trial is None:
         return w
-    c = w["concurrency"]
-    pooled = {k: data.value(e, k, "value", c) for k in ("throughput_req_s", "throughput_output_tok_s", "window_s",
-                                                        "requests", "completed", "failed", "output_tokens_requested_total",
-                                                        "output_tokens_actual_total", "output_tokens_mismatched")}
-    out = dict(w)
-    for k, v in pooled.items():
-        if v is not None:
-            out[k] = int(v) if k in ("requests", "completed", "failed", "output_tokens_mismatched") else v
-    return out
+    pooled = {k: data.value(e, k, "value", w.concurrency) for k in WINDOW_COLUMNS}
+    ints = {f.name for f in fields_of(WindowSummary) if f.metadata["unit"] == "requests"}  # whole requests
+    return dataclasses.replace(w, **{k: int(v) if k in ints else v for k, v in pooled.items() if v is not None})
 
 
 @dataclass
@@ -111,9 +110,9 @@ def startup_table(data: ReportData) -> list[StartupRow]:
     for arm in data.arms:
         for model in data.cfg.models:
             mine = [e for e in data.ok if e.arm == arm and e.model == model]
-            times = [e.doc["server"]["startup_s"] for e in mine
-                     if not e.doc["server"]["reused"] and e.doc["server"].get("startup_s") is not None]
-            reused = sum(1 for e in mine if e.doc["server"]["reused"])
+            times = [e.result.server.startup_s for e in mine
+                     if not e.result.server.reused and e.result.server.startup_s is not None]
+            reused = sum(1 for e in mine if e.result.server.reused)
             rows.append(StartupRow(arm, model, len(times), reused,
                                    statistics.median(times) if times else None,
                                    min(times) if times else None, max(times) if times else None,
@@ -156,11 +155,15 @@ def server_view_table(data: ReportData) -> list[ServerViewRow]:
     rows = []
     for e in data.ok:
         for w in data.windows(e):
-            server_ttft, server_itl = w.get("server_ttft_ms_mean"), w.get("server_itl_ms_mean")
-            client_ttft, client_itl = (w.get("ttft_ms") or {}).get("mean"), (w.get("itl_ms") or {}).get("mean")
+            server_ttft, server_itl = w.server_ttft_ms_mean, w.server_itl_ms_mean
+            client_ttft, client_itl = _mean(w.ttft_ms), _mean(w.itl_ms)
             if (server_ttft is not None and client_ttft is not None) or (server_itl is not None and client_itl is not None):
                 what = e.task if e.kind == "cell" else f"{e.kind.removeprefix('sweep_')} sweep"
-                rows.append(ServerViewRow(e.arm, e.model, what, int(w["concurrency"]), client_ttft, server_ttft,
-                                          client_itl, server_itl, data.source(e), w.get("server_timing_source") or "",
-                                          (w.get("tpot_ms") or {}).get("mean"), w.get("server_tpot_ms_mean")))
+                rows.append(ServerViewRow(e.arm, e.model, what, int(w.concurrency), client_ttft, server_ttft,
+                                          client_itl, server_itl, data.source(e), w.server_timing_source or "",
+                                          _mean(w.tpot_ms), w.server_tpot_ms_mean))
     return rows
+
+
+def _mean(stats: Stats | None) -> float | None:
+    return stats.mean if stats is not None else None

@@ -10,6 +10,7 @@ import altair as alt
 import pandas as pd
 
 from servingbench.aggregate import Entry
+from servingbench.records import Stats
 from servingbench.frameworks import get_adapter
 from servingbench.report import plots
 from servingbench.report.data import ReportData
@@ -38,7 +39,10 @@ def _twin_key(data: ReportData, arm: str) -> tuple:
     return (_adapter(data, arm), tuple(a.server_args), tuple(sorted(a.env.items())), a.image, a.max_batch_tokens)
 
 
-def _p50(stats: dict[str, Any] | None) -> float | None:
+def _p50(stats: Stats | dict[str, Any] | None) -> float | None:
+    """p50 of a window's figure (Stats) or of a workload part's (per_turn, prefix: plain data)."""
+    if isinstance(stats, Stats):
+        return stats.p50
     return (stats or {}).get("p50")
 
 
@@ -78,8 +82,8 @@ def turn_tables(data: ReportData) -> dict[str, list[TurnRow]]:
                 turns = [{"turn": t["turn"], "ttft_p50": _p50(t.get("ttft_ms")), "e2e_p50": _p50(t.get("e2e_ms")),
                           "prompt_tokens_mean": (t.get("prompt_tokens") or {}).get("mean"),
                           "completed": t["completed"], "requests": t["requests"]}
-                         for t in w.get("per_turn") or ()]
-                rows.append(TurnRow(arm, model, mode, w["concurrency"], caching_on(data, arm), "ok", "",
+                         for t in w.per_turn or ()]
+                rows.append(TurnRow(arm, model, mode, w.concurrency, caching_on(data, arm), "ok", "",
                                     data.source(e), turns))
         out[task] = rows
     return out
@@ -150,19 +154,19 @@ def _window_figures(data: ReportData, e: Entry | None, concurrency: int | None, 
     """TTFT p50 of all requests and of those whose prefix repeats, req/s, hit rates of one window."""
     if e is None or e.status != "ok":
         return {"status": e.status if e else "not run", "reason": e.reason if e else ""}
-    w = next((w for w in data.windows(e) if w["concurrency"] == concurrency), None)
+    w = next((w for w in data.windows(e) if w.concurrency == concurrency), None)
     if w is None:
         return {"status": "missing", "reason": f"no window at concurrency {concurrency}"}
     repeat = None
-    if kind == "multiturn" and w.get("per_turn"):
-        repeat = _p50(w["per_turn"][-1].get("ttft_ms"))
-    elif w.get("prefix"):
-        repeat = _p50((w["prefix"].get("seen") or {}).get("ttft_ms"))
-    cache = w.get("server_prefix_cache") or {}
-    settings = e.doc["server"].get("server_settings") or {}
-    return {"status": "ok", "ttft_p50": _p50(w.get("ttft_ms")), "e2e_p50": _p50(w.get("e2e_ms")), "repeat_ttft_p50": repeat,
-            "req_s": w.get("throughput_req_s"), "server_hit_rate": cache.get("hit_rate"),
-            "expected_hit_rate": (w.get("prefix") or {}).get("hit_rate_expected"),
+    if kind == "multiturn" and w.per_turn:
+        repeat = _p50(w.per_turn[-1].get("ttft_ms"))
+    elif w.prefix:
+        repeat = _p50((w.prefix.get("seen") or {}).get("ttft_ms"))
+    cache = w.server_prefix_cache or {}
+    settings = e.result.server.server_settings or {}
+    return {"status": "ok", "ttft_p50": _p50(w.ttft_ms), "e2e_p50": _p50(w.e2e_ms), "repeat_ttft_p50": repeat,
+            "req_s": w.throughput_req_s, "server_hit_rate": cache.get("hit_rate"),
+            "expected_hit_rate": (w.prefix or {}).get("hit_rate_expected"),
             "emptied": settings.get("prefix_cache_emptied"), "source": data.source(e)}
 
 
@@ -188,7 +192,7 @@ def caching_table(data: ReportData) -> list[CachingRow]:
                     e_on = data.entry("cell", on, model, task, mode) if on else None
                     if e_off is None and e_on is None:
                         continue
-                    levels = sorted({w["concurrency"] for e in (e_off, e_on) if e and e.status == "ok"
+                    levels = sorted({w.concurrency for e in (e_off, e_on) if e and e.status == "ok"
                                      for w in data.windows(e)}) or [None]
                     for c in levels:
                         row = CachingRow(framework, model, task, kind, mode, c, off, on,
@@ -237,7 +241,7 @@ def arrival_table(data: ReportData) -> list[ArrivalRow]:
     for task in workload_tasks(data, ("trace",)):
         limit = data.cfg.tasks[task].max_lateness_ms
         for model, arm, mode, e in _cells(data, task):
-            arr = next((w.get("arrivals") for w in data.windows(e) if w.get("arrivals")), None) or {}
+            arr = next((w.arrivals for w in data.windows(e) if w.arrivals), None) or {}
             rows.append(ArrivalRow(arm, model, task, mode, e.status, e.reason, data.source(e), arr, limit))
     return rows
 

@@ -94,13 +94,13 @@ def test_http_errors_resets_and_timeouts_are_counted_in_the_window(mode, transpo
         recs, summary = _window(srv.url, "transformers-naive", 10, mode == "stream", transport, timeout,
                                 concurrency=2)
     failed = [r for r in recs if r.error]
-    assert summary["requests"] == 10 == len(recs), "no request dropped"
-    assert summary["completed"] == 5 and summary["failed"] == 5 == len(failed), [r.error for r in recs]
-    assert sum(summary["errors"].values()) == 5
-    assert {"HTTP 500", "HTTP 503", "timeout after 1 s"} <= set(summary["errors"]), summary["errors"]
-    assert summary["errors"]["ReadError"] == 2  # the two resets (before and during the answer)
-    assert summary["throughput_req_s"] == pytest.approx(5 / summary["window_s"])  # completed only
-    assert summary["output_tokens_actual_total"] == 25
+    assert summary.requests == 10 == len(recs), "no request dropped"
+    assert summary.completed == 5 and summary.failed == 5 == len(failed), [r.error for r in recs]
+    assert sum(summary.errors.values()) == 5
+    assert {"HTTP 500", "HTTP 503", "timeout after 1 s"} <= set(summary.errors), summary.errors
+    assert summary.errors["ReadError"] == 2  # the two resets (before and during the answer)
+    assert summary.throughput_req_s == pytest.approx(5 / summary.window_s)  # completed only
+    assert summary.output_tokens_actual_total == 25
 
 
 def test_failed_requests_reach_the_result_file(cell_spec_for, chat_workload, tmp_path):
@@ -178,8 +178,8 @@ def test_broken_stream_is_a_counted_request_error(arm, fault, transport):
         headers["Transfer-Encoding"] = "chunked"
     with ScriptedServer({"/generate_stream": lambda r: (200, headers, script)}) as srv:
         recs, summary = _window(srv.url, arm, 2, True, transport, timeout=1.0)
-    assert summary["requests"] == 2 and summary["failed"] == 2 and summary["completed"] == 0, summary
-    assert sum(summary["errors"].values()) == 2
+    assert summary.requests == 2 and summary.failed == 2 and summary.completed == 0, summary
+    assert sum(summary.errors.values()) == 2
     for rec in recs:
         assert rec.error and needle in rec.error, rec.error
         assert rec.warmup is False and rec.prompt_id.startswith("p")
@@ -353,12 +353,12 @@ def test_malformed_answer_is_a_counted_request_error(arm, mode, what, transport)
     headers, script = _answer_script(ctype, body)
     with ScriptedServer({ROUTES[(arm, mode)]: lambda r: (status, headers, script)}) as srv:
         recs, summary = _window(srv.url, arm, 2, mode == "stream", transport, timeout=5.0)
-    assert summary["requests"] == 2 and summary["failed"] == 2 and summary["completed"] == 0, summary
+    assert summary.requests == 2 and summary.failed == 2 and summary.completed == 0, summary
     for rec in recs:
         assert rec.error and needle in rec.error, rec.error
         assert "\n" not in rec.error and len(rec.error) < 400, rec.error
     # The window counts them under a readable kind: the reason's head, whole (not cut at 40 characters).
-    assert set(summary["errors"]) == {rec.error.split(":", 1)[0] for rec in recs}, summary["errors"]
+    assert set(summary.errors) == {rec.error.split(":", 1)[0] for rec in recs}, summary.errors
 
 
 # Shapes a strict reader could refuse but that carry a whole, honest answer: they are completed.
@@ -386,7 +386,7 @@ def test_odd_but_whole_answer_is_completed(arm, mode, what, transport):
             headers.pop("Content-Type")
     with ScriptedServer({ROUTES[(arm, mode)]: lambda r: (status, headers, script)}) as srv:
         recs, summary = _window(srv.url, arm, 2, mode == "stream", transport, timeout=5.0)
-    assert summary["completed"] == 2 and summary["failed"] == 0, [r.error for r in recs]
+    assert summary.completed == 2 and summary.failed == 0, [r.error for r in recs]
     assert all(r.output_tokens == 5 for r in recs)
 
 
