@@ -183,8 +183,8 @@ def cmd_gpu_bandwidth(a: argparse.Namespace) -> int:
     from servingbench.gpu_bandwidth import write
 
     r = write(a.out, size_mib=a.size_mib, repeats=a.repeats)
-    print(f"{r['device_name']}: {r['copy_gb_s']:.0f} GB/s copy bandwidth (median of {r['repeats']}; "
-          f"{r['copy_gb_s_min']:.0f}-{r['copy_gb_s_max']:.0f})")
+    print(f"{r.device_name}: {r.copy_gb_s:.0f} GB/s copy bandwidth (median of {r.repeats}; "
+          f"{r.copy_gb_s_min:.0f}-{r.copy_gb_s_max:.0f})")
     return 0
 
 

@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from servingbench.errors import UserError
+from servingbench.records import GpuBandwidth, to_json
+from servingbench.results import atomic_write_text
 
 
-def measure(size_mib: int = 1024, repeats: int = 30, warmup: int = 5, device: str = "cuda") -> dict[str, Any]:
+def measure(size_mib: int = 1024, repeats: int = 30, warmup: int = 5, device: str = "cuda") -> GpuBandwidth:
     """Copy bandwidth of ``device`` in GB/s (median, min, max over ``repeats`` copies)."""
     import torch
 
@@ -42,16 +44,15 @@ def measure(size_mib: int = 1024, repeats: int = 30, warmup: int = 5, device: st
         end.record()
         end.synchronize()
         rates.append(2 * n / (start.elapsed_time(end) / 1e3) / 1e9)
-    return {"device_name": torch.cuda.get_device_name(device), "copy_gb_s": statistics.median(rates),
-            "copy_gb_s_min": min(rates), "copy_gb_s_max": max(rates), "bytes_per_copy": n, "repeats": repeats,
-            "method": "device-to-device copy, CUDA events, 2 x bytes / time (read + write), median of repeats",
-            "torch": torch.__version__, "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    return GpuBandwidth(
+        device_name=torch.cuda.get_device_name(device), copy_gb_s=statistics.median(rates),
+        copy_gb_s_min=min(rates), copy_gb_s_max=max(rates), bytes_per_copy=n, repeats=repeats,
+        method="device-to-device copy, CUDA events, 2 x bytes / time (read + write), median of repeats",
+        torch=torch.__version__, measured_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
 
 
-def write(out: str | Path, **kwargs: Any) -> dict[str, Any]:
+def write(out: str | Path, **kwargs: Any) -> GpuBandwidth:
     """Measure and write the figure as JSON to ``out``; return it."""
-    from servingbench.results import atomic_write_text
-
     result = measure(**kwargs)
-    atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+    atomic_write_text(out, json.dumps(to_json(result), indent=2) + "\n")
     return result

@@ -15,14 +15,14 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from servingbench.frameworks.base import TOKENS_UNKNOWN
-from servingbench.results import CELL_SCHEMA, FAILURE_SCHEMA
+from servingbench.results import CELL_SCHEMA, FAILURE_SCHEMA, GPU_BANDWIDTH_SCHEMA
 from servingbench.typed_json import extra_field, fields_of, from_json, record_field as F, to_json
 
 Kind = Literal["cell", "sweep_concurrency", "sweep_context", "sweep_capacity"]
 Mode = Literal["sync", "stream"]
 NONNEG = {"minimum": 0}
 
-__all__ = ["CELL_SCHEMA", "FAILURE_SCHEMA", "to_json", "from_json"]
+__all__ = ["CELL_SCHEMA", "FAILURE_SCHEMA", "GPU_BANDWIDTH_SCHEMA", "to_json", "from_json"]
 
 
 @dataclass(kw_only=True)
@@ -382,6 +382,25 @@ class CapacitySearch:
     wall_s: float = F("s", "wall time of the whole search, probe included", schema=NONNEG, summary=True)
     client_ceiling_req_s: float | None = F("req/s", "lowest rate the client could not deliver", default=None)
     results: dict[str, CapacityResult] = F("", "per SLO set: its answer", schema={"minProperties": 1})
+    extra: dict[str, Any] = extra_field()
+
+
+@dataclass(kw_only=True)
+class GpuBandwidth:
+    """The GPU's measured copy bandwidth (``results/gpu-bandwidth.json``, servingbench.gpu_bandwidth):
+    the report's bandwidth floor divides by it on the GPU it was measured on."""
+
+    schema: Literal["servingbench/gpu-bandwidth-v1"] = F("", "this format and its version",
+                                                          default=GPU_BANDWIDTH_SCHEMA)
+    device_name: str = F("", "the GPU, as CUDA names it")
+    copy_gb_s: float = F("GB/s", "median over the copies of 2 x bytes / time (read + write)", schema=NONNEG)
+    copy_gb_s_min: float = F("GB/s", "slowest copy", schema=NONNEG)
+    copy_gb_s_max: float = F("GB/s", "fastest copy", schema=NONNEG)
+    bytes_per_copy: int = F("bytes", "size of the buffer copied", schema=NONNEG)
+    repeats: int = F("count", "copies timed (after warm-up copies)", schema=NONNEG)
+    method: str = F("", "how it was measured, in words")
+    torch: str = F("", "torch version that ran the copies")
+    measured_at: str = F("", "when, ISO 8601 UTC")
     extra: dict[str, Any] = extra_field()
 
 

@@ -15,10 +15,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
-from servingbench.records import CELL_SCHEMA, FAILURE_SCHEMA, CellResult, FailureRecord, from_json
+from servingbench.records import (
+    CELL_SCHEMA, FAILURE_SCHEMA, GPU_BANDWIDTH_SCHEMA, CellResult, FailureRecord, GpuBandwidth, from_json,
+)
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
-TYPES: dict[str, type] = {CELL_SCHEMA: CellResult, FAILURE_SCHEMA: FailureRecord}
+TYPES: dict[str, type] = {CELL_SCHEMA: CellResult, FAILURE_SCHEMA: FailureRecord, GPU_BANDWIDTH_SCHEMA: GpuBandwidth}
 
 
 class ResultFileError(ValueError):

@@ -32,6 +32,7 @@ from servingbench.errors import UserError
 
 CELL_SCHEMA = "servingbench/cell-v1"
 FAILURE_SCHEMA = "servingbench/failure-v1"
+GPU_BANDWIDTH_SCHEMA = "servingbench/gpu-bandwidth-v1"
 KINDS = ("cell", "sweep_concurrency", "sweep_context", "sweep_capacity")
 
 

@@ -23,6 +23,7 @@ END = "<!-- END generated field tables -->"
 SCHEMAS = (
     ("cell-v1.schema.json", records.CellResult, "servingbench cell or sweep result (docs/results-format.md)"),
     ("failure-v1.schema.json", records.FailureRecord, "servingbench failure record (docs/results-format.md)"),
+    ("gpu-bandwidth-v1.schema.json", records.GpuBandwidth, "servingbench GPU copy bandwidth (docs/results-format.md)"),
 )
 # The types whose fields the doc tables list, in the doc's order, with where they live.
 DOC_TABLES = (
@@ -33,6 +34,7 @@ DOC_TABLES = (
     (records.CapacitySearch, "`capacity`"), (records.CapacityResult, "`capacity.results.{slo}`"),
     (records.RequestRecord, "`{mode}.requests.jsonl`, one a line"),
     (records.DerivedFigures, "summary.csv metrics derived from the request records"),
+    (records.GpuBandwidth, "`results/gpu-bandwidth.json` (GPU runs)"),
 )
 
 

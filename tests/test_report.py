@@ -173,7 +173,11 @@ def test_measured_bandwidth_sets_the_floor_on_its_own_gpu_only(gpu_cfg, tmp_path
     """results/gpu-bandwidth.json (servingbench gpu-bandwidth) replaces the data sheet's figure for
     the GPU it was measured on, and the page says which figure each floor used."""
     results = write_results(gpu_cfg, tmp_path / "results")
-    measured = {"device_name": "NVIDIA A100-SXM4-40GB", "copy_gb_s": 1300.0}
+    from servingbench.records import GpuBandwidth, to_json
+
+    measured = to_json(GpuBandwidth(device_name="NVIDIA A100-SXM4-40GB", copy_gb_s=1300.0, copy_gb_s_min=1290.0,
+                                    copy_gb_s_max=1310.0, bytes_per_copy=2**30, repeats=30, method="copy",
+                                    torch="2.11.0", measured_at="2026-11-30T00:00:00+00:00"))
     (results / "gpu-bandwidth.json").write_text(json.dumps(measured))
     llama = next(r for r in build_context(gpu_cfg, results)["floor"] if r.model == "llama-2-7b-chat")
     assert (llama.bandwidth_source, llama.bandwidth_gb_s, llama.datasheet_gb_s) == ("measured", 1300.0, 1555.0)

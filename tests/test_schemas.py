@@ -17,7 +17,7 @@ from servingbench.records import CellResult, RequestRecord, WindowSummary, to_js
 from servingbench.result_files import ResultFileError, load_result, migrate, validator
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = sorted(p for p in ROOT.glob("examples/*/results/**/*.json"))
+EXAMPLES = sorted(p for sub in ("cells", "sweeps") for p in ROOT.glob(f"examples/*/results/{sub}/**/*.json"))
 
 
 def test_committed_schemas_and_doc_tables_are_the_generated_ones():
@@ -112,3 +112,13 @@ def test_a_window_written_by_the_runtime_matches_the_schema_and_reads_back():
     from servingbench.records import from_json
 
     assert to_json(from_json(WindowSummary, data)) == data
+
+
+def test_the_examples_gpu_bandwidth_loads_typed():
+    """results/gpu-bandwidth.json (servingbench gpu-bandwidth, measured on the H200) has its own
+    generated schema and loads as its record type."""
+    from servingbench.records import GpuBandwidth
+
+    got = load_result(ROOT / "examples" / "h200-dummy" / "results" / "gpu-bandwidth.json")
+    assert isinstance(got, GpuBandwidth) and got.device_name == "NVIDIA H200"
+    assert got.copy_gb_s_min <= got.copy_gb_s <= got.copy_gb_s_max

@@ -100,9 +100,9 @@ def measured_bandwidth(data: ReportData, name: str | None) -> tuple[float, str] 
     this name, else None. The floor then divides by what this GPU achieves, which is below its
     data sheet's peak (an H200: ~4.3 of 4.8 TB/s), so the floor is higher and tighter."""
     m = data.gpu_bandwidth
-    if not m or not name or m.get("device_name") != name or not m.get("copy_gb_s"):
+    if m is None or not name or m.device_name != name or not m.copy_gb_s:
         return None
-    return float(m["copy_gb_s"]) * 1e9, "measured"
+    return m.copy_gb_s * 1e9, "measured"
 
 
 def floor_rows(data: ReportData) -> tuple[list[FloorRow], list[str]]:

@@ -11,7 +11,8 @@ import pandas as pd
 
 from servingbench.aggregate import Entry, load_results, read_json, read_requests, tidy
 from servingbench.config import Config, config_hash
-from servingbench.records import WindowSummary
+from servingbench.records import GPU_BANDWIDTH_SCHEMA, GpuBandwidth, WindowSummary
+from servingbench.result_files import load_result
 
 Key = tuple[str, str, str, str, str]  # (kind, arm, model, task, mode)
 
@@ -25,7 +26,7 @@ class ReportData:
     config_hash: str
     calibration: dict[str, Any] | None
     # The GPU's measured copy bandwidth (results/gpu-bandwidth.json, servingbench.gpu_bandwidth).
-    gpu_bandwidth: dict[str, Any] | None = None
+    gpu_bandwidth: GpuBandwidth | None = None
     _index: dict[tuple, float] = field(default_factory=dict, repr=False)
     _requests: dict[Key, list[dict[str, Any]]] = field(default_factory=dict, repr=False)
 
@@ -39,7 +40,7 @@ class ReportData:
         bw_path = results_dir / "gpu-bandwidth.json"
         data = cls(cfg=cfg, results_dir=results_dir, entries=entries, df=tidy(entries, results_dir, cfg),
                    config_hash=config_hash(cfg), calibration=calibration,
-                   gpu_bandwidth=read_json(bw_path) if bw_path.exists() else None)
+                   gpu_bandwidth=load_result(bw_path, GPU_BANDWIDTH_SCHEMA) if bw_path.exists() else None)
         ok = data.df[data.df["status"] == "ok"]
         for r in ok.itertuples(index=False):
             conc = None if pd.isna(r.concurrency) else int(r.concurrency)
