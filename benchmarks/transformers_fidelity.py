@@ -177,11 +177,12 @@ def write_workload(path: Path, prompt: str, prompt_tokens: int, tokens: int, n: 
 def run_kit(spec: CellSpec, workload: Path, work: Path, provider: Any = None) -> list[dict[str, Any]]:
     """One cell through ``run_cell``; the per-request figures from its requests file."""
     from servingbench.cell import run_cell
+    from servingbench.providers import fresh_server
     from servingbench.results import requests_path
 
     out = work / "results" / "cells" / spec.arm / spec.model / f"fidelity-{time.time_ns()}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    run_cell(spec, workload, out, results_dir=work / "results", provider=provider,
+    run_cell(spec, workload, out, results_dir=work / "results", provider=provider or fresh_server,
              progress_stream=open(os.devnull, "w"))
     reqs = []
     for line in requests_path(out).read_text().splitlines():

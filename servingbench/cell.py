@@ -14,7 +14,6 @@ import itertools
 import signal
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -25,10 +24,11 @@ from servingbench.client import LoadClient, WindowPlan
 from servingbench.errors import UserError
 from servingbench.frameworks import get_adapter
 from servingbench.frameworks.base import Adapter
-from servingbench.lifecycle import _OOM, ServerProcess, ServerStartError, start_server
+from servingbench.lifecycle import ServerStartError, out_of_memory
 from servingbench.metrics import window_summary
 from servingbench.server_settings import SettingMismatch, fetch_metrics, server_log_text, verify_settings
 from servingbench.monitor import GPU, Monitor
+from servingbench.providers import RunningServer, ServerHandle, ServerProvider
 from servingbench.redaction import redact, redact_argv, redact_data, redact_server, remember
 from servingbench.records import (
     CapacitySearch,
@@ -94,36 +94,6 @@ def request_counts(windows: list[WindowSummary]) -> dict[str, Any]:
 def _counts_text(counts: dict[str, Any]) -> str:
     return (f"{counts['failed']} of {counts['requests']} measured requests failed"
             + (f" ({', '.join(f'{k}: {v}' for k, v in counts['errors'].items())})" if counts["errors"] else ""))
-
-
-@dataclass
-class ServerHandle:
-    """A ready server and what the result records about it (fresh start or reused).
-
-    ``release`` hands a pooled server back; without it the cell owns the server and stops it.
-    """
-
-    proc: ServerProcess
-    reused: bool
-    startup_s: float | None
-    started_at: str
-    release: Callable[[], None] | None = None
-
-    def close(self) -> None:
-        if self.release is not None:
-            self.release()
-        else:
-            self.proc.stop()
-
-
-ServerProvider = Callable[[Adapter, CellSpec, Path], ServerHandle]
-
-
-def fresh_server(adapter: Adapter, spec: CellSpec, log_path: Path) -> ServerHandle:
-    """Start a dedicated server for this cell (the default: no reuse)."""
-    started_at = provenance.now_iso()
-    proc = start_server(adapter, spec.server, log_path, spec.server_start_timeout_s)
-    return ServerHandle(proc=proc, reused=False, startup_s=proc.startup_s, started_at=started_at)
 
 
 class Progress:
@@ -301,7 +271,7 @@ def server_timing_means(adapter: Adapter, records: list[RequestRecord],
     return out
 
 
-def _measure_windows(spec: CellSpec, adapter: Adapter, handle: "ServerHandle", items: list[PromptItem],
+def _measure_windows(spec: CellSpec, adapter: Adapter, handle: ServerHandle, items: list[PromptItem],
                      progress_stream: Any) -> tuple[list[WindowSummary], list[RequestRecord]]:
     """The windows of a cell, a concurrency sweep or a context sweep, with a progress line."""
     total = sum(len(m.items) for m, _ in plan_windows(spec, items))
@@ -312,7 +282,7 @@ def _measure_windows(spec: CellSpec, adapter: Adapter, handle: "ServerHandle", i
         progress.close()
 
 
-async def _measure_capacity(spec: CellSpec, adapter: Adapter, handle: "ServerHandle", items: list[PromptItem],
+async def _measure_capacity(spec: CellSpec, adapter: Adapter, handle: ServerHandle, items: list[PromptItem],
                             gpu: GPU | None, progress_stream: Any) -> tuple[list[WindowSummary], list[RequestRecord], CapacitySearch]:
     """A capacity search (servingbench.capacity) against the cell's server."""
     from servingbench.capacity import ProbeFailed, measure_capacity
@@ -400,7 +370,7 @@ def _cell_keys(spec: CellSpec) -> dict[str, str]:
             "task": spec.task, "mode": spec.mode}
 
 
-def _checked_settings(adapter: Adapter, spec: CellSpec, proc: ServerProcess) -> dict[str, Any]:
+def _checked_settings(adapter: Adapter, spec: CellSpec, proc: RunningServer) -> dict[str, Any]:
     """What the server itself reports of the settings the result records; CellFailed if it differs."""
     try:
         return verify_settings(adapter, spec.server, server_log_text(proc.log_path),
@@ -409,20 +379,12 @@ def _checked_settings(adapter: Adapter, spec: CellSpec, proc: ServerProcess) -> 
         raise CellFailed(spec.cell_id(), "setting_mismatch", f"{exc} (log: {proc.log_path})") from None
 
 
-def default_provider() -> ServerProvider:
-    """The server pool when ``SERVINGBENCH_POOL`` names a state folder, else a fresh server."""
-    from servingbench.pool import pool_from_env, pooled_server
-
-    pool = pool_from_env()
-    return pooled_server(pool) if pool is not None else fresh_server
-
-
-def run_cell(spec: CellSpec, workload: str | Path, out_path: str | Path, results_dir: str | Path = "results",
-             provider: ServerProvider | None = None, progress_stream: Any = None) -> dict[str, Any]:
-    """Measure one cell or sweep and write ``out_path`` (+ requests file). Raises CellFailed;
-    raises UserError before any server starts for bad input (an unreadable workload, an output
-    that cannot be written)."""
-    provider = provider or default_provider()
+def run_cell(spec: CellSpec, workload: str | Path, out_path: str | Path, results_dir: str | Path = "results", *,
+             provider: ServerProvider, progress_stream: Any = None) -> dict[str, Any]:
+    """Measure one cell or sweep and write ``out_path`` (+ requests file) against the server
+    ``provider`` gives (servingbench.providers, servingbench.pool). Raises CellFailed; raises
+    UserError before any server starts for bad input (an unreadable workload, an output that
+    cannot be written)."""
     out_path = Path(out_path)
     log_path = server_log_path(out_path, results_dir)
     remember(dict(spec.server.env), spec.server.server_args)  # masked in all this cell writes
@@ -460,7 +422,7 @@ def run_cell(spec: CellSpec, workload: str | Path, out_path: str | Path, results
             spec=_spec_dict(spec), windows=windows,
             memory=monitor.summary(before_load, after_load, out_tokens),
             server=ServerInfo(
-                reused=handle.reused, pooled=handle.release is not None, startup_s=handle.startup_s,
+                reused=handle.reused, pooled=handle.pooled, startup_s=handle.startup_s,
                 started_at=handle.started_at, pid=handle.proc.pid, command=handle.proc.command(), log=str(log_path),
                 server_settings={"gpu_memory_utilization": spec.server.gpu_memory_utilization,
                                  "prefix_caching": spec.server.prefix_caching,
@@ -483,7 +445,7 @@ def run_cell(spec: CellSpec, workload: str | Path, out_path: str | Path, results
         write_result(spec, out_path, doc, [_record_row(r) for r in records], request_counts(windows))
         return doc
     except CellFailed as exc:
-        if exc.category == "server_exited" and handle is not None and _OOM.search(handle.proc.log_tail()):
+        if exc.category == "server_exited" and handle is not None and out_of_memory(handle.proc.log_tail()):
             exc = CellFailed(exc.cell_id, "out_of_memory", f"server out of memory: {exc.reason}", exc.requests)
         note = write_failure(out_path, spec, exc.category, exc.reason, log_path, exc.requests, exc.kept)
         raise exc.noting(note) from None
@@ -561,7 +523,7 @@ def _empty_reused_cache(adapter: Adapter, spec: CellSpec, handle: ServerHandle) 
             return await prefix_cache.empty_prefix_cache(client, adapter, spec.server)
 
     why = asyncio.run(empty())
-    if why is not None and handle.release is not None:
+    if why is not None and handle.pooled:
         raise CellFailed(spec.cell_id(), "error", f"cannot empty the prefix cache of the reused server: {why}")
     return why is None
 

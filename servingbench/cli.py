@@ -117,7 +117,7 @@ def _interrupted(spec: Any, out: str, exc: BaseException) -> int:
     return code
 
 
-def _measure_cell(a: argparse.Namespace, provider=None, where: str = "") -> int:
+def _measure_cell(a: argparse.Namespace, provider: Any, where: str = "") -> int:
     from servingbench.cell import CellFailed, run_cell
 
     _terminate_on_sigterm()
@@ -136,7 +136,9 @@ def _measure_cell(a: argparse.Namespace, provider=None, where: str = "") -> int:
 @command
 def cmd_run_cell(a: argparse.Namespace) -> int:
     """Start (or reuse) a server, measure one cell or sweep, write its result."""
-    return _measure_cell(a)
+    from servingbench.pool import provider_from_env
+
+    return _measure_cell(a, provider_from_env())
 
 
 @command
@@ -144,7 +146,7 @@ def cmd_measure(a: argparse.Namespace) -> int:
     """Measure an already-running server (a deployed endpoint): no server is started."""
     from urllib.parse import urlsplit
 
-    from servingbench.pool import external_server
+    from servingbench.providers import external_server
 
     url = urlsplit(a.url)
     if url.scheme not in ("http", "https") or not url.hostname:

@@ -62,6 +62,22 @@ def _copy_redacted(src: IO[bytes], dst: IO[bytes], secrets: list[str]) -> None:
     src.close()
 
 
+def out_of_memory(log_text: str) -> bool:
+    """Whether a server's log says it ran out of (GPU or host) memory."""
+    return _OOM.search(log_text) is not None
+
+
+def read_tail(log_path: Path, chars: int = 4000) -> str:
+    """The last ``chars`` characters of a log file ("" if it cannot be read)."""
+    try:
+        with open(log_path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - chars))
+            return fh.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
 def classify_failure(log_tail: str, default: str) -> str:
     if _OOM.search(log_tail):
         return "out_of_memory"
@@ -122,13 +138,7 @@ class ServerProcess:
         self._copier.start()
 
     def log_tail(self, chars: int = 4000) -> str:
-        try:
-            with open(self.log_path, "rb") as fh:
-                fh.seek(0, os.SEEK_END)
-                fh.seek(max(0, fh.tell() - chars))
-                return fh.read().decode("utf-8", errors="replace")
-        except OSError:
-            return ""
+        return read_tail(self.log_path, chars)
 
     def wait_ready(self, timeout_s: float) -> float:
         """Poll health, then send one tiny real request; return start-up seconds."""

@@ -1,4 +1,4 @@
-"""Where a cell gets its server: a fresh one, a pooled one, or an external endpoint.
+"""Pooled servers: one server kept up across the cells that share it.
 
 The pool keeps one server up across the cells that share its key (arm, model, weights, dtype,
 image, flags: ``ServerSpec.key()``), so a model's cells pay one start-up. Each pooled server
@@ -23,16 +23,15 @@ import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
-from urllib.parse import urlsplit
 
 import httpx
 import psutil
 
 from servingbench import provenance
-from servingbench.cell import ServerHandle, ServerProvider
 from servingbench.frameworks import get_adapter
 from servingbench.frameworks.base import Adapter
-from servingbench.lifecycle import ServerProcess, ServerStartError
+from servingbench.lifecycle import ServerProcess, ServerStartError, read_tail
+from servingbench.providers import ServerHandle, ServerProvider, fresh_server
 from servingbench.redaction import redact, redact_server, remember
 from servingbench.results import atomic_write_json
 from servingbench.spec import CellSpec, ServerSpec
@@ -45,22 +44,19 @@ def key_hash(server: ServerSpec) -> str:
     return hashlib.sha256(server.key().encode()).hexdigest()[:16]
 
 
-class PooledServer(ServerProcess):
+class PooledServer:
     """A view of a server that a keeper owns: the cell may use and monitor it, not stop it."""
 
-    def __init__(self, adapter: Adapter, server: ServerSpec, state: dict[str, Any]) -> None:
-        super().__init__(adapter, server, state["log"], host=state["host"], port=state["port"])
-        self._server_pid = int(state["server_pid"])
-        self._command = list(state.get("command", []))
+    def __init__(self, state: dict[str, Any]) -> None:
+        self.base_url = f"http://{state['host']}:{state['port']}"
+        self.log_path = Path(state["log"])
+        self.pid: int | None = int(state["server_pid"])
         self.startup_s = state.get("startup_s")
-
-    @property
-    def pid(self) -> int | None:
-        return self._server_pid
+        self._command = list(state.get("command", []))
 
     def tree(self) -> list[psutil.Process]:
         try:
-            root = psutil.Process(self._server_pid)
+            root = psutil.Process(self.pid)
             return [root, *root.children(recursive=True)]
         except psutil.NoSuchProcess:
             return []
@@ -69,10 +65,10 @@ class PooledServer(ServerProcess):
         return self._command
 
     def alive(self) -> bool:
-        return _pid_alive(self._server_pid)
+        return _pid_alive(self.pid)
 
-    def stop(self, grace_s: float = 0) -> None:  # the keeper owns it
-        return None
+    def log_tail(self, chars: int = 4000) -> str:
+        return read_tail(self.log_path, chars)
 
 
 def _pid_alive(pid: int | None) -> bool:
@@ -153,17 +149,15 @@ class ServerPool:
             for path, state in self.states():
                 if state.get("key_hash") == kh and self._healthy(state, adapter):
                     self._touch(path, state, lease=os.getpid())
-                    return self._handle(adapter, spec, path, state, reused=True)
+                    return self._handle(path, state, reused=True)
                 self._stop(path, state)  # another model, or dead/unhealthy: make room
             path, state = self._start_keeper(spec, kh, log_path)
             self._touch(path, state, lease=os.getpid())
-            return self._handle(adapter, spec, path, state, reused=False)
+            return self._handle(path, state, reused=False)
 
-    def _handle(self, adapter: Adapter, spec: CellSpec, path: Path, state: dict[str, Any],
-                reused: bool) -> ServerHandle:
-        proc = PooledServer(adapter, spec.server, state)
-        return ServerHandle(proc=proc, reused=reused, startup_s=state.get("startup_s"),
-                            started_at=state.get("started_at", ""), release=lambda: self.release(path))
+    def _handle(self, path: Path, state: dict[str, Any], reused: bool) -> ServerHandle:
+        return ServerHandle(proc=PooledServer(state), reused=reused, startup_s=state.get("startup_s"),
+                            started_at=state.get("started_at", ""), close=lambda: self.release(path), pooled=True)
 
     def release(self, path: Path) -> None:
         with self._locked():
@@ -217,10 +211,15 @@ def pool_from_env() -> ServerPool | None:
     return ServerPool(state_dir, float(os.environ.get(IDLE_ENV, "600")))
 
 
+def provider_from_env() -> ServerProvider:
+    """The server pool when ``SERVINGBENCH_POOL`` names a state folder, else a fresh server."""
+    pool = pool_from_env()
+    return pooled_server(pool) if pool is not None else fresh_server
+
+
 def pooled_server(pool: ServerPool) -> ServerProvider:
     """A provider that takes servers from ``pool`` (prefix caching on: fresh, unless the framework
     can empty its cache, which the cell then does first)."""
-    from servingbench.cell import fresh_server
 
     def provide(adapter: Adapter, spec: CellSpec, log_path: Path) -> ServerHandle:
         if spec.server.prefix_caching and adapter.reset_prefix_cache_request(spec.server) is None:
@@ -278,50 +277,6 @@ def keep(state_path: Path, spec: CellSpec, log_path: Path, idle_s: float) -> int
             if json.loads(state_path.read_text()).get("keeper_pid") == os.getpid():
                 state_path.unlink()
     return 0
-
-
-# -- external endpoints ---------------------------------------------------------------------
-class ExternalServer(ServerProcess):
-    """A server someone else runs: nothing to start, stop or monitor on this host."""
-
-    def __init__(self, adapter: Adapter, spec: CellSpec, url: str, log_path: Path) -> None:
-        parts = urlsplit(url)
-        super().__init__(adapter, spec.server, log_path, host=parts.hostname or "127.0.0.1",
-                         port=parts.port or (443 if parts.scheme == "https" else 80))
-        self._url = url.rstrip("/")
-
-    @property
-    def base_url(self) -> str:
-        return self._url
-
-    @property
-    def pid(self) -> int | None:
-        return None
-
-    def command(self) -> list[str]:
-        return []
-
-    def alive(self) -> bool:
-        return True
-
-    def stop(self, grace_s: float = 0) -> None:
-        return None
-
-
-def external_server(url: str) -> ServerProvider:
-    """A provider that measures the server at ``url``; it must answer health first."""
-
-    def provide(adapter: Adapter, spec: CellSpec, log_path: Path) -> ServerHandle:
-        proc = ExternalServer(adapter, spec, url, log_path)
-        try:
-            resp = httpx.get(proc.base_url + adapter.health_path, timeout=10.0, trust_env=False)
-        except httpx.HTTPError as exc:
-            raise ServerStartError("server_exited", f"{url} is not reachable: {exc}") from None
-        if resp.status_code != 200:
-            raise ServerStartError("server_exited", f"{url}{adapter.health_path} answered HTTP {resp.status_code}")
-        return ServerHandle(proc=proc, reused=True, startup_s=None, started_at="")
-
-    return provide
 
 
 def main(argv: list[str] | None = None) -> int:

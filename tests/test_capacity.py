@@ -23,7 +23,7 @@ from servingbench.cell import run_cell
 from servingbench.client import arrival_offsets
 from servingbench.config import capacity_sweep_spec, parse_config
 from servingbench.metrics import percentile, window_summary
-from servingbench.pool import external_server
+from servingbench.providers import external_server
 from servingbench.records import CapacityResult, SloVerdict, WindowSummary
 from servingbench.spec import CapacitySpec, SLOSpec
 

@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PKG = ROOT / "servingbench"
-RUNTIME = ["spec", "sse", "client", "http1", "lifecycle", "monitor", "metrics", "cell", "pool", "provenance",
+RUNTIME = ["spec", "sse", "client", "http1", "lifecycle", "monitor", "metrics", "cell", "pool", "providers", "provenance",
            "arrivals", "conversations", "prefix_cache", "workload_metrics",
            "results", "server_settings", "cli", "slo", "capacity", "records", "typed_json", "schema_gen", "frameworks", "frameworks.base",
            "frameworks.openai_api", "frameworks.vllm",

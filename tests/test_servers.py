@@ -21,6 +21,7 @@ from servingbench.cell import CellFailed, run_cell
 from servingbench.config import cell_spec, concurrency_sweep_spec, context_sweep_spec, load_config
 from servingbench.monitor import tree_rss_bytes
 from servingbench.pool import ServerPool, pooled_server
+from servingbench.providers import fresh_server
 from servingbench.results import cell_path, failure_path, requests_path, sweep_path
 from servingbench.build_workloads import build_workload
 from servingbench.workloads import build_context_workload
@@ -266,7 +267,7 @@ def test_a_server_that_cannot_start_leaves_a_failure_record_and_no_result(cpu_cf
                                server_start_timeout_s=120)
     out = tmp_path / "cells" / "stream.json"
     with pytest.raises(CellFailed) as err:
-        run_cell(spec, workdir / "workloads" / "smollm2-135m" / "chat.jsonl", out, tmp_path)
+        run_cell(spec, workdir / "workloads" / "smollm2-135m" / "chat.jsonl", out, tmp_path, provider=fresh_server)
     assert "transformers-naive/smollm2-135m/chat/stream" in str(err.value)
     assert not out.exists() and not requests_path(out).exists()
     record = json.loads(failure_path(out).read_text())

@@ -19,6 +19,7 @@ from servingbench.frameworks import get_adapter, known_arms, openai_api
 from servingbench.frameworks.base import Launch
 from servingbench.frameworks.sglang import SGLangAdapter
 from servingbench.lifecycle import ServerProcess
+from servingbench.providers import fresh_server
 from servingbench.spec import CellSpec, GenerationParams, PromptItem, ServerSpec
 
 SGLANG = get_adapter("sglang")
@@ -252,7 +253,7 @@ def test_cell_against_the_standin(text_mode: str, tmp_path: Path, monkeypatch: p
                     generation=GenerationParams(0.3, 1.0, 40), requests=4, warmup_requests=1,
                     concurrency_levels=(1, 2), server_start_timeout_s=60, request_timeout_s=30)
     out = tmp_path / "results" / "cells" / "sglang" / "m" / "qa" / "stream.json"
-    result = run_cell(spec, workload, out, tmp_path / "results", progress_stream=io.StringIO())
+    result = run_cell(spec, workload, out, tmp_path / "results", provider=fresh_server, progress_stream=io.StringIO())
     records = [json.loads(x) for x in out.with_name("stream.requests.jsonl").read_text().splitlines()]
     assert {r["error"] for r in records} == {None}
     for r in records:

@@ -19,7 +19,7 @@ import yaml
 from servingbench.aggregate import aggregate
 from servingbench.cell import run_cell
 from servingbench.config import cell_spec, parse_config
-from servingbench.pool import external_server
+from servingbench.providers import external_server
 from servingbench.report.render import build_context, render_html
 from servingbench.results import cell_path
 from servingbench.build_workloads import build_workload

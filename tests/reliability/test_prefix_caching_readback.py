@@ -13,10 +13,11 @@ import re
 
 import pytest
 
-from servingbench.cell import CellFailed, ServerHandle, run_cell
+from servingbench.cell import CellFailed, run_cell
 from servingbench.config import cell_spec, parse_config
 from servingbench.frameworks import get_adapter
 from servingbench.lifecycle import start_server
+from servingbench.providers import ServerHandle
 from servingbench.results import cell_path, failure_path
 from tests.reliability.conftest import MODEL, tiny_config_dict
 
@@ -36,7 +37,7 @@ def test_recorded_setting_matches_the_servers_own_log(chat_workload, smollm2_dir
     proc = start_server(get_adapter("vllm"), spec.server, log, spec.server_start_timeout_s)
     try:
         def provider(adapter, spec_, log_path):  # the one server, kept up for both cells
-            return ServerHandle(proc=proc, reused=False, startup_s=proc.startup_s, started_at="", release=lambda: None)
+            return ServerHandle(proc=proc, reused=False, startup_s=proc.startup_s, started_at="", close=lambda: None)
 
         out = cell_path(results, "vllm", MODEL, "chat", "stream")
         result = run_cell(spec, chat_workload, out, results, provider=provider)

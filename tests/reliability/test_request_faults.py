@@ -24,7 +24,7 @@ from servingbench.cell import CellFailed, run_cell
 from servingbench.client import LoadClient, WindowPlan
 from servingbench.frameworks import get_adapter, known_arms
 from servingbench.metrics import window_summary
-from servingbench.pool import external_server
+from servingbench.providers import external_server
 from servingbench.results import cell_path, failure_path, requests_path
 from servingbench.spec import GenerationParams, PromptItem, ServerSpec
 from tests.reliability.conftest import MODEL

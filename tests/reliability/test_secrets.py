@@ -31,7 +31,8 @@ import pytest
 import yaml
 
 import servingbench.cell as cell_mod
-from servingbench.cell import CellFailed, fresh_server, run_cell
+from servingbench.cell import CellFailed, run_cell
+from servingbench.providers import fresh_server
 from servingbench.config import ConfigError, parse_config
 from servingbench.pool import ServerPool, pooled_server
 from servingbench.redaction import MASK, redact, redact_argv

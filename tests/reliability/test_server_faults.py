@@ -27,7 +27,8 @@ import pytest
 import servingbench.cell as cell_mod
 import servingbench.lifecycle as lifecycle
 from servingbench.aggregate import load_results
-from servingbench.cell import CellFailed, fresh_server, run_cell
+from servingbench.cell import CellFailed, run_cell
+from servingbench.providers import fresh_server
 from servingbench.frameworks import get_adapter
 from servingbench.lifecycle import ServerStartError, start_server
 from servingbench.results import cell_path, failure_path, requests_path

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from servingbench.cell import CellFailed, run_cell
-from servingbench.pool import external_server
+from servingbench.providers import external_server
 from servingbench.results import NotWritable, cell_path, failure_path, requests_path
 from tests.reliability.conftest import MODEL, ROOT
 from tests.reliability.standins import FaultServer

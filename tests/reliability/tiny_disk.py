@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from servingbench.cell import CellFailed, run_cell  # noqa: E402
 from servingbench.errors import UserError  # noqa: E402
-from servingbench.pool import external_server  # noqa: E402
+from servingbench.providers import external_server  # noqa: E402
 from servingbench.results import cell_path  # noqa: E402
 from servingbench.spec import CellSpec  # noqa: E402
 from tests.reliability.standins import FaultServer, http_json  # noqa: E402
