@@ -103,7 +103,7 @@ def bare_worker(model_dir: str, prompt: str, tokens: int, requests: int, warmup:
     """``generate`` in this process, one request at a time, each token stamped after a sync."""
     import torch
 
-    from servingbench.frameworks.transformers_naive_server import Generator
+    from servingbench.frameworks.servers.transformers_naive_server import Generator
 
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     gen = Generator(model_dir, device, _dtype(device), "dummy")  # the model exactly as the server loads it

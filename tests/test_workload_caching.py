@@ -88,7 +88,7 @@ def test_one_server_start_per_setting_and_the_setting_is_recorded(measured):
     for arm in ("transformers-serve", "transformers-serve-prefix-cache"):
         result = measured[arm, "shared-prefix"][0]
         assert result["server"]["server_settings"]["prefix_caching"] is ARMS[arm]
-        assert "servingbench.frameworks.transformers_serve_cb" in result["server"]["command"]
+        assert "servingbench.frameworks.servers.transformers_serve_cb" in result["server"]["command"]
         log = Path(result["server"]["log"]).read_text()
         assert f"prefix sharing (allow_block_sharing) {'on' if ARMS[arm] else 'off'}" in log
     for arm in VLLM:

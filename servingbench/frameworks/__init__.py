@@ -9,14 +9,14 @@ import pkgutil
 
 from servingbench.frameworks.base import Adapter
 
-_NOT_ARMS = {"base", "openai_api", "transformers_naive_server", "transformers_serve_cb"}
+_NOT_ARMS = {"base", "openai_api"}
 
 
 def known_arms() -> list[str]:
     """Arm names of every adapter module in this package."""
     names = []
     for mod in pkgutil.iter_modules(__path__):
-        if mod.name not in _NOT_ARMS and not mod.name.startswith("_"):
+        if not mod.ispkg and mod.name not in _NOT_ARMS and not mod.name.startswith("_"):
             names.append(mod.name.replace("_", "-"))
     return sorted(names)
 

@@ -89,7 +89,7 @@ class TransformersNaiveAdapter(Adapter):
     health_path = "/health"
 
     def launch(self, server: ServerSpec, host: str, port: int) -> Launch:
-        argv = [sys.executable, "-m", "servingbench.frameworks.transformers_naive_server",
+        argv = [sys.executable, "-m", "servingbench.frameworks.servers.transformers_naive_server",
                 "--model", server.model_dir, "--host", host, "--port", str(port),
                 "--device", server.device, "--dtype", server.dtype, "--weights", server.weights,
                 *server.server_args]

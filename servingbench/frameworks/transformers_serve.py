@@ -32,7 +32,7 @@ CB_NUM_BLOCKS = "512"
 CB_MAX_BATCH_TOKENS = "2048"
 
 
-# What servingbench.frameworks.transformers_serve_cb prints when it sets the server's prefix sharing.
+# What servingbench.frameworks.servers.transformers_serve_cb prints when it sets the server's prefix sharing.
 _LOG_SETTING = re.compile(r"servingbench: continuous batching prefix sharing \(allow_block_sharing\) (on|off)")
 
 
@@ -49,7 +49,7 @@ class TransformersServeAdapter(Adapter):
             raise ValueError("transformers-serve needs a model directory with (random) weights")
         if server.prefix_caching and (why := self.prefix_cache_unavailable(server.server_args)):
             raise ValueError(f"{server.arm}: {why}")
-        argv = [sys.executable, "-m", "servingbench.frameworks.transformers_serve_cb", "serve", server.model_dir,
+        argv = [sys.executable, "-m", "servingbench.frameworks.servers.transformers_serve_cb", "serve", server.model_dir,
                 "--host", host, "--port", str(port), "--device", server.device,
                 "--dtype", server.dtype, "--log-level", "info"]
         args = list(server.server_args)
