@@ -90,10 +90,8 @@ def get_image(arm):
 
 
 def get_served_weights(wildcards):
-    """Weights an arm loads besides the model folder: the GGUF file of the llamacpp arm."""
-    if CFG.frameworks[wildcards.arm].framework == "llamacpp":
-        return [f"models/{wildcards.model}.gguf"]
-    return []
+    """Weights an arm loads besides the model folder (the adapter says: llamacpp's GGUF file)."""
+    return sbc.extra_weights(CFG, wildcards.arm, wildcards.model)
 
 
 def get_model_params(wildcards):

@@ -232,10 +232,10 @@ async def _measure(spec: CellSpec, adapter: Adapter, base_url: str, items: list[
                 await client.run_window(warm, on_done=warm_progress.update)
                 warm_progress.close()
             before = await server_timings(client.http, adapter)
-            cache_before = await prefix_cache.prefix_cache_totals(client.http, adapter.server_metrics_path())
+            cache_before = await prefix_cache.prefix_cache_totals(client.http, adapter)
             recs, window_s = await client.run_window(meas, on_done=progress.update)
             after = await server_timings(client.http, adapter)
-            cache_after = await prefix_cache.prefix_cache_totals(client.http, adapter.server_metrics_path())
+            cache_after = await prefix_cache.prefix_cache_totals(client.http, adapter)
             summary = window_summary(recs, window_s, meas.concurrency, meas.stream, meas.prompt_tokens_target)
             summary.update(server_means_ms(before, after))
             summary.update(server_timing_means(adapter, recs, summary.server_ttft_ms_mean))
@@ -433,9 +433,8 @@ def run_cell(spec: CellSpec, workload: str | Path, out_path: str | Path, results
                                  "model_server_args": redact_argv(spec.server.model_server_args), **settings},
             ),
             provenance=from_json(Provenance, {
-                **provenance.collect(spec.server.framework, gpu.info if gpu else None, spec.config_hash,
-                                     spec.server.image, spec.server.profile, dict(spec.server.env),
-                                     adapter.framework_version()),
+                **provenance.collect(adapter, gpu.info if gpu else None, spec.config_hash,
+                                     spec.server.image, spec.server.profile, dict(spec.server.env)),
                 "weights": provenance.weights_info(adapter.served_weights(spec.server)),
                 "started_at": started_at, "finished_at": provenance.now_iso()}),
             requests_file=requests_path(out_path).name,

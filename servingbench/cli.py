@@ -159,8 +159,11 @@ def cmd_prepare_model(a: argparse.Namespace) -> int:
     from servingbench.models import prepare_model
 
     cfg = _load(a.config)
-    # `transformers serve` can only load weights from disk: dummy runs need random ones written.
-    with_weights = cfg.weights == "dummy" and "transformers-serve" in cfg.frameworks
+    from servingbench.frameworks import get_adapter
+
+    # A server that can only load weights from disk (`transformers serve`): dummy runs write random ones.
+    with_weights = cfg.weights == "dummy" and any(get_adapter(arm.adapter or name).dummy_weights_on_disk
+                                                  for name, arm in cfg.frameworks.items())
     print(prepare_model(cfg, a.model, a.out, with_weights=with_weights))
     return 0
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, Validatio
 from servingbench.dummy_vocab import min_dummy_vocab
 from servingbench.errors import UserError
 from servingbench import task_kinds
-from servingbench.frameworks import get_adapter, known_arms
+from servingbench.frameworks import get_adapter, known_arms, known_frameworks
 from servingbench.redaction import find_credentials
 from servingbench.slo import min_samples
 from servingbench.spec import CapacitySpec, CellSpec, GenerationParams, ServerSpec, SLOSpec
@@ -82,7 +82,7 @@ def _check_names(section: str, value: Any) -> Any:
 
 
 class Arm(_Strict):
-    framework: Literal["transformers", "tgi", "vllm", "sglang", "llamacpp"]
+    framework: str  # a framework family of the adapters (servingbench.frameworks.known_frameworks)
     adapter: str | None = None  # defaults to the arm's own name
     server_args: list[str] = Field(default_factory=list)
     # Extra server arguments for one model only (appended after server_args), e.g. a model this
@@ -94,6 +94,14 @@ class Arm(_Strict):
     gpus: int = Field(default=1, ge=1)  # GPUs one server of this arm uses: capacity is reported per GPU
     prefix_caching: bool | None = None  # this arm's server setting; None: run.prefix_caching
     tasks: list[str] | None = None  # only these tasks' cells, and no sweeps; None: every task and sweep
+
+    @field_validator("framework")
+    @classmethod
+    def _framework(cls, framework: str) -> str:
+        allowed = known_frameworks()
+        if framework not in allowed:
+            raise ValueError(f"unknown framework {framework!r}; allowed: {', '.join(allowed)}")
+        return framework
 
     @field_validator("image")
     @classmethod
@@ -597,6 +605,13 @@ def image_for(cfg: Config, arm: str) -> str:
 
 def model_dir(model: str) -> str:
     return f"models/{model}"
+
+
+def extra_weights(cfg: Config, arm: str, model: str) -> list[str]:
+    """Weights an arm's server loads besides the model folder (llamacpp: its GGUF file)."""
+    spec = server_spec(cfg, arm, model)
+    served = get_adapter(spec.adapter_name).served_weights(spec)
+    return [] if served == spec.model_dir else [served]
 
 
 def server_spec(cfg: Config, arm: str, model: str) -> ServerSpec:

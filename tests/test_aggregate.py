@@ -169,6 +169,7 @@ def test_schema_accepts_what_the_runtime_writes(cfg, tmp_path: Path) -> None:
     from servingbench.aggregate import load_results, read_requests
     from servingbench.records import RequestRecord, to_json
     from servingbench.config import cell_spec, config_hash
+    from servingbench.frameworks import get_adapter
     from servingbench.metrics import window_summary
     from servingbench.monitor import Monitor
     from servingbench.results import CELL_SCHEMA, atomic_write_json, atomic_write_jsonl, requests_path
@@ -192,7 +193,7 @@ def test_schema_accepts_what_the_runtime_writes(cfg, tmp_path: Path) -> None:
         "server": {"reused": False, "startup_s": 20.5, "started_at": provenance.now_iso(), "pid": 1,
                    "command": ["python", "-m", "vllm"], "log": "x.log",
                    "server_settings": {"gpu_memory_utilization": 0.85, "prefix_caching": False}},
-        "provenance": {**provenance.collect("vllm", None, config_hash(cfg), "", "seed"),
+        "provenance": {**provenance.collect(get_adapter("vllm"), None, config_hash(cfg), "", "seed"),
                        "started_at": provenance.now_iso(), "finished_at": provenance.now_iso()},
         "requests_file": requests_path(path).name,
     }

@@ -23,7 +23,7 @@ from servingbench import arrivals, conversations
 from servingbench.client import LoadClient
 from servingbench.frameworks import get_adapter
 from servingbench.metrics import percentile
-from servingbench.prefix_cache import parse_prefix_cache_totals, window_hit_rate
+from servingbench.prefix_cache import window_hit_rate
 from servingbench.spec import CellSpec, GenerationParams, PromptItem, ServerSpec
 from servingbench.workload_metrics import workload_summary
 from tests.scripted_server import ScriptedServer, sse
@@ -285,9 +285,11 @@ def test_transformers_serve_reports_the_prefix_sharing_it_runs_with():
 
 
 def test_prefix_cache_counters_are_summed_over_engines_and_differenced_per_window():
+    parse_prefix_cache_totals = get_adapter("vllm").prefix_cache_totals
     before = parse_prefix_cache_totals(METRICS)
     assert before == {"queries": 2000.0, "hits": 400.0}
     after = parse_prefix_cache_totals(METRICS.replace("1200.0", "2200.0").replace("300.0", "1050.0"))
     assert window_hit_rate(before, after) == {"queries_tokens": 1000.0, "hits_tokens": 750.0, "hit_rate": 0.75}
     assert window_hit_rate(after, before) is None  # counters went back: a restarted server
     assert parse_prefix_cache_totals("vllm:num_requests_running 0\n") is None
+    assert get_adapter("sglang").prefix_cache_totals(METRICS) is None  # counts none: not vLLM's names

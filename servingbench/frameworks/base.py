@@ -12,7 +12,7 @@ import abc
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from servingbench.prometheus import histogram_totals
+from servingbench.prometheus import counter_total, histogram_totals
 from servingbench.spec import GenerationParams, PromptItem, ServerSpec
 
 # Where an output-token count came from, in order of trust.
@@ -102,6 +102,14 @@ class Adapter(abc.ABC):
     owned_args: dict[str, str] = {}
     #: Can the server cache prompt prefixes across requests, switched by ServerSpec.prefix_caching?
     has_prefix_cache: bool = False
+    #: Installed distributions whose version is the framework's version, the first found wins
+    #: (provenance; an arm that is not a Python package says it with ``framework_version``).
+    distributions: tuple[str, ...] = ()
+    #: Compiled-kernel distributions shipped apart from the framework, recorded beside its version.
+    kernel_distributions: tuple[str, ...] = ()
+    #: Does ``weights: dummy`` need random weight files written into the model folder (a server
+    #: that can only load weights from disk), instead of a dummy load format of its own?
+    dummy_weights_on_disk: bool = False
 
     @abc.abstractmethod
     def launch(self, server: ServerSpec, host: str, port: int) -> Launch:
@@ -156,6 +164,18 @@ class Adapter(abc.ABC):
                     out[figure] = totals
                     break
         return out
+
+    #: The server's prefix-cache counters on its metrics endpoint, in tokens: ``queries`` (looked
+    #: up) and ``hits`` (found) -> Prometheus counter name. Empty: the server does not count them.
+    prefix_cache_counters: Mapping[str, str] = {}
+
+    def prefix_cache_totals(self, metrics_text: str) -> dict[str, float] | None:
+        """{"queries": tokens, "hits": tokens} from one scrape of the metrics endpoint; None when
+        the server does not expose both counters."""
+        totals = {k: counter_total(metrics_text, name) for k, name in self.prefix_cache_counters.items()}
+        if not {"queries", "hits"} <= totals.keys() or None in totals.values():
+            return None
+        return {k: v for k, v in totals.items() if v is not None}
 
     #: Container profiles this framework cannot run in: profile -> why (config validation says it).
     unsupported_profiles: Mapping[str, str] = {}

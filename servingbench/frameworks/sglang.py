@@ -54,6 +54,8 @@ class SGLangAdapter(openai_api.UsagePerEventAdapter):
     server_ttft_source = "SGLang /metrics sglang:time_to_first_token_seconds"
     unsupported_profiles = {"seed": NOT_IN_SEED}
     has_prefix_cache = True  # RadixAttention; --disable-radix-cache when prefix_caching is off
+    distributions = ("sglang",)
+    kernel_distributions = ("sglang-kernel", "sgl-kernel", "flashinfer-python")  # shipped apart from SGLang
     route = openai_api.COMPLETIONS  # or openai_api.CHAT_COMPLETIONS (server-side chat template)
 
     @property

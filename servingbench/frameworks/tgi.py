@@ -319,6 +319,7 @@ class TGIStreamReader(StreamReader):
 class TGIAdapter(Adapter):
     name = "tgi"
     framework = "tgi"
+    distributions = ("text-generation-server",)
     can_force_output_length = False  # no ignore_eos / min_new_tokens over HTTP
     health_path = "/health"
     takes_text_prompt = True

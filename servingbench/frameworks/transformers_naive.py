@@ -85,6 +85,7 @@ class NaiveStreamReader(StreamReader):
 class TransformersNaiveAdapter(Adapter):
     name = "transformers-naive"
     framework = "transformers"
+    distributions = ("transformers",)
     can_force_output_length = True
     health_path = "/health"
 

@@ -39,6 +39,8 @@ _LOG_SETTING = re.compile(r"servingbench: continuous batching prefix sharing \(a
 class TransformersServeAdapter(Adapter):
     name = "transformers-serve"
     framework = "transformers"
+    distributions = ("transformers",)
+    dummy_weights_on_disk = True  # `transformers serve` can only load weights from disk
     can_force_output_length = True
     health_path = "/health"
     stream_has_done_marker = False

