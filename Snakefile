@@ -18,13 +18,12 @@ rule all:
         sweep_targets(),
         host_targets(),
         "report/index.html",
-        "results/summary.csv",
+        str(sbr.summary_path(RESULTS)),
 
 
 include: "rules/models.smk"
 include: "rules/workloads.smk"
 include: "rules/measure.smk"
-include: "rules/sweeps.smk"
 include: "rules/report.smk"
 
 

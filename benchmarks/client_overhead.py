@@ -710,11 +710,10 @@ def orchestrate(args: argparse.Namespace) -> int:
         "ratios": [q for c in clients if reference and c != reference for q in ratios(rows, c, reference)],
     }
     if args.out:
+        from servingbench.results import atomic_write_text
+
         path = Path(args.out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(out, indent=1))
-        tmp.replace(path)
+        atomic_write_text(path, json.dumps(out, indent=1))
         print(f"\nwrote {path} ({total_s:.0f} s)")
     return 0
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 from servingbench import config as sbc
+from servingbench import results as sbr
 
 CONFIG_PATH = workflow.configfiles[-1] if workflow.configfiles else "config.yaml"
 # Snakemake's own YAML loading keeps the last of a duplicated key, dropping a block unseen.
@@ -13,7 +14,7 @@ CONFIG_PATH = workflow.configfiles[-1] if workflow.configfiles else "config.yaml
 for _path in workflow.configfiles:
     sbc.read_yaml(_path)
 CFG = sbc.parse_config(config, CONFIG_PATH) if config else sbc.load_config(CONFIG_PATH)
-RESULTS = "results"
+RESULTS = sbr.RESULTS
 ARMS, MODELS, TASKS, MODES = list(CFG.frameworks), list(CFG.models), list(CFG.tasks), list(CFG.modes)
 SWEEPS = [s for s in ("concurrency", "context") if getattr(CFG.sweeps, s) is not None]
 CAPACITY_TASKS = list(CFG.sweeps.capacity.tasks) if CFG.sweeps.capacity is not None else []
@@ -22,7 +23,7 @@ CAPACITY_TASKS = list(CFG.sweeps.capacity.tasks) if CFG.sweeps.capacity is not N
 SERVER_ORDER = {(a, m): i for i, (a, m) in enumerate((a, m) for a in ARMS for m in MODELS)}
 # Environment, not params: switching reuse on or off must not rerun finished cells.
 if CFG.run.server_reuse:
-    os.environ["SERVINGBENCH_POOL"] = f"{RESULTS}/servers"
+    os.environ["SERVINGBENCH_POOL"] = str(sbr.pool_dir(RESULTS))
     os.environ["SERVINGBENCH_POOL_IDLE_S"] = str(CFG.run.server_idle_timeout_s)
 else:
     os.environ.pop("SERVINGBENCH_POOL", None)
@@ -37,19 +38,19 @@ wildcard_constraints:
     model=_alt(MODELS),
     task=_alt(TASKS),
     mode="sync|stream",
+    sweep="concurrency|context",
 
 
 def cell_targets():
     # An arm may run only some tasks (frameworks.ARM.tasks: e.g. a prefix-caching twin of an arm).
-    return [f"{RESULTS}/cells/{arm}/{model}/{task}/{mode}.json"
+    return [str(sbr.cell_path(RESULTS, arm, model, task, mode))
             for arm in ARMS for model in MODELS for task in sbc.arm_tasks(CFG, arm) for mode in MODES]
 
 
 def sweep_targets():
-    return expand(f"{RESULTS}/sweeps/{{arm}}/{{model}}/{{sweep}}.json", arm=sbc.sweep_arms(CFG), model=MODELS,
-                  sweep=SWEEPS) + \
-        expand(f"{RESULTS}/sweeps/{{arm}}/{{model}}/capacity-{{task}}.json", arm=sbc.sweep_arms(CFG), model=MODELS,
-               task=CAPACITY_TASKS)
+    arms = sbc.sweep_arms(CFG)
+    return [str(sbr.sweep_path(RESULTS, arm, model, sweep)) for arm in arms for model in MODELS for sweep in SWEEPS] + \
+        [str(sbr.capacity_path(RESULTS, arm, model, task)) for arm in arms for model in MODELS for task in CAPACITY_TASKS]
 
 
 def host_targets():
@@ -79,9 +80,12 @@ def get_capacity_spec(wildcards):
     return sbc.capacity_sweep_spec(CFG, wildcards.arm, wildcards.model, wildcards.task).to_json()
 
 
+TASK_WORKLOAD = str(sbr.workload_path(RESULTS, "{model}", "{task}"))  # a task's prompts, as a pattern
+
+
 def get_sweep_workload(wildcards):
     task = "context" if wildcards.sweep == "context" else CFG.sweeps.concurrency.task
-    return f"{RESULTS}/workloads/{wildcards.model}/{task}.jsonl"
+    return str(sbr.workload_path(RESULTS, wildcards.model, task))
 
 
 def get_image(arm):
@@ -131,5 +135,5 @@ def render_partial_report():
     subprocess.run(cli + ["report", "--config", CONFIG_PATH, "--results", RESULTS, "--out", "report/index.html"],
                    check=False)
     for ext in ("csv", "parquet"):
-        if os.path.exists(f"{RESULTS}/summary.{ext}"):
-            os.replace(f"{RESULTS}/summary.{ext}", f"{RESULTS}/summary.partial.{ext}")
+        if sbr.summary_path(RESULTS, ext).exists():
+            os.replace(sbr.summary_path(RESULTS, ext), sbr.summary_path(RESULTS, f"partial.{ext}"))

@@ -8,7 +8,7 @@ rule prepare_model:
         model=get_model_params,
         config=CONFIG_PATH,
     log:
-        "results/logs/models/{model}.log",
+        f"{RESULTS}/logs/models/{{model}}.log",
     priority: PREP_PRIORITY
     container:
         get_image("transformers-naive")
@@ -28,7 +28,7 @@ rule prepare_gguf:
         model=get_model_params,
         config=CONFIG_PATH,
     log:
-        "results/logs/models/{model}.gguf.log",
+        f"{RESULTS}/logs/models/{{model}}.gguf.log",
     priority: PREP_PRIORITY
     container:
         get_image("transformers-naive")

@@ -21,24 +21,24 @@ rule aggregate:
         sweep_targets(),
         host_targets(),
     output:
-        csv="results/summary.csv",
-        parquet="results/summary.parquet",
+        csv=str(sbr.summary_path(RESULTS)),
+        parquet=str(sbr.summary_path(RESULTS, "parquet")),
     params:
         config=CONFIG_PATH,
     log:
-        "results/logs/aggregate.log",
+        f"{RESULTS}/logs/aggregate.log",
     shell:
-        "servingbench aggregate --config {params.config:q} --results results > {log:q} 2>&1"
+        "servingbench aggregate --config {params.config:q} --results " + RESULTS + " > {log:q} 2>&1"
 
 
 rule report:
     input:
-        "results/summary.csv",
+        str(sbr.summary_path(RESULTS)),
     output:
         report("report/index.html", caption="../docs/report-caption.rst", category="Report"),
     params:
         config=CONFIG_PATH,
     log:
-        "results/logs/report.log",
+        f"{RESULTS}/logs/report.log",
     shell:
-        "servingbench report --config {params.config:q} --results results --out {output:q} > {log:q} 2>&1"
+        "servingbench report --config {params.config:q} --results " + RESULTS + " --out {output:q} > {log:q} 2>&1"

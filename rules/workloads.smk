@@ -3,17 +3,17 @@
 
 rule build_workload:
     input:
-        model="models/{model}",
+        model=sbc.model_dir("{model}"),
         trace=get_trace_file,
     output:
-        "results/workloads/{model}/{task}.jsonl",
+        TASK_WORKLOAD,
     wildcard_constraints:
         task=_alt(TASKS + ["context"]),
     params:
         workload=get_workload_params,
         config=CONFIG_PATH,
     log:
-        "results/logs/workloads/{model}/{task}.log",
+        str(sbr.log_path(TASK_WORKLOAD, RESULTS)),
     priority: PREP_PRIORITY
     container:
         get_image("transformers-naive")

@@ -24,7 +24,8 @@ from servingbench.records import (
     SloVerdict, Stats, WindowSummary, capacity_metrics, summary_metrics, to_json,
 )
 from servingbench.result_files import ResultFileError, current_window, load_result, read_json  # noqa: F401
-from servingbench.results import atomic_write_bytes, atomic_write_text, capacity_path, cell_path, failure_path, sweep_path
+from servingbench.results import (atomic_write_bytes, atomic_write_text, capacity_path, cell_path, failure_path,
+                                  summary_path, sweep_path)
 from servingbench.typed_json import fields_of, hints
 from servingbench.workload_table import UNITS as WORKLOAD_UNITS, workload_rows
 
@@ -284,7 +285,7 @@ def write_summary(df: pd.DataFrame, results_dir: str | Path) -> tuple[Path, Path
     csv_text = df.to_csv(index=False)
     buf = io.BytesIO()
     df.to_parquet(buf, index=False)
-    csv_path, pq_path = results_dir / "summary.csv", results_dir / "summary.parquet"
+    csv_path, pq_path = summary_path(results_dir), summary_path(results_dir, "parquet")
     atomic_write_text(csv_path, csv_text)
     atomic_write_bytes(pq_path, buf.getvalue())
     return csv_path, pq_path

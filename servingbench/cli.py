@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from servingbench.errors import UserError
+from servingbench.results import RESULTS, pool_dir, summary_path, workload_path
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -98,7 +99,7 @@ def _spec_from_args(a: argparse.Namespace):
 
 def _default_workload(results: str, spec) -> str:
     name = "context" if spec.kind == "sweep_context" else spec.task
-    return str(Path(results) / "workloads" / spec.model / f"{name}.jsonl")
+    return str(workload_path(results, spec.model, name))
 
 
 def _interrupted(spec: Any, out: str, exc: BaseException) -> int:
@@ -229,7 +230,7 @@ def cmd_aggregate(a: argparse.Namespace) -> int:
     _results_folder(a.results)
     df = aggregate(_load(a.config), a.results, a.allow_stale, a.config)
     write_summary(df, a.results)
-    print(f"{Path(a.results) / 'summary.csv'}: {len(df)} rows")
+    print(f"{summary_path(a.results)}: {len(df)} rows")
     return 0
 
 
@@ -263,7 +264,7 @@ def cmd_compare(a: argparse.Namespace) -> int:
 def cmd_stop_servers(a: argparse.Namespace) -> int:
     from servingbench.pool import ServerPool
 
-    stopped = ServerPool(Path(a.results) / "servers").stop_all()
+    stopped = ServerPool(pool_dir(a.results)).stop_all()
     print(f"stopped {stopped} pooled server(s)")
     return 0
 
@@ -293,7 +294,7 @@ def _cell_args(p: argparse.ArgumentParser, need_out: bool = True) -> None:
     p.add_argument("--sweep", choices=["concurrency", "context", "capacity"],
                    help="run a sweep instead of a cell (capacity: with --task)")
     p.add_argument("--workload", help="workload JSONL (default: RESULTS/workloads/MODEL/TASK.jsonl)")
-    p.add_argument("--results", default="results", help="results folder (default: results)")
+    p.add_argument("--results", default=RESULTS, help="results folder (default: results)")
     p.add_argument("--out", required=need_out, help="result file to write")
 
 
@@ -334,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_ in (("aggregate", "build results/summary.csv"), ("report", "render report/index.html")):
         p = sub.add_parser(name, help=help_)
         p.add_argument("--config", default="config.yaml")
-        p.add_argument("--results", default="results")
+        p.add_argument("--results", default=RESULTS)
         if name == "report":
             p.add_argument("--out", default="report/index.html")
         p.add_argument("--allow-stale", action="store_true",
@@ -342,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default: refuse them, exit 2)")
     p = sub.add_parser("publish", help="write a ready-to-publish folder or .tar.gz")
     p.add_argument("--config", default="config.yaml")
-    p.add_argument("--results", default="results")
+    p.add_argument("--results", default=RESULTS)
     p.add_argument("--report", default="report/index.html")
     p.add_argument("--out", default="publish/servingbench-report.tar.gz")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
@@ -352,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("schemas", help="generate schemas/*.json and the docs' field tables from the result types")
     p.add_argument("--write", action="store_true", help="rewrite them (default: check, exit 1 if they differ)")
     p = sub.add_parser("stop-servers", help="stop every pooled server of a results folder")
-    p.add_argument("--results", default="results")
+    p.add_argument("--results", default=RESULTS)
     return ap
 
 

@@ -19,12 +19,12 @@ from servingbench.dummy_vocab import min_dummy_vocab
 from servingbench.errors import UserError
 from servingbench import task_kinds
 from servingbench.frameworks import get_adapter, known_arms, known_frameworks
+from servingbench.package_data import package_path
 from servingbench.redaction import find_credentials
 from servingbench.slo import min_samples
 from servingbench.spec import CapacitySpec, CellSpec, GenerationParams, ServerSpec, SLOSpec
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-IMAGES_FILE = REPO_ROOT / "containers" / "images.yaml"
+IMAGES_FILE = package_path("data", "images.yaml")  # containers/images.yaml, shipped in the package
 
 
 class ConfigError(UserError, ValueError):

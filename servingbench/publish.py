@@ -22,7 +22,7 @@ from pathlib import Path
 
 from servingbench.errors import UserError
 from servingbench.redaction import looks_like_token, redact, secret_values
-from servingbench.results import atomic_dir, atomic_write_bytes
+from servingbench.results import atomic_dir, atomic_write_bytes, summary_path
 
 MANIFEST = "MANIFEST"
 
@@ -46,8 +46,8 @@ def _sha256(data: bytes) -> str:
 def collect(results_dir: str | Path, report_html: str | Path, config_path: str | Path) -> dict[str, bytes]:
     """name -> bytes of every file to publish, MANIFEST last; a missing input is a clear error."""
     results_dir = Path(results_dir)
-    sources = {"index.html": Path(report_html), "summary.csv": results_dir / "summary.csv",
-               "summary.parquet": results_dir / "summary.parquet"}
+    sources = {"index.html": Path(report_html), "summary.csv": summary_path(results_dir),
+               "summary.parquet": summary_path(results_dir, "parquet")}
     config_path = Path(config_path)
     if config_path.name in sources or config_path.name == MANIFEST:
         raise PublishError(f"{config_path}: a config named {config_path.name!r} would clash with a published file")

@@ -15,11 +15,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
+from servingbench.package_data import package_path
 from servingbench.records import (
     CELL_SCHEMA, FAILURE_SCHEMA, GPU_BANDWIDTH_SCHEMA, CellResult, FailureRecord, GpuBandwidth, from_json,
 )
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+SCHEMA_DIR = package_path("schemas")  # schemas/, shipped in the package
 TYPES: dict[str, type] = {CELL_SCHEMA: CellResult, FAILURE_SCHEMA: FailureRecord, GPU_BANDWIDTH_SCHEMA: GpuBandwidth}
 
 

@@ -8,7 +8,8 @@ Layout under a results folder (default ``results/``)::
     cells/{arm}/{model}/{task}/{mode}.failed.json      a failed cell's record (no .json then)
     sweeps/{arm}/{model}/{concurrency,context}.json    sweeps (same schema, kind says which)
     sweeps/{arm}/{model}/capacity-{task}.json          a capacity search (same schema, kind sweep_capacity)
-    logs/...                                  server and job logs
+    logs/...                                  server and job logs (logs/ + the result's path)
+    servers/                                  pooled servers' state (servingbench.pool)
     summary.csv, summary.parquet              the tidy table (aggregate)
 
 When a cell's files cannot be written at its end (a full disk, a folder made read-only),
@@ -36,6 +37,24 @@ GPU_BANDWIDTH_SCHEMA = "servingbench/gpu-bandwidth-v1"
 KINDS = ("cell", "sweep_concurrency", "sweep_context", "sweep_capacity")
 
 
+RESULTS = "results"  # the results folder the CLI and the rules use unless told otherwise
+
+
+def workload_path(results: str | Path, model: str, task: str) -> Path:
+    """A model's prompt set for a task (``context``: the context-length sweep's)."""
+    return Path(results) / "workloads" / model / f"{task}.jsonl"
+
+
+def summary_path(results: str | Path, ext: str = "csv") -> Path:
+    """The tidy table: ``summary.csv`` or ``summary.parquet``."""
+    return Path(results) / f"summary.{ext}"
+
+
+def pool_dir(results: str | Path) -> Path:
+    """The state folder of the pooled servers of a results folder."""
+    return Path(results) / "servers"
+
+
 def cell_path(results: str | Path, arm: str, model: str, task: str, mode: str) -> Path:
     return Path(results) / "cells" / arm / model / task / f"{mode}.json"
 
@@ -58,18 +77,26 @@ def failure_path(result_file: str | Path) -> Path:
     return p.with_name(p.stem + ".failed.json")
 
 
-def server_log_path(result_file: str | Path, results: str | Path = "results") -> Path:
-    """results/cells/a/m/t/mode.json -> results/logs/cells/a/m/t/mode.server.log"""
+def log_path(result_file: str | Path, results: str | Path = RESULTS, suffix: str = ".log") -> Path:
+    """results/cells/a/m/t/mode.json -> results/logs/cells/a/m/t/mode{suffix}: the job's log
+    (``.log``); a file outside ``results`` keeps its log beside it."""
     p = Path(result_file)
     try:
         rel = p.relative_to(Path(results))
     except ValueError:
-        return p.with_name(p.stem + ".server.log")
-    return Path(results) / "logs" / rel.parent / f"{p.stem}.server.log"
+        return p.with_name(p.stem + suffix)
+    return Path(results) / "logs" / rel.parent / f"{p.stem}{suffix}"
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``.
+def server_log_path(result_file: str | Path, results: str | Path = RESULTS) -> Path:
+    """results/cells/a/m/t/mode.json -> results/logs/cells/a/m/t/mode.server.log"""
+    return log_path(result_file, results, ".server.log")
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary file beside ``path`` to write (for a writer that wants a file name);
+    on success it is fsynced and renamed over ``path``, on failure removed.
 
     A reader (or a rerun after a crash) sees either no file or the whole file; a failed write
     (a full disk, a read-only folder) leaves no temporary file behind and raises the OSError.
@@ -79,10 +106,12 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
+        try:
+            os.fchmod(fd, 0o644)
+        finally:
+            os.close(fd)
+        yield Path(tmp)
+        with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -91,6 +120,12 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (``atomic_file``)."""
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -25,11 +25,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from servingbench.package_data import package_path
 from servingbench.spec import WORKLOADS
 
 TokenRange = tuple[int, int]
 KINDS = WORKLOADS
-TRACE_DIR = Path(__file__).resolve().parent / "data" / "traces"
+TRACE_DIR = package_path("data", "traces")
 
 
 def check_range(name: str, rng: TokenRange) -> TokenRange:

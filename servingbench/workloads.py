@@ -39,9 +39,10 @@ from pathlib import Path
 from typing import Any
 
 from servingbench.config import Config, context_lengths, workload_size
+from servingbench.package_data import package_path
 from servingbench.results import atomic_write_text
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
+DATA_DIR = package_path("data")
 TASKS = ("chat", "summarization", "qa", "code")
 
 SUMMARY_INSTRUCTIONS = (
