@@ -5,9 +5,9 @@
 # Transformers image (a torch program), before any server holds the GPU.
 rule gpu_bandwidth:
     output:
-        "results/gpu-bandwidth.json",
+        f"{RESULTS}/gpu-bandwidth.json",
     log:
-        "results/logs/gpu-bandwidth.log",
+        f"{RESULTS}/logs/gpu-bandwidth.log",
     priority: PREP_PRIORITY
     container:
         get_image("transformers-naive")
