@@ -14,38 +14,29 @@ import re
 _SAMPLE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{[^}]*\})?\s+(\S+)", re.M)
 
 
-def histogram_totals(text: str, name: str) -> tuple[float, float] | None:
-    """(sum, count) of histogram ``name`` over every label set; None when it is absent."""
-    want = {f"{name}_sum": 0, f"{name}_count": 1}
-    totals = [0.0, 0.0]
-    found = [False, False]
+def sample_totals(text: str, names: set[str]) -> dict[str, float]:
+    """Each sample in ``names`` summed over its label sets; samples absent from ``text`` are absent."""
+    totals: dict[str, float] = {}
     for metric, value in _SAMPLE.findall(text):
-        slot = want.get(metric)
-        if slot is None:
+        if metric not in names:
             continue
         try:
             number = float(value)
         except ValueError:
             continue
         if math.isfinite(number):
-            totals[slot] += number
-            found[slot] = True
-    if not all(found):
+            totals[metric] = totals.get(metric, 0.0) + number
+    return totals
+
+
+def histogram_totals(text: str, name: str) -> tuple[float, float] | None:
+    """(sum, count) of histogram ``name`` over every label set; None when it is absent."""
+    found = sample_totals(text, {f"{name}_sum", f"{name}_count"})
+    if len(found) < 2:
         return None
-    return totals[0], totals[1]
+    return found[f"{name}_sum"], found[f"{name}_count"]
 
 
 def counter_total(text: str, name: str) -> float | None:
     """Counter ``name`` (its ``_total`` sample) summed over every label set; None when absent."""
-    want = f"{name}_total"
-    total, found = 0.0, False
-    for metric, value in _SAMPLE.findall(text):
-        if metric != want:
-            continue
-        try:
-            number = float(value)
-        except ValueError:
-            continue
-        if math.isfinite(number):
-            total, found = total + number, True
-    return total if found else None
+    return sample_totals(text, {f"{name}_total"}).get(f"{name}_total")
