@@ -54,13 +54,6 @@ class PooledServer:
         self.startup_s = state.get("startup_s")
         self._command = list(state.get("command", []))
 
-    def tree(self) -> list[psutil.Process]:
-        try:
-            root = psutil.Process(self.pid)
-            return [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return []
-
     def command(self) -> list[str]:
         return self._command
 
