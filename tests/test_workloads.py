@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import json
 from pathlib import Path
 
@@ -126,3 +127,20 @@ def test_workload_size_rule():
 def test_unknown_task(smollm2_dir, tmp_path):
     with pytest.raises(WorkloadError, match="unknown task 'poetry'"):
         build_workload(CPU, "smollm2-135m", "poetry", smollm2_dir, tmp_path / "x.jsonl")
+
+
+def test_building_a_workload_does_not_import_torch(smollm2_dir, tmp_path):
+    """The prepared SmolLM2 folder names PreTrainedTokenizerFast: its workloads are built without
+    importing torch (AutoTokenizer would: most of a workload job's CPU time); the prompts and
+    counts are AutoTokenizer's (test_every_prompt_fits_its_task compares them)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from servingbench.config import load_config; "
+            "from servingbench.build_workloads import build_workload; "
+            f"build_workload(load_config({str(REPO / 'configs' / 'cpu.yaml')!r}), 'smollm2-135m', 'qa', "
+            f"{str(smollm2_dir)!r}, {str(tmp_path / 'qa.jsonl')!r}); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.stdout.strip() == "False"
+    assert len(read_workload(str(tmp_path / "qa.jsonl"))) == workload_size(CPU, "qa")
