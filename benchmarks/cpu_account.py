@@ -15,6 +15,7 @@ so the missed share is known. Used by benchmarks/demo_timing.py.
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import re
 import subprocess
@@ -38,7 +39,6 @@ RULES = [
     ("report", re.compile(r"servingbench(?:\.cli)? report")),
     ("server stop", re.compile(r"stop-servers")),
 ]
-SERVER = re.compile(r"llama-server|vllm|transformers serve|transformers_naive_server|spawn_main|EngineCore")
 
 
 class CpuSampler(threading.Thread):
@@ -50,6 +50,7 @@ class CpuSampler(threading.Thread):
         self.root: int | None = None
         self.procs: dict[tuple[int, float], dict] = {}
         self.loads: list[float] = []
+        self.me = os.getpid()  # this sampler's own time is not the command's
         self.stop = threading.Event()
 
     def _mine(self, p: psutil.Process, tree: set[int]) -> bool:
@@ -71,13 +72,14 @@ class CpuSampler(threading.Thread):
                 pass
         for p in psutil.process_iter():
             try:
-                if not self._mine(p, tree):
+                if p.pid == self.me or not self._mine(p, tree):
                     continue
                 with p.oneshot():
                     key = (p.pid, p.create_time())
                     t = p.cpu_times()
-                    rec = self.procs.setdefault(key, {"pid": p.pid, "ppid": p.ppid(), "cmd": " ".join(p.cmdline())[:4000],
-                                                      "first": time.time()})
+                    rec = self.procs.setdefault(key, {"pid": p.pid, "first": time.time()})
+                    # Every time: a process first seen between fork and exec has its parent's command.
+                    rec["ppid"], rec["cmd"] = p.ppid(), " ".join(p.cmdline())
                     rec["cpu_s"] = t.user + t.system
                     rec["last"] = time.time()
             except (psutil.Error, OSError):
@@ -110,7 +112,7 @@ def categorize(procs: list[dict]) -> dict[str, float]:
     def category(p: dict, depth: int = 0) -> str:
         mine = own(p)
         parent = by_pid.get(p["ppid"])
-        if mine is not None and not (mine.endswith(("client (run-cell)", "pool keeper")) and SERVER.search(p["cmd"])):
+        if mine is not None:
             return mine
         if parent is None or depth > 20:
             return mine or "other"
@@ -138,7 +140,7 @@ def main() -> None:
     sampler.start()
     proc = subprocess.Popen(cmd, cwd=a.dir)
     sampler.root = proc.pid
-    _, status, usage = __import__("os").wait4(proc.pid, 0)
+    _, status, usage = os.wait4(proc.pid, 0)
     sampler.stop.set()
     sampler.join()
     wall = time.monotonic() - t0
