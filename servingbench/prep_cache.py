@@ -1,7 +1,8 @@
-"""A per-machine cache of prepared model folders (host side).
+"""A per-machine cache of prepared model folders and GGUF files (host side).
 
 Converting SmolLM2's GGUF into a bf16 folder costs about 30 CPU-seconds (torch, Transformers,
-dequantising, saving), and gives byte-identical files every time (their checksum is pinned).
+dequantising, saving), writing the llamacpp arm's bf16 GGUF from it about 7, and both give
+byte-identical files every time (their checksums are pinned).
 So a second clone, a rerun from scratch or the test suite on the same machine copies the result
 instead: ``${SERVINGBENCH_CACHE:-${XDG_CACHE_HOME:-~/.cache}/servingbench}/KIND/KEY/``, where
 KEY hashes everything that defines the build (the caller says what), as the llama-server build

@@ -93,3 +93,18 @@ def test_prepare_model_copies_smollm2_from_the_cache(cache, smollm2_dir, tmp_pat
     out = prepare_model(cfg, "smollm2-135m", tmp_path / "smollm2-135m")
     assert sha256_file(out / SMOLLM2_WEIGHTS) == SMOLLM2_SHA256
     assert read_marker(out) == marker
+
+
+def test_prepare_gguf_writes_once_then_copies(cache, smollm2_dir, tmp_path, monkeypatch):
+    """The bf16 GGUF is written once per machine; a second prepare-gguf copies it (no write_gguf),
+    with the same pinned checksum and its own sidecar."""
+    from servingbench import gguf_export
+
+    cfg = load_config(REPO / "configs" / "cpu.yaml")
+    first = gguf_export.prepare_gguf(cfg, "smollm2-135m", smollm2_dir, tmp_path / "a" / "m.gguf")
+    monkeypatch.setattr(gguf_export, "write_gguf", lambda *a: pytest.fail("written instead of copied"))
+    second = gguf_export.prepare_gguf(cfg, "smollm2-135m", smollm2_dir, tmp_path / "b" / "m.gguf")
+    want = gguf_export.SMOLLM2_GGUF_SHA256["bfloat16"]
+    assert sha256_file(first) == sha256_file(second) == want
+    assert json.loads((tmp_path / "b" / "m.gguf.json").read_text())["sha256"] == {"m.gguf": want}
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["m.gguf", "m.gguf.json"]  # no leftovers
