@@ -13,7 +13,9 @@ existed); --cold gives the run empty ones, so everything is downloaded and compi
 The machine is shared: the load is recorded beside the times (load average every 5 s, and the
 share of time in which some task waited for a CPU from /proc/pressure/cpu, and how long the demo's
 own processes waited in the run queue, /proc/PID/schedstat), so that a slow run can be told from a
-loaded machine. Writes DIR/demo-timing.json.
+loaded machine. CPU time (user + system) per step and per arm's client and server comes from
+benchmarks/cpu_account.py's sampler: unlike wall time, it hardly depends on the neighbours.
+Writes DIR/demo-timing.json.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from cpu_account import CpuSampler, categorize  # noqa: E402
 JOB_HEAD = re.compile(r"^(?:local)?rule (\S+):$")
 JOB_ID = re.compile(r"^\s+jobid: (\d+)$")
 WILDCARDS = re.compile(r"^\s+wildcards: (.*)$")
@@ -82,14 +86,14 @@ class LoadSampler(threading.Thread):
 
 
 def timed_lines(cmd: list[str], cwd: Path, env: dict[str, str], log: Path,
-                sampler: LoadSampler) -> tuple[list[tuple[float, str]], int, float]:
+                sampler: LoadSampler, cpu: CpuSampler) -> tuple[list[tuple[float, str]], int, float]:
     """Run cmd, stamp each output line on arrival (seconds from start); tee to log."""
     t0 = time.monotonic()
     lines: list[tuple[float, str]] = []
     with open(log, "w") as fh:
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 bufsize=1)
-        sampler.root = proc.pid
+        sampler.root = cpu.root = proc.pid
         assert proc.stdout is not None
         for line in proc.stdout:
             t = time.monotonic() - t0
@@ -173,12 +177,16 @@ def main() -> None:
     caches = {"uv": "cold" if a.cold or not (Path(env.get("UV_CACHE_DIR", cache / "uv"))).exists() else "warm",
               "llama-server": "cold" if a.cold or not (cache / "servingbench" / "llama-server").exists() else "warm"}
     sampler = LoadSampler()
+    cpu = CpuSampler(work)
     psi0 = cpu_pressure_us()
     sampler.start()
-    lines, rc, total = timed_lines(["bash", "scripts/demo-cpu.sh"], work, env, base / "demo.log", sampler)
+    cpu.start()
+    lines, rc, total = timed_lines(["bash", "scripts/demo-cpu.sh"], work, env, base / "demo.log", sampler, cpu)
     sampler.stop.set()
+    cpu.stop.set()
     psi1 = cpu_pressure_us()
     out = breakdown(lines, total, work)
+    out["cpu_s"] = categorize(list(cpu.procs.values()))
     out.update(rc=rc, caches=caches, cpus=os.cpu_count(), log=str(base / "demo.log"),
                load={"mean": sum(sampler.samples) / max(1, len(sampler.samples)), "max": max(sampler.samples, default=0),
                      "cpu_pressure_some_pct": None if psi0 is None or psi1 is None else 100 * (psi1 - psi0) / 1e6 / total,
@@ -199,6 +207,9 @@ def main() -> None:
     for arm, v in out["arms"].items():
         print(f"  {arm:<20} {v['jobs']:2d} jobs {fmt(v['job_s']):>14}, of which {v['startups']} start-up(s) {fmt(v['startup_s'])}")
     print(f"  Snakemake between jobs               {fmt(out['between_jobs_s'])}  ({out['jobs']} jobs)")
+    print(f"  CPU time (user + system), sampled every second: {fmt(sum(out['cpu_s'].values()))} in all")
+    for what, secs in out["cpu_s"].items():
+        print(f"    {what:<40} {fmt(secs)}")
     print(f"  timing: {base / 'demo-timing.json'}; log: {base / 'demo.log'}")
     if not a.keep:
         shutil.rmtree(work, ignore_errors=True)

@@ -3,7 +3,10 @@
 How one search runs (one arm x model x task, stream mode):
 
 1. **Probe.** Warm-up, then ``probe_requests`` requests one at a time: their mean E2E is the
-   single-stream service time S; the first rate is ``start_rate_factor`` / S.
+   single-stream service time S; the first rate is ``start_rate_factor`` / S. A probe of at
+   least ``min_requests`` requests is also a window at zero load (each request alone on the
+   server): an SLO set it does not meet is ``not_met`` at once, since no arrival rate gives a
+   request a server more to itself; no search window is spent on it.
 2. **Windows.** Each window offers arrivals at a rate r (Poisson, or gamma with a burstiness)
    until both minimums hold: at least ``min_requests`` arrivals and arrivals spanning at least
    ``min_duration_s``. Every window uses the same seed, so its arrival pattern is the same at
@@ -20,7 +23,8 @@ How one search runs (one arm x model x task, stream mode):
    three times below the start rate, else ``not_met``); else bisect (the geometric mean) until hi / lo - 1 <=
    ``precision``. Windows are shared: each is judged against every SLO set.
 5. **Bounds.** At most ``max_windows`` windows (the probe is not counted) and
-   ``max_search_s`` seconds; one progress line per window on stderr. Every window that ran is
+   ``max_search_s`` seconds (a set whose next window would not end in time stops there; the
+   next set, whose window may be shorter, goes on); one progress line per window on stderr. Every window that ran is
    kept in the result, with its verdicts, memory, energy and utilisation.
 
 The capacity of an SLO set is lo: the offered rate of the highest passing window below the
@@ -39,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterator
 
 from servingbench.client import LoadClient, WindowPlan, arrival_offsets
-from servingbench.records import CapacityResult, CapacitySearch, RequestRecord, WindowSummary
+from servingbench.records import CapacityResult, CapacitySearch, RequestRecord, SloVerdict, WindowSummary
 from servingbench.metrics import window_summary
 from servingbench.slo import window_verdict
 from servingbench.spec import CapacitySpec, CellSpec, PromptItem, SLOSpec
@@ -115,6 +119,8 @@ class SearchState:
     started: float = field(default_factory=time.monotonic)
     windows: list[WindowSummary] = field(default_factory=list)  # search windows only
     client_ceiling: float | None = None  # lowest rate the client could not deliver (twice)
+    zero_load: dict[str, SloVerdict] = field(default_factory=dict)  # the probe's verdict per set (if judged)
+    zero_load_requests: int = 0
 
     def search_windows(self) -> int:
         return len(self.windows)
@@ -124,8 +130,9 @@ async def search(state: SearchState, run_window: Callable[[float], Awaitable[Win
                  expected_s: Callable[[float], float]) -> dict[str, CapacityResult]:
     """Run windows until every SLO set has its answer or a bound is hit; returns per-set results."""
     cap = state.cap
-    statuses: dict[str, str] = {}
-    stopped = ""
+    statuses: dict[str, str] = {s.name: NOT_MET for s in cap.slos
+                                if s.name in state.zero_load and state.zero_load[s.name].window_met is False}
+    stopped: dict[str, str] = {}
     for slo in cap.slos:
         while slo.name not in statuses:
             rate, status = next_rate(bracket(state.windows, slo.name), cap, state.start_rate)
@@ -136,19 +143,20 @@ async def search(state: SearchState, run_window: Callable[[float], Awaitable[Win
                 statuses[slo.name] = CLIENT_LIMITED
                 break
             if state.search_windows() >= cap.max_windows:
-                stopped = f"window bound reached ({cap.max_windows} windows)"
+                stopped[slo.name] = f"window bound reached ({cap.max_windows} windows)"
                 break
             if time.monotonic() - state.started + expected_s(rate) > cap.max_search_s:
-                stopped = f"time bound reached (max_search_s {cap.max_search_s:g} s)"
+                stopped[slo.name] = f"time bound reached (max_search_s {cap.max_search_s:g} s)"
                 break
             w = await run_window(rate)
             if not w.valid and w.invalid_reason.startswith("client"):
                 w = await run_window(rate) if state.search_windows() < cap.max_windows else w
                 if not w.valid:
                     state.client_ceiling = min(rate, state.client_ceiling or rate)
-        if stopped:
-            break
-    return {s.name: result_for(state, s, statuses.get(s.name), stopped) for s in cap.slos}
+        if stopped.get(slo.name, "").startswith("window bound"):
+            break  # no set can run another window
+    window_bound = next((why for why in stopped.values() if why.startswith("window bound")), "")
+    return {s.name: result_for(state, s, statuses.get(s.name), stopped.get(s.name, window_bound)) for s in cap.slos}
 
 
 def result_for(state: SearchState, slo: SLOSpec, status: str | None, stopped: str) -> CapacityResult:
@@ -166,6 +174,7 @@ def result_for(state: SearchState, slo: SLOSpec, status: str | None, stopped: st
     mem = w.memory if w is not None else None
     gpu = mem.gpu if mem is not None else None
     # Nothing passed: 0 is all the search can say from below (below_lowest: and < hi from above).
+    alone = status == NOT_MET and slo.name in state.zero_load and state.zero_load[slo.name].window_met is False
     capacity_req_s = b.lo if found else (0.0 if status in (NOT_MET, BELOW) else None)
     out_tok_s = w.throughput_output_tok_s if w else (0.0 if status in (NOT_MET, BELOW) else None)
     return CapacityResult(
@@ -176,16 +185,20 @@ def result_for(state: SearchState, slo: SLOSpec, status: str | None, stopped: st
         capacity_output_tok_s_per_gpu=None if out_tok_s is None or not cap.gpus_per_server else out_tok_s / per,
         highest_passing_req_s=b.lo, lowest_failing_req_s=b.hi,
         capacity_window=b.lo_window, failing_window=b.hi_window,
-        bound_by=list(fail.slo[slo.name].bound_by) if fail else [],
+        bound_by=list((state.zero_load[slo.name] if alone else fail.slo[slo.name]).bound_by) if alone or fail else [],
         energy_per_output_token_j=gpu.energy_per_output_token_j if gpu else None,
         gpu_used_peak_bytes=gpu.device_used_peak_bytes if gpu else None,
         gpu_utilization_mean_pct=gpu.utilization_mean_pct if gpu else None,
         host_rss_peak_bytes=mem.host_rss_peak_bytes if mem else None,
-        reason=_reason(status, b, stopped, state),
+        settled_at_zero_load=alone,
+        reason=_reason(status, b, stopped, state, alone),
     )
 
 
-def _reason(status: str, b: Bracket, stopped: str, state: SearchState) -> str:
+def _reason(status: str, b: Bracket, stopped: str, state: SearchState, alone: bool = False) -> str:
+    if alone:
+        return (f"not met with one request at a time (the probe's {state.zero_load_requests} requests, "
+                f"closed loop): no arrival rate can meet it")
     if status == FOUND:
         return f"met at {b.lo:.4g} req/s, broken at {b.hi:.4g} req/s (within {state.cap.precision:.0%})"
     if status == NOT_MET:
@@ -301,6 +314,14 @@ async def measure_capacity(spec: CellSpec, client: LoadClient, items: list[Promp
     print(f"[{cell_id}] probe: single-stream service time {service_s * 1000:.0f} ms; first rate "
           f"{start_rate:.4g} req/s", file=out, flush=True)
     state = SearchState(cap=cap, start_rate=start_rate, started=t_start)
+    if len(recs) >= cap.min_requests:  # enough for the percentile: the probe is a window at zero load
+        state.zero_load = {s.name: window_verdict(recs, probe_s, s, stream=True) for s in cap.slos}
+        state.zero_load_requests = len(recs)
+        probe.slo = state.zero_load
+        for name, v in state.zero_load.items():
+            if v.window_met is False:
+                print(f"[{cell_id}] probe: {name} not met with one request at a time "
+                      f"({'/'.join(v.bound_by)}): no search for it", file=out, flush=True)
     warmed = [1]
 
     def expected_s(rate: float) -> float:

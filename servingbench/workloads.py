@@ -143,6 +143,18 @@ class _Renderer:
 
 @functools.lru_cache(maxsize=8)
 def _tokenizer(model_dir: str):
+    # AutoTokenizer imports torch: about half of a workload job's CPU time on the CPU demo.
+    # A directory whose tokenizer_config.json names PreTrainedTokenizerFast (every prepared
+    # GGUF or dummy model) gets exactly that class from AutoTokenizer, so load it directly.
+    conf = Path(model_dir) / "tokenizer_config.json"
+    try:
+        named = json.loads(conf.read_text(encoding="utf-8")).get("tokenizer_class")
+    except (OSError, ValueError, AttributeError):
+        named = None
+    if named == "PreTrainedTokenizerFast":
+        from transformers import PreTrainedTokenizerFast
+
+        return PreTrainedTokenizerFast.from_pretrained(model_dir)
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(model_dir)

@@ -211,6 +211,59 @@ def test_bounds_stop_a_search_that_never_breaks_and_say_so():
     assert res["a"].capacity_req_s == 16.0 and "window bound" in res["a"].reason
 
 
+def _verdict(name: str, met: bool, bound_by: list[str]) -> SloVerdict:
+    return _window(0, 0.0, None, 0.0, {name: (met, bound_by)}).slo[name]
+
+
+def _search(state: capmod.SearchState, verdicts, expected_s=lambda r: 1.0, clock: list[float] | None = None):
+    """Search with ``verdicts(rate) -> {set: (met, bound_by)}``; ``clock``: each window takes
+    10 / rate seconds of a fake monotonic clock (the search's time bound reads it)."""
+    async def run_window(rate: float) -> WindowSummary:
+        if clock is not None:
+            clock[0] += 10 / rate
+        w = _window(len(state.windows) + 1, rate, None, rate, verdicts(rate))
+        state.windows.append(w)
+        return w
+
+    real = capmod.time.monotonic
+    if clock is not None:
+        state.started = real()
+        capmod.time.monotonic = lambda: state.started + clock[0]  # type: ignore[assignment]
+    try:
+        return asyncio.run(capmod.search(state, run_window, expected_s))
+    finally:
+        capmod.time.monotonic = real  # type: ignore[assignment]
+
+
+def test_a_set_the_probe_breaks_at_zero_load_is_not_met_without_a_window():
+    """A probe of >= min_requests requests, one at a time, is a window at zero load: a set it
+    breaks is not met at any rate, and the search spends its windows on the other sets only."""
+    cap = _cap(slos=(SLOSpec("tight", 90, tpot_ms=30.0), SLOSpec("loose", 90, tpot_ms=100.0)))
+    state = capmod.SearchState(cap=cap, start_rate=1.0, zero_load_requests=10,
+                               zero_load={"tight": _verdict("tight", False, ["tpot_ms"]),
+                                          "loose": _verdict("loose", True, [])})
+    res = _search(state, lambda r: {"tight": (False, ["tpot_ms"]), "loose": (r <= 3, [] if r <= 3 else ["ttft_ms"])})
+    tight, loose = res["tight"], res["loose"]
+    assert tight.status == "not_met" and tight.capacity_req_s == 0.0 and tight.bound_by == ["tpot_ms"]
+    assert tight.settled_at_zero_load and not loose.settled_at_zero_load
+    assert "one request at a time" in tight.reason and "10 requests" in tight.reason
+    assert loose.status == "found" and loose.capacity_req_s <= 3 < loose.lowest_failing_req_s
+    assert min(w.offered_rate_req_s for w in state.windows) == 1.0  # no shrink was spent on "tight"
+
+
+def test_a_set_out_of_time_stops_alone_and_the_next_set_goes_on():
+    """Windows at low rates are long (min_requests arrivals): when one set's next window would not
+    end within max_search_s, that set stops there, and another set's shorter windows still run."""
+    cap = _cap(slos=(SLOSpec("tight", 50, ttft_ms=10.0), SLOSpec("loose", 50, ttft_ms=500.0)), max_search_s=100.0)
+    state = capmod.SearchState(cap=cap, start_rate=1.0)
+    res = _search(state, lambda r: {"tight": (False, ["ttft_ms"]), "loose": (r <= 5, [] if r <= 5 else ["ttft_ms"])},
+                  expected_s=lambda r: 10 / r, clock=[0.0])
+    # tight: 1.0 (10 s) fails, 0.5 (20 s) fails, 0.25 (40 s) fails; 0.125 (80 s) would end past 100 s.
+    assert res["tight"].status == "below_lowest" and "time bound" in res["tight"].reason
+    assert res["loose"].status in ("found", "imprecise") and res["loose"].capacity_req_s >= 2.0
+    assert any(w.offered_rate_req_s > 1.0 for w in state.windows)  # loose grew after tight stopped
+
+
 def test_bisection_reaches_the_precision_and_windows_are_shared_between_slo_sets():
     cap = _cap(slos=(SLOSpec("a", 50, ttft_ms=100.0), SLOSpec("b", 50, ttft_ms=300.0)))
     truth = {"a": 5.3, "b": 11.1}

@@ -66,6 +66,28 @@ def test_cpu_profile_is_valid_and_small():
     assert cfg.device == "cpu"
 
 
+def test_the_cpu_demo_searches_capacity_for_every_arm_on_windows_that_support_its_slos():
+    """Issue 13 on the CPU demo: a capacity search per arm (Snakemake plans one per arm), windows
+    and a probe large enough for the SLO sets' percentile (servingbench.slo.min_samples), so
+    that the report's first section can rank every arm."""
+    from servingbench.config import sweep_arms
+    from servingbench.slo import min_samples
+
+    cfg = load_config(ROOT / "configs" / "cpu.yaml")
+    cap = cfg.sweeps.capacity
+    assert cap is not None and cap.tasks
+    assert sweep_arms(cfg) == list(cfg.frameworks) and len(cfg.frameworks) == 4
+    for name in cap.slos or cfg.slo:
+        assert cap.min_requests >= min_samples(cfg.slo[name].percentile), name
+    assert cap.probe_requests >= cap.min_requests  # the probe is a zero-load window (servingbench.capacity)
+    res = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--quiet", "rules",
+                          "--configfile", "configs/cpu.yaml"], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    jobs = dict(line.split() for line in res.stdout.splitlines() if len(line.split()) == 2 and line.split()[1].isdigit())
+    for arm in cfg.frameworks:
+        assert jobs.get("capacity_" + arm.replace("-", "_") + "_smollm2_135m") == str(len(cap.tasks)), res.stdout
+
+
 def _mutate(data: dict, path: str, value) -> dict:
     data = copy.deepcopy(data)
     *parents, last = path.split(".")

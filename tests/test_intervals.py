@@ -159,3 +159,18 @@ def test_capacity_rows_in_the_summary_carry_the_interval(tmp_path: Path):
         if ("capacity_req_s", "value_ci95_high") in rows:
             assert rows[("capacity_req_s", "value_ci95_high")] >= res["lowest_failing_req_s"]
         assert rows[("capacity_energy_per_output_token_j", "value")] > 0
+
+
+def test_a_capacity_settled_at_zero_load_is_surely_zero_only_when_the_probe_surely_failed():
+    """Not met one request at a time (the probe, window 0): the interval is (0, 0) when the probe's
+    figures break the limit even at the lower end of their interval, else it has no upper end."""
+    rng = random.Random(5)
+    probe = [{"window": 0, "warmup": False, "ttft_ms": rng.uniform(150, 300), "e2e_ms": 400.0, "output_tokens": 11,
+              "error": None} for _ in range(20)]
+    doc = {"cell": {"arm": "a"}, "windows": [{"window": 0, "phase": "probe", "valid": True}],
+           "capacity": {"slos": [{"name": "s", "percentile": 50, "ttft_ms": 100.0}],
+                        "results": {"s": {"status": "not_met", "capacity_req_s": 0.0, "lowest_failing_req_s": None,
+                                          "settled_at_zero_load": True}}}}
+    assert capacity_interval(doc, probe, "s") == (0.0, 0.0)
+    close = [dict(r, ttft_ms=rng.uniform(60, 140)) for r in probe]  # p50 near the limit: not surely broken
+    assert capacity_interval(doc, close, "s") == (0.0, None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -117,12 +118,30 @@ def test_workload_size_rule():
     # chat is also searched for capacity: 3 warm-up + 5 probe + 4 x 200 (min_requests) beats the sweep.
     assert sum(max(3, c) + 64 for c in (1, 2, 4, 8, 16, 32, 64)) < 3 + 5 + 4 * 200
     assert workload_size(GPU, "chat") == 3 + 5 + 4 * 200
-    # configs/cpu.yaml: the chat sweep (1 + 4) + (4 + 4) beats the cells' (1 + 3)
-    assert workload_size(CPU, "chat") == (1 + 4) + (4 + 4)
-    # qa's capacity search: 1 warm-up + 2 probe + 4 x 10 (min_requests)
-    assert workload_size(CPU, "qa") == 1 + 2 + 4 * 10
+    # configs/cpu.yaml: chat has the cells' (1 + 3) only; qa's capacity search, 1 warm-up + 10 probe
+    # + 4 x 10 (min_requests), beats qa's concurrency sweep, (1 + 4) + (4 + 4)
+    assert workload_size(CPU, "chat") == 1 + 3
+    assert (1 + 4) + (4 + 4) < 1 + 10 + 4 * 10
+    assert workload_size(CPU, "qa") == 1 + 10 + 4 * 10
 
 
 def test_unknown_task(smollm2_dir, tmp_path):
     with pytest.raises(WorkloadError, match="unknown task 'poetry'"):
         build_workload(CPU, "smollm2-135m", "poetry", smollm2_dir, tmp_path / "x.jsonl")
+
+
+def test_building_a_workload_does_not_import_torch(smollm2_dir, tmp_path):
+    """The prepared SmolLM2 folder names PreTrainedTokenizerFast: its workloads are built without
+    importing torch (AutoTokenizer would: most of a workload job's CPU time); the prompts and
+    counts are AutoTokenizer's (test_every_prompt_fits_its_task compares them)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from servingbench.config import load_config; "
+            "from servingbench.build_workloads import build_workload; "
+            f"build_workload(load_config({str(REPO / 'configs' / 'cpu.yaml')!r}), 'smollm2-135m', 'qa', "
+            f"{str(smollm2_dir)!r}, {str(tmp_path / 'qa.jsonl')!r}); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.stdout.strip() == "False"
+    assert len(read_workload(str(tmp_path / "qa.jsonl"))) == workload_size(CPU, "qa")
