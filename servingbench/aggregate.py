@@ -20,7 +20,7 @@ import pandas as pd
 from servingbench import derived
 from servingbench.config import Config, arm_tasks, context_lengths, sweep_arms
 from servingbench.records import (
-    CELL_SCHEMA, FAILURE_SCHEMA, CapacityResult, CapacitySearch, CellResult, DerivedFigures, FailureRecord, GpuSummary, MemorySummary, ServerInfo,
+    CELL_SCHEMA, FAILURE_SCHEMA, GPU_PREFIX, CapacityResult, CapacitySearch, CellResult, DerivedFigures, FailureRecord, GpuSummary, MemorySummary, ServerInfo,
     SloVerdict, Stats, WindowSummary, capacity_metrics, summary_metrics, to_json,
 )
 from servingbench.result_files import ResultFileError, current_window, load_result, read_json  # noqa: F401
@@ -42,7 +42,7 @@ WINDOW_STATS = tuple(f.name for f in _WINDOW_SUMMARY if hints(WindowSummary)[f.n
 WINDOW_VALUES = tuple(f.name for f in _WINDOW_SUMMARY if f.name not in WINDOW_STATS)
 MEMORY_VALUES = tuple(f.name for f in fields_of(MemorySummary) if f.metadata["summary"])
 GPU_VALUES = tuple(f.name for f in fields_of(GpuSummary) if f.metadata["summary"])
-GPU_PREFIX, SERVER_PREFIX = "gpu_", "server_"
+SERVER_PREFIX = "server_"
 
 
 def _units() -> dict[str, str]:

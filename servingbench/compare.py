@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from servingbench.aggregate import read_summary
+from servingbench.records import CAPACITY, GPU, MEMORY, WINDOW as W
 from servingbench.report.fmt import num
 
 CELL = ["framework", "model", "task", "mode", "kind"]
@@ -24,15 +25,15 @@ KEYS = CELL + ["concurrency", "prompt_tokens_target", "slo"]
 NO_DIFFERENCE = "no significant difference"
 # (metric, statistic, short label, better) of the headline figures.
 HEADLINE = [
-    ("ttft_ms", "p50", "TTFT p50 (ms)", "lower"),
-    ("tpot_ms", "p50", "TPOT p50 (ms)", "lower"),
-    ("e2e_ms", "p50", "E2E p50 (ms)", "lower"),
-    ("throughput_req_s", "value", "req/s", "higher"),
-    ("throughput_output_tok_s", "value", "output tok/s", "higher"),
-    ("host_rss_peak_bytes", "value", "host RSS peak", "lower"),
-    ("gpu_device_used_peak_bytes", "value", "GPU used peak", "lower"),
-    ("capacity_req_s_per_gpu", "value", "capacity req/s per GPU", "higher"),
-    ("capacity_req_s", "value", "capacity req/s per server", "higher"),
+    (W.ttft_ms, "p50", "TTFT p50 (ms)", "lower"),
+    (W.tpot_ms, "p50", "TPOT p50 (ms)", "lower"),
+    (W.e2e_ms, "p50", "E2E p50 (ms)", "lower"),
+    (W.throughput_req_s, "value", "req/s", "higher"),
+    (W.throughput_output_tok_s, "value", "output tok/s", "higher"),
+    (MEMORY.host_rss_peak_bytes, "value", "host RSS peak", "lower"),
+    (GPU.device_used_peak_bytes, "value", "GPU used peak", "lower"),
+    (CAPACITY.capacity_req_s_per_gpu, "value", "capacity req/s per GPU", "higher"),
+    (CAPACITY.capacity_req_s, "value", "capacity req/s per server", "higher"),
 ]
 COLUMNS = KEYS + ["metric", "statistic", "unit", "a", "b", "ratio_b_over_a", "better", "status_a", "status_b",
                   "a_low", "a_high", "b_low", "b_high", "significant"]

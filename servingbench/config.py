@@ -22,7 +22,7 @@ from servingbench.frameworks import get_adapter, known_arms, known_frameworks
 from servingbench.package_data import package_path
 from servingbench.redaction import find_credentials
 from servingbench.slo import min_samples
-from servingbench.spec import CapacitySpec, CellSpec, GenerationParams, ServerSpec, SLOSpec
+from servingbench.spec import SLO_LIMITS, CapacitySpec, CellSpec, GenerationParams, ServerSpec, SLOSpec
 
 IMAGES_FILE = package_path("data", "images.yaml")  # containers/images.yaml, shipped in the package
 
@@ -433,7 +433,7 @@ def slo_specs(cfg: "Config", task: str, names: list[str] | None = None) -> list[
     for name, sset in cfg.slo.items():
         if names is not None and name not in names:
             continue
-        fields = {k: getattr(sset, k) for k in ("percentile", "ttft_ms", "tpot_ms", "e2e_ms")}
+        fields = {k: getattr(sset, k) for k in ("percentile", *SLO_LIMITS)}
         override = sset.tasks.get(task)
         if override is not None:
             fields.update({k: v for k, v in override.model_dump().items() if v is not None})

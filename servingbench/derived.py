@@ -23,7 +23,7 @@ from typing import Any, Iterator
 from servingbench import intervals
 from servingbench.config import Config, slo_specs
 from servingbench.metrics import tpot_ms
-from servingbench.records import CapacitySearch, SloVerdict, capacity_metrics, summary_metrics
+from servingbench.records import WINDOW as W, CapacitySearch, SloVerdict, capacity_metrics, summary_metrics
 from servingbench.slo import request_figures, window_verdict
 from servingbench.spec import SLOSpec
 
@@ -35,13 +35,13 @@ CAPACITY_AT = {m: f for m, f in capacity_metrics().items() if m != f}
 GOODPUT = summary_metrics(SloVerdict)  # goodput and the window's verdict, per SLO set
 
 
-INTERVAL_METRICS = ("ttft_ms", "tpot_ms", "e2e_ms")  # the per-request figures the report ranks
+INTERVAL_METRICS = (W.ttft_ms, W.tpot_ms, W.e2e_ms)  # the per-request figures the report ranks
 # Figures pooled over trials: per-request distributions (their statistics' mean over trials) and
 # window figures (mean for rates, sum for counts).
-POOLED_STATS = ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms", "output_tok_s", "queue_ms")
-POOLED_MEANS = ("throughput_req_s", "throughput_output_tok_s", "window_s")
-POOLED_SUMS = ("requests", "completed", "failed", "output_tokens_requested_total", "output_tokens_actual_total",
-               "output_tokens_mismatched")
+POOLED_STATS = (W.ttft_ms, W.tpot_ms, W.itl_ms, W.e2e_ms, W.output_tok_s, W.queue_ms)
+POOLED_MEANS = (W.throughput_req_s, W.throughput_output_tok_s, W.window_s)
+POOLED_SUMS = (W.requests, W.completed, W.failed, W.output_tokens_requested_total, W.output_tokens_actual_total,
+               W.output_tokens_mismatched)
 
 
 def request_values(records: list[dict[str, Any]], metric: str) -> list[float]:
@@ -50,7 +50,7 @@ def request_values(records: list[dict[str, Any]], metric: str) -> list[float]:
     for r in records:
         if r.get("error"):
             continue
-        v = tpot_ms(SimpleNamespace(**r)) if metric == "tpot_ms" else r.get(metric)
+        v = tpot_ms(SimpleNamespace(**r)) if metric == W.tpot_ms else r.get(metric)
         if v is not None:
             out.append(float(v))
     return out

@@ -12,6 +12,7 @@ Runtime module: standard library only (Python 3.10 dataclasses).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any, Literal
 
 from servingbench.frameworks.base import TOKENS_UNKNOWN
@@ -506,3 +507,22 @@ INTERVAL_STATISTICS = {
     "STAT_ci95_high": ("unit of the figure", "upper end of that interval (absent: no upper bound)"),
 }
 
+
+
+def metric_names(cls: type, prefix: str = "") -> SimpleNamespace:
+    """The summary.csv metric of each summary field of ``cls``, as an attribute named after the
+    field (``metric_names(WindowSummary).ttft_ms == "ttft_ms"``). Code names a metric through
+    these rather than a string literal, so a field renamed here (or no longer a summary metric)
+    fails there with AttributeError at import or test time instead of silently matching no rows."""
+    return SimpleNamespace(**{name: metric for metric, name in summary_metrics(cls, prefix).items()})
+
+
+# The summary metrics by type, prefixed as aggregate writes them (GPU figures gpu_<field>, a
+# capacity result's capacity_<field>).
+WINDOW = metric_names(WindowSummary)
+MEMORY = metric_names(MemorySummary)
+GPU_PREFIX = "gpu_"
+GPU = metric_names(GpuSummary, GPU_PREFIX)
+CAPACITY = metric_names(CapacityResult, "capacity_")
+GOODPUT = metric_names(SloVerdict)
+DERIVED = metric_names(DerivedFigures)

@@ -74,9 +74,12 @@ class SLOSpec:
     e2e_ms: float | None = None
 
     def limits(self) -> dict[str, float]:
-        """The limited figures and their limits, in a fixed order (ttft_ms, tpot_ms, e2e_ms)."""
-        return {k: v for k, v in (("ttft_ms", self.ttft_ms), ("tpot_ms", self.tpot_ms),
-                                  ("e2e_ms", self.e2e_ms)) if v is not None}
+        """The limited figures and their limits, in SLO_LIMITS order."""
+        return {k: getattr(self, k) for k in SLO_LIMITS if getattr(self, k) is not None}
+
+
+# The figures an SLO set can limit (its fields in ms), in declaration order.
+SLO_LIMITS = tuple(f.name for f in dataclasses.fields(SLOSpec) if f.name.endswith("_ms"))
 
 
 @dataclass(frozen=True)

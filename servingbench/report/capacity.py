@@ -12,7 +12,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from servingbench.records import CAPACITY as C
 from servingbench.report.data import ReportData
+from servingbench.spec import SLO_LIMITS
 
 STATUS_WORDS = {"found": "", "not_met": "not met at any rate tried",
                 "below_lowest": "below the lowest rate tried (search stopped)", "not_broken": "at least (never broken)",
@@ -71,7 +73,7 @@ class CapacityRanking:
 
 
 def slo_words(slo: dict[str, Any]) -> str:
-    limits = [f"{name.removesuffix('_ms').upper()} ≤ {slo[name]:g} ms" for name in ("ttft_ms", "tpot_ms", "e2e_ms")
+    limits = [f"{name.removesuffix('_ms').upper()} ≤ {slo[name]:g} ms" for name in SLO_LIMITS
               if slo.get(name) is not None]
     return f"p{slo['percentile']:g} " + ", ".join(limits)
 
@@ -106,13 +108,14 @@ def capacity_rankings(data: ReportData) -> list[CapacityRanking]:
                     r.definition = r.definition or slo_words(spec)
                     v = lambda metric, stat="value": data.value(e, metric + suffix, stat, slo=name)  # noqa: E731
                     a = ArmCapacity(arm, data.source(e), res.status, res.reason,
-                                    req_s=v("capacity_req_s"), low=v("capacity_req_s", "value_ci95_low"),
-                                    high=v("capacity_req_s", "value_ci95_high"),
-                                    tok_s=v("capacity_output_tok_s"), tok_low=v("capacity_output_tok_s", "value_ci95_low"),
-                                    tok_high=v("capacity_output_tok_s", "value_ci95_high"),
-                                    joules_per_token=data.value(e, "capacity_energy_per_output_token_j", slo=name),
-                                    gpu_peak_bytes=data.value(e, "capacity_gpu_used_peak_bytes", slo=name),
-                                    gpu_util_pct=data.value(e, "capacity_gpu_utilization_mean_pct", slo=name),
+                                    req_s=v(C.capacity_req_s), low=v(C.capacity_req_s, "value_ci95_low"),
+                                    high=v(C.capacity_req_s, "value_ci95_high"),
+                                    tok_s=v(C.capacity_output_tok_s),
+                                    tok_low=v(C.capacity_output_tok_s, "value_ci95_low"),
+                                    tok_high=v(C.capacity_output_tok_s, "value_ci95_high"),
+                                    joules_per_token=data.value(e, C.energy_per_output_token_j, slo=name),
+                                    gpu_peak_bytes=data.value(e, C.gpu_used_peak_bytes, slo=name),
+                                    gpu_util_pct=data.value(e, C.gpu_utilization_mean_pct, slo=name),
                                     bound_by=list(res.bound_by), windows=search.search_windows)
                     (r.ranked if a.req_s is not None else r.unranked).append(a)
                 r.ranked.sort(key=lambda a: -a.req_s)
@@ -134,8 +137,8 @@ def stale_capacity(data: ReportData) -> list[tuple[str, str, str]]:
         want = {s.name: s for s in slo_specs(data.cfg, e.task)}
         for s in e.result.capacity.slos:
             w = want.get(s["name"])
-            if w is not None and (w.percentile, w.ttft_ms, w.tpot_ms, w.e2e_ms) != \
-                    (s["percentile"], s.get("ttft_ms"), s.get("tpot_ms"), s.get("e2e_ms")):
+            if w is not None and (w.percentile, *(getattr(w, k) for k in SLO_LIMITS)) != \
+                    (s["percentile"], *(s.get(k) for k in SLO_LIMITS)):
                 out.append((e.label, data.source(e), f"searched for {s['name']} = {slo_words(s)}; "
                             f"this report's config says {slo_words(vars(w))}: rerun the search"))
     return out

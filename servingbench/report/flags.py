@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from servingbench import intervals
+from servingbench.records import WINDOW as W
 from servingbench.report.bandwidth import FloorRow
 from servingbench.report.capacity import stale_capacity
 from servingbench.report.data import ReportData
@@ -143,7 +144,7 @@ def _thin(data: ReportData) -> list[Flag]:
     for e in data.ok:
         if e.kind != "cell" or e.mode != "stream":
             continue
-        n = data.value(e, "ttft_ms", "n", low)
+        n = data.value(e, W.ttft_ms, "n", low)
         if n is not None and n < intervals.MIN_INTERVAL_N:
             thin.append((e.label, data.source(e)))
     out: list[Flag] = []

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from servingbench import intervals
 from servingbench.derived import by_window, request_values
-from servingbench.records import WindowSummary
+from servingbench.records import WINDOW as W, WindowSummary
 from servingbench.report.data import ReportData
 
 
@@ -193,11 +193,11 @@ def headline(data: ReportData) -> dict[str, list[Ranking]]:
     for model in data.cfg.models:
         rows = []
         if data.has_stream():
-            rows.append(_per_task(data, model, "ttft_ms", "p50", "stream", low, "TTFT p50", "ms", "lower",
+            rows.append(_per_task(data, model, W.ttft_ms, "p50", "stream", low, "TTFT p50", "ms", "lower",
                                   "TTFT p50"))
-            rows.append(_per_task(data, model, "tpot_ms", "p50", "stream", low, "TPOT p50", "ms", "lower",
+            rows.append(_per_task(data, model, W.tpot_ms, "p50", "stream", low, "TPOT p50", "ms", "lower",
                                   "TPOT p50"))
-        rows.append(_throughput(data, model, "throughput_req_s", "Throughput", "req/s"))
-        rows.append(_throughput(data, model, "throughput_output_tok_s", "Output throughput", "tokens/s"))
+        rows.append(_throughput(data, model, W.throughput_req_s, "Throughput", "req/s"))
+        rows.append(_throughput(data, model, W.throughput_output_tok_s, "Output throughput", "tokens/s"))
         out[model] = rows
     return out

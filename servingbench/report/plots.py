@@ -12,6 +12,7 @@ from typing import Any
 import altair as alt
 import pandas as pd
 
+from servingbench.records import WINDOW as W
 from servingbench.report.data import ReportData
 
 MIB = 2**20
@@ -96,7 +97,7 @@ def throughput_vs_concurrency(data: ReportData) -> dict[str, Any] | None:
         if e.kind != "sweep_concurrency":
             continue
         for w in data.windows(e):
-            for measure, key in (("requests/s", "throughput_req_s"), ("output tokens/s", "throughput_output_tok_s")):
+            for measure, key in (("requests/s", W.throughput_req_s), ("output tokens/s", W.throughput_output_tok_s)):
                 if getattr(w, key) is not None:
                     rows.append({"model": e.model, "arm": e.arm, "measure": measure, "value": getattr(w, key),
                                  "concurrency": w.concurrency, "completed": w.completed,
@@ -124,7 +125,7 @@ def latency_vs_prompt(data: ReportData) -> dict[str, Any] | None:
         if e.kind != "sweep_context":
             continue
         for w in data.windows(e):
-            for measure, key in (("E2E p50 (ms)", "e2e_ms"), ("TTFT p50 (ms)", "ttft_ms")):
+            for measure, key in (("E2E p50 (ms)", W.e2e_ms), ("TTFT p50 (ms)", W.ttft_ms)):
                 s = getattr(w, key)
                 if s is not None and s.p50 is not None:
                     rows.append({"model": e.model, "arm": e.arm, "measure": measure, "value": s.p50,
@@ -282,11 +283,11 @@ def all_plots(data: ReportData) -> list[dict[str, Any]]:
         {"id": "plot-ttft", "title": "Time to first token, per request",
          "caption": f"Stream cells at concurrency {low}. Coloured ticks: one request each (from "
                     "*.requests.jsonl); black marks: the p50/p90/p99 in the result file.",
-         "spec": distribution(data, "ttft_ms", "TTFT", ("stream",)) if data.has_stream() else None,
+         "spec": distribution(data, W.ttft_ms, "TTFT", ("stream",)) if data.has_stream() else None,
          "empty": "no streamed cell finished"},
         {"id": "plot-e2e", "title": "End-to-end latency, per request",
          "caption": f"All cells at concurrency {low}; sync and stream shown apart.",
-         "spec": distribution(data, "e2e_ms", "E2E latency", tuple(data.cfg.modes)),
+         "spec": distribution(data, W.e2e_ms, "E2E latency", tuple(data.cfg.modes)),
          "empty": "no cell finished"},
         {"id": "plot-throughput", "title": "Throughput against concurrency",
          "caption": "Concurrency sweep: completed requests and output tokens over the wall time of each "

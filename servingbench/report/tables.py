@@ -9,18 +9,18 @@ from typing import Any
 
 from servingbench import intervals
 from servingbench.aggregate import unit_of
-from servingbench.records import GpuSummary, Stats, WindowSummary
+from servingbench.records import WINDOW as W, GpuSummary, Stats, WindowSummary
 from servingbench.report.data import ReportData
 from servingbench.typed_json import fields_of
 
 STATS = ("p50", "p90", "p99", "mean")
 # (metric, heading, unit) of the per-request distributions, in reading order.
 LATENCY = [(m, heading, unit_of(m)) for m, heading in (
-    ("ttft_ms", "TTFT"), ("tpot_ms", "TPOT"), ("itl_ms", "ITL per token"), ("event_gap_ms", "Event gap"),
-    ("e2e_ms", "E2E latency"))]
+    (W.ttft_ms, "TTFT"), (W.tpot_ms, "TPOT"), (W.itl_ms, "ITL per token"), (W.event_gap_ms, "Event gap"),
+    (W.e2e_ms, "E2E latency"))]
 # Per-request distributions of the second table: decode speed and the client's own queueing.
-RATE = [(m, heading, unit_of(m)) for m, heading in (("output_tok_s", "Output tokens/s per request"),
-                                                     ("queue_ms", "Queue wait"))]
+RATE = [(m, heading, unit_of(m)) for m, heading in ((W.output_tok_s, "Output tokens/s per request"),
+                                                     (W.queue_ms, "Queue wait"))]
 
 
 @dataclass
@@ -80,8 +80,8 @@ def task_tables(data: ReportData) -> dict[str, list[TaskRow]]:
 
 
 # The window's single figures a task table shows (its template's cells), in the table's terms.
-WINDOW_COLUMNS = ("throughput_req_s", "throughput_output_tok_s", "completed", "requests", "failed", "window_s",
-                  "output_tokens_requested_total", "output_tokens_actual_total", "output_tokens_mismatched")
+WINDOW_COLUMNS = (W.throughput_req_s, W.throughput_output_tok_s, W.completed, W.requests, W.failed, W.window_s,
+                  W.output_tokens_requested_total, W.output_tokens_actual_total, W.output_tokens_mismatched)
 
 
 def _over_trials(data: ReportData, e: Any, w: WindowSummary) -> WindowSummary:
