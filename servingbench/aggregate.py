@@ -216,9 +216,8 @@ def read_requests(entry: Entry) -> list[dict[str, Any]]:
 def _metric_rows(result: CellResult) -> Iterator[tuple[Any, Any, Any, str, str, Any]]:
     """(concurrency, prompt_tokens_target, trial, metric, statistic, value) of one result.
     A capacity search's windows differ by rate, not concurrency: its rows come from derived."""
-    trials = (result.spec or {}).get("trials", 1) > 1
     for w in result.windows if result.kind != "sweep_capacity" else []:
-        conc, target, trial = w.concurrency, w.prompt_tokens_target, w.trial if trials else None
+        conc, target, trial = w.concurrency, w.prompt_tokens_target, result.trial_of(w)
         for metric in WINDOW_STATS:
             stats = getattr(w, metric)
             if stats is not None:
@@ -254,7 +253,7 @@ def tidy(entries: list[Entry], results_dir: str | Path, cfg: Config | None = Non
             rows.append(dict(base, concurrency=None, prompt_tokens_target=None, turn=None, metric="",
                              statistic="", value=None, unit=""))
             continue
-        both = [(c, t, tr, None, m, s, v) for c, t, tr, m, s, v in _metric_rows(e.result)] + list(workload_rows(e.doc))
+        both = [(c, t, tr, None, m, s, v) for c, t, tr, m, s, v in _metric_rows(e.result)] + list(workload_rows(e.result))
         for conc, target, trial, turn, metric, stat, value in both:
             rows.append(dict(base, concurrency=conc, prompt_tokens_target=target, trial=trial, turn=turn, metric=metric,
                              statistic=stat, value=None if value is None else float(value),

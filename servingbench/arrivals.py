@@ -20,11 +20,10 @@ import asyncio
 import dataclasses
 import gc
 import time
-from typing import Any
 
 from servingbench.client import NS_PER_MS, Fail, Send, WindowPlan
-from servingbench.records import RequestRecord
-from servingbench.metrics import stats_dict as stats
+from servingbench.records import ArrivalSummary, RequestRecord
+from servingbench.metrics import stats
 from servingbench.spec import CellSpec, PromptItem
 
 SPIN_NS = 2_000_000
@@ -102,7 +101,7 @@ def plan_windows(spec: CellSpec, items: list[PromptItem]) -> list[tuple[WindowPl
                         scheduler=replay), warm_plan)]
 
 
-def arrival_summary(records: list[RequestRecord]) -> dict[str, Any] | None:
+def arrival_summary(records: list[RequestRecord]) -> ArrivalSummary | None:
     """Scheduled against achieved arrivals of a window; None for a window without a schedule."""
     timed = [r for r in records if r.scheduled_ms is not None]
     if not timed:
@@ -110,21 +109,21 @@ def arrival_summary(records: list[RequestRecord]) -> dict[str, Any] | None:
     sent = [r for r in timed if r.lateness_ms is not None]
     span_scheduled = max(r.scheduled_ms for r in timed) - min(r.scheduled_ms for r in timed)
     dispatch = sorted(r.dispatch_ns for r in sent)
-    return {
-        "scheduled": len(timed), "dispatched": len(sent),
-        "lateness_ms": stats(r.lateness_ms for r in sent),
-        "scheduled_span_s": span_scheduled / 1000.0,
-        "achieved_span_s": (dispatch[-1] - dispatch[0]) / 1e9 if len(dispatch) > 1 else 0.0,
-    }
+    return ArrivalSummary(
+        scheduled=len(timed), dispatched=len(sent),
+        lateness_ms=stats(r.lateness_ms for r in sent),
+        scheduled_span_s=span_scheduled / 1000.0,
+        achieved_span_s=(dispatch[-1] - dispatch[0]) / 1e9 if len(dispatch) > 1 else 0.0,
+    )
 
 
-def behind(arrivals: dict[str, Any] | None, limit_ms: float) -> str | None:
+def behind(arrivals: ArrivalSummary | None, limit_ms: float) -> str | None:
     """Why a window's client fell behind its schedule (p99 lateness over ``limit_ms``), or None."""
-    if not arrivals or limit_ms <= 0 or not arrivals.get("lateness_ms"):
+    if not arrivals or limit_ms <= 0 or not arrivals.lateness_ms:
         return None
-    late = arrivals["lateness_ms"]
-    if late["p99"] <= limit_ms:
+    late = arrivals.lateness_ms
+    if late.p99 <= limit_ms:
         return None
-    return (f"the client fell behind its schedule: p99 dispatch lateness {late['p99']:.2f} ms "
-            f"(max {late['max']:.2f} ms) over the limit of {limit_ms:g} ms, so the load sent was not the "
+    return (f"the client fell behind its schedule: p99 dispatch lateness {late.p99:.2f} ms "
+            f"(max {late.max:.2f} ms) over the limit of {limit_ms:g} ms, so the load sent was not the "
             f"trace's; use fewer records or a larger time_scale")

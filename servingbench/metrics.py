@@ -10,7 +10,7 @@ import math
 from collections import Counter
 from typing import Iterable, Sequence
 
-from servingbench.records import RequestRecord, Stats, WindowSummary, to_json
+from servingbench.records import RequestRecord, Stats, WindowSummary
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -31,11 +31,6 @@ def stats(values: Iterable[float | None]) -> Stats | None:
         return None
     return Stats(n=len(vals), mean=sum(vals) / len(vals), p50=percentile(vals, 50), p90=percentile(vals, 90),
                  p99=percentile(vals, 99), min=vals[0], max=vals[-1])
-
-
-def stats_dict(values: Iterable[float | None]) -> dict[str, float] | None:
-    """``stats`` as plain data, for the workload figures that are not typed yet (per_turn, arrivals)."""
-    return to_json(stats(values))
 
 
 def event_gaps_ms(rec: RequestRecord) -> list[float]:

@@ -12,11 +12,10 @@ framework that cannot be emptied gets a fresh server instead (servingbench.pool)
 
 from __future__ import annotations
 
-from typing import Any
-
 import httpx
 
 from servingbench.frameworks.base import Adapter
+from servingbench.records import PrefixCacheCounters
 from servingbench.spec import ServerSpec
 
 async def metrics_page(client: httpx.AsyncClient, path: str | None) -> str | None:
@@ -38,14 +37,14 @@ async def prefix_cache_totals(client: httpx.AsyncClient, adapter: Adapter) -> di
     return adapter.prefix_cache_totals(text) if text is not None else None
 
 
-def window_hit_rate(before: dict[str, float] | None, after: dict[str, float] | None) -> dict[str, Any] | None:
+def window_hit_rate(before: dict[str, float] | None, after: dict[str, float] | None) -> PrefixCacheCounters | None:
     """Tokens looked up and found in the server's prefix cache during a window, and their ratio."""
     if not before or not after:
         return None
     queries, hits = after["queries"] - before["queries"], after["hits"] - before["hits"]
     if queries < 0 or hits < 0:  # counters went back: the server restarted in between
         return None
-    return {"queries_tokens": queries, "hits_tokens": hits, "hit_rate": hits / queries if queries else None}
+    return PrefixCacheCounters(queries_tokens=queries, hits_tokens=hits, hit_rate=hits / queries if queries else None)
 
 
 async def empty_prefix_cache(client: httpx.AsyncClient, adapter: Adapter, server: ServerSpec) -> str | None:

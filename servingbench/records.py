@@ -176,6 +176,54 @@ class SloVerdict:
 
 
 @dataclass(kw_only=True)
+class GroupLatency:
+    """A group of a window's requests (one turn of the conversations, or the shared-prefix requests
+    whose prefix was or was not sent before): their latency and prompt lengths."""
+
+    turn: int | None = F("", "multiturn: the turn, from 1", default=None, omit=True)
+    requests: int = F("requests", "requests of the group", schema=NONNEG)
+    completed: int = F("requests", "of them completed", schema=NONNEG)
+    ttft_ms: Stats | None = F("ms", "stream: dispatch to the first event carrying output")
+    e2e_ms: Stats | None = F("ms", "dispatch to the last byte (sync) or last output event (stream)")
+    prompt_tokens: Stats | None = F("tokens", "the workload's prompt lengths (model tokenizer)")
+    extra: dict[str, Any] = extra_field()
+
+
+@dataclass(kw_only=True)
+class PrefixSummary:
+    """Shared-prefix requests split by whether an earlier request of the window sent their prefix."""
+
+    hit_rate_expected: float = F("fraction", "share of the labelled requests whose prefix was sent before "
+                                 "(what a perfect prefix cache could serve)")
+    prefixes: int = F("prefixes", "distinct prefixes the window sent", schema=NONNEG)
+    seen: GroupLatency = F("", "requests whose prefix an earlier request sent")
+    first: GroupLatency = F("", "requests sending their prefix for the first time")
+    extra: dict[str, Any] = extra_field()
+
+
+@dataclass(kw_only=True)
+class ArrivalSummary:
+    """Scheduled against achieved arrivals of a window (trace replay, open loop)."""
+
+    scheduled: int = F("requests", "requests with a scheduled arrival", schema=NONNEG)
+    dispatched: int = F("requests", "of them dispatched", schema=NONNEG)
+    lateness_ms: Stats | None = F("ms", "dispatch minus scheduled time")
+    scheduled_span_s: float = F("s", "span of the scheduled arrival times")
+    achieved_span_s: float = F("s", "span of the dispatch times")
+    extra: dict[str, Any] = extra_field()
+
+
+@dataclass(kw_only=True)
+class PrefixCacheCounters:
+    """The server's prefix cache over a window (its /metrics counters, or llama.cpp's timings)."""
+
+    queries_tokens: float = F("tokens", "prompt tokens looked up in the cache")
+    hits_tokens: float = F("tokens", "of them found")
+    hit_rate: float | None = F("fraction", "hits_tokens / queries_tokens (null: no lookups)")
+    extra: dict[str, Any] = extra_field()
+
+
+@dataclass(kw_only=True)
 class WindowSummary:
     """One measured window: its requests summarised (DESIGN §3). Failed requests are counted,
     never dropped. Stream-only figures are null for sync windows."""
@@ -227,13 +275,11 @@ class WindowSummary:
     output_tokens_source: dict[str, int] = F("requests", "where output counts came from -> requests",
                                              factory=dict)
     # Only where the workload has them (docs/workloads.md).
-    server_prefix_cache: dict[str, Any] | None = F("", "the server's prefix-cache counters over the window: "
-                                                   "queries_tokens, hits_tokens, hit_rate", default=None, omit=True)
-    per_turn: list[dict[str, Any]] | None = F("", "multiturn: per turn requests, ttft_ms, e2e_ms, prompt_tokens",
-                                              default=None, omit=True)
-    prefix: dict[str, Any] | None = F("", "shared prefixes: hit_rate_expected, prefixes, seen, first", default=None,
-                                      omit=True)
-    arrivals: dict[str, Any] | None = F("", "trace replay: scheduled, dispatched, lateness_ms, spans",
+    server_prefix_cache: PrefixCacheCounters | None = F("", "the server's prefix-cache counters over the window",
+                                                        default=None, omit=True)
+    per_turn: list[GroupLatency] | None = F("", "multiturn: per turn of the conversations", default=None, omit=True)
+    prefix: PrefixSummary | None = F("", "shared prefixes: first against repeated", default=None, omit=True)
+    arrivals: ArrivalSummary | None = F("", "scheduled arrivals (trace replay): scheduled against achieved",
                                         default=None, omit=True)
     # Capacity search windows (docs/capacity.md).
     phase: Literal["probe", "search"] | None = F("", "capacity: the probe or a search window", default=None,
@@ -435,6 +481,10 @@ class CellResult:
     def to_dict(self) -> dict[str, Any]:
         return to_json(self)
 
+    def trial_of(self, window: WindowSummary) -> int | None:
+        """A window's trial number when the cell ran ``run.trials`` > 1, else None."""
+        return window.trial if (self.spec or {}).get("trials", 1) > 1 else None
+
 
 @dataclass(kw_only=True)
 class RequestCounts:
@@ -507,6 +557,12 @@ INTERVAL_STATISTICS = {
     "STAT_ci95_high": ("unit of the figure", "upper end of that interval (absent: no upper bound)"),
 }
 
+
+
+def field_names(cls: type) -> SimpleNamespace:
+    """The JSON field names of ``cls`` as attributes (``field_names(Stats).p50 == "p50"``), for
+    code that builds names from fields: a renamed field fails there with AttributeError."""
+    return SimpleNamespace(**{f.name: f.name for f in fields_of(cls)})
 
 
 def metric_names(cls: type, prefix: str = "") -> SimpleNamespace:

@@ -28,6 +28,9 @@ SCHEMAS = (
 # The types whose fields the doc tables list, in the doc's order, with where they live.
 DOC_TABLES = (
     (records.WindowSummary, "`windows[]`"), (records.Stats, "`windows[].ttft_ms` and every other summary"),
+    (records.GroupLatency, "`windows[].per_turn[]`, `windows[].prefix.seen` and `.first`"),
+    (records.PrefixSummary, "`windows[].prefix`"), (records.ArrivalSummary, "`windows[].arrivals`"),
+    (records.PrefixCacheCounters, "`windows[].server_prefix_cache`"),
     (records.SloVerdict, "`windows[].slo.{slo}` (capacity windows); summary.csv goodput rows of every window"),
     (records.MemorySummary, "`memory` (and a capacity window's `memory`)"), (records.GpuSummary, "`memory.gpu`"),
     (records.ServerInfo, "`server`"), (records.Provenance, "`provenance`"),

@@ -8,19 +8,18 @@ from __future__ import annotations
 from typing import Any
 
 from servingbench.arrivals import arrival_summary
-from servingbench.records import RequestRecord
-from servingbench.metrics import stats_dict as stats
+from servingbench.metrics import stats
 from servingbench.prefix_cache import window_hit_rate
+from servingbench.records import GroupLatency, PrefixCacheCounters, PrefixSummary, RequestRecord
 
 
-def _latency(records: list[RequestRecord]) -> dict[str, Any]:
+def _latency(records: list[RequestRecord], turn: int | None = None) -> GroupLatency:
     ok = [r for r in records if r.ok]
-    return {"requests": len(records), "completed": len(ok),
-            "ttft_ms": stats(r.ttft_ms for r in ok), "e2e_ms": stats(r.e2e_ms for r in ok),
-            "prompt_tokens": stats(r.prompt_tokens for r in ok)}
+    return GroupLatency(turn=turn, requests=len(records), completed=len(ok), ttft_ms=stats(r.ttft_ms for r in ok),
+                        e2e_ms=stats(r.e2e_ms for r in ok), prompt_tokens=stats(r.prompt_tokens for r in ok))
 
 
-def turn_summary(records: list[RequestRecord]) -> list[dict[str, Any]] | None:
+def turn_summary(records: list[RequestRecord]) -> list[GroupLatency] | None:
     """Per turn index of a conversation (1, 2, ...): TTFT, E2E and prompt length of that turn."""
     by_turn: dict[int, list[RequestRecord]] = {}
     for r in records:
@@ -28,10 +27,10 @@ def turn_summary(records: list[RequestRecord]) -> list[dict[str, Any]] | None:
             by_turn.setdefault(r.turn, []).append(r)
     if not by_turn:
         return None
-    return [{"turn": k, **_latency(by_turn[k])} for k in sorted(by_turn)]
+    return [_latency(by_turn[k], k) for k in sorted(by_turn)]
 
 
-def prefix_summary(records: list[RequestRecord]) -> dict[str, Any] | None:
+def prefix_summary(records: list[RequestRecord]) -> PrefixSummary | None:
     """Shared-prefix requests split by whether an earlier request of the window sent their prefix
     (``seen``: a cache can serve it) or not (``first``), the share of the first kind, and how many
     distinct prefixes the window sent."""
@@ -39,12 +38,12 @@ def prefix_summary(records: list[RequestRecord]) -> dict[str, Any] | None:
     if not labelled:
         return None
     seen = [r for r in labelled if r.prefix_seen]
-    return {"hit_rate_expected": len(seen) / len(labelled),
-            "prefixes": len({r.prefix_group for r in labelled if r.prefix_group is not None}),
-            "seen": _latency(seen), "first": _latency([r for r in labelled if not r.prefix_seen])}
+    return PrefixSummary(hit_rate_expected=len(seen) / len(labelled),
+                         prefixes=len({r.prefix_group for r in labelled if r.prefix_group is not None}),
+                         seen=_latency(seen), first=_latency([r for r in labelled if not r.prefix_seen]))
 
 
-def per_request_hit_rate(records: list[RequestRecord]) -> dict[str, Any] | None:
+def per_request_hit_rate(records: list[RequestRecord]) -> PrefixCacheCounters | None:
     """The server's prefix-cache figures summed from its per-request timings where it reports
     them (llama.cpp: ``cache_n`` prompt tokens reused, ``prompt_n`` computed)."""
     timed = [r.server_timing for r in records if r.ok and "cache_n" in r.server_timing and "prompt_n" in r.server_timing]
@@ -52,7 +51,7 @@ def per_request_hit_rate(records: list[RequestRecord]) -> dict[str, Any] | None:
         return None
     hits = sum(t["cache_n"] for t in timed)
     queries = hits + sum(t["prompt_n"] for t in timed)
-    return {"queries_tokens": queries, "hits_tokens": hits, "hit_rate": hits / queries if queries else None}
+    return PrefixCacheCounters(queries_tokens=queries, hits_tokens=hits, hit_rate=hits / queries if queries else None)
 
 
 def workload_summary(records: list[RequestRecord], cache_before: dict[str, float] | None,

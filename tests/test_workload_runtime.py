@@ -24,6 +24,7 @@ from servingbench.client import LoadClient
 from servingbench.frameworks import get_adapter
 from servingbench.metrics import percentile
 from servingbench.prefix_cache import window_hit_rate
+from servingbench.records import PrefixCacheCounters
 from servingbench.spec import CellSpec, GenerationParams, PromptItem, ServerSpec
 from servingbench.workload_metrics import workload_summary
 from tests.scripted_server import ScriptedServer, sse
@@ -110,7 +111,7 @@ def test_a_failed_turn_ends_its_conversation_and_is_counted():
     assert all(by_id[f"B-t{k}"].ok for k in (1, 2, 3))
     assert len(recs) == 6 and n_sent == 5  # nothing dropped; the unsent turn is a failed record
     summary = workload_summary(recs, None, None)
-    assert [(t["turn"], t["requests"], t["completed"]) for t in summary["per_turn"]] == [(1, 2, 2), (2, 2, 1), (3, 2, 1)]
+    assert [(t.turn, t.requests, t.completed) for t in summary["per_turn"]] == [(1, 2, 2), (2, 2, 1), (3, 2, 1)]
 
 
 def test_conversation_windows_take_whole_conversations_in_file_order():
@@ -199,8 +200,8 @@ def test_replay_sends_each_request_at_its_offset(calibration_server):
                          for i, o in enumerate(offsets))
         assert percentile(arrived, 99) <= 1.0, f"{priority}: {arrived[-5:]}"
     summary = workload_summary(recs, None, None)["arrivals"]
-    assert summary["scheduled"] == summary["dispatched"] == 120
-    assert summary["scheduled_span_s"] == pytest.approx((max(offsets) - min(offsets)) / 1000)
+    assert summary.scheduled == summary.dispatched == 120
+    assert summary.scheduled_span_s == pytest.approx((max(offsets) - min(offsets)) / 1000)
     assert arrivals.behind(summary, 10.0) is None
 
 
@@ -235,8 +236,8 @@ def test_gamma_arrivals_record_achieved_against_scheduled(calibration_server):
     assert sorted(r.scheduled_ms for r in recs) == pytest.approx(want)
     assert all(r.lateness_ms is not None and r.lateness_ms >= 0 for r in recs)
     summary = workload_summary(recs, None, None)["arrivals"]
-    assert summary["scheduled"] == summary["dispatched"] == 30
-    assert summary["scheduled_span_s"] == pytest.approx((want[-1] - want[0]) / 1000)
+    assert summary.scheduled == summary.dispatched == 30
+    assert summary.scheduled_span_s == pytest.approx((want[-1] - want[0]) / 1000)
 
 
 def test_a_client_that_falls_behind_fails_the_cell(calibration_server):
@@ -246,7 +247,7 @@ def test_a_client_that_falls_behind_fails_the_cell(calibration_server):
     plan = arrivals.plan_windows(_spec("trace", requests=20, levels=(1,)), items)[0][0]
     recs, _ = _run(calibration_server, plan, keep_text=False)
     summary = workload_summary(recs, None, None)["arrivals"]
-    assert summary["lateness_ms"]["p99"] > 50
+    assert summary.lateness_ms.p99 > 50
     why = arrivals.behind(summary, 10.0)
     assert why and "fell behind" in why and "10 ms" in why
 
@@ -269,8 +270,8 @@ def test_llamacpp_per_request_cache_figures_give_the_servers_hit_rate():
     recs = [RequestRecord(prompt_id="a", server_timing={"cache_n": 0.0, "prompt_n": 400.0}),
             RequestRecord(prompt_id="b", server_timing={"cache_n": 384.0, "prompt_n": 16.0}),
             RequestRecord(prompt_id="c", error="HTTP 500", server_timing={"cache_n": 999.0, "prompt_n": 1.0})]
-    assert workload_summary(recs, None, None)["server_prefix_cache"] == {
-        "queries_tokens": 800.0, "hits_tokens": 384.0, "hit_rate": 0.48}
+    assert workload_summary(recs, None, None)["server_prefix_cache"] == PrefixCacheCounters(
+        queries_tokens=800.0, hits_tokens=384.0, hit_rate=0.48)
     assert "server_prefix_cache" not in workload_summary(recs[:0], None, None)
 
 
@@ -289,7 +290,7 @@ def test_prefix_cache_counters_are_summed_over_engines_and_differenced_per_windo
     before = parse_prefix_cache_totals(METRICS)
     assert before == {"queries": 2000.0, "hits": 400.0}
     after = parse_prefix_cache_totals(METRICS.replace("1200.0", "2200.0").replace("300.0", "1050.0"))
-    assert window_hit_rate(before, after) == {"queries_tokens": 1000.0, "hits_tokens": 750.0, "hit_rate": 0.75}
+    assert window_hit_rate(before, after) == PrefixCacheCounters(queries_tokens=1000.0, hits_tokens=750.0, hit_rate=0.75)
     assert window_hit_rate(after, before) is None  # counters went back: a restarted server
     assert parse_prefix_cache_totals("vllm:num_requests_running 0\n") is None
     assert get_adapter("sglang").prefix_cache_totals(METRICS) is None  # counts none: not vLLM's names

@@ -10,7 +10,7 @@ import altair as alt
 import pandas as pd
 
 from servingbench.aggregate import Entry
-from servingbench.records import Stats
+from servingbench.records import ArrivalSummary, Stats
 from servingbench.frameworks import get_adapter
 from servingbench.report import plots
 from servingbench.report.data import ReportData
@@ -39,11 +39,8 @@ def _twin_key(data: ReportData, arm: str) -> tuple:
     return (_adapter(data, arm), tuple(a.server_args), tuple(sorted(a.env.items())), a.image, a.max_batch_tokens)
 
 
-def _p50(stats: Stats | dict[str, Any] | None) -> float | None:
-    """p50 of a window's figure (Stats) or of a workload part's (per_turn, prefix: plain data)."""
-    if isinstance(stats, Stats):
-        return stats.p50
-    return (stats or {}).get("p50")
+def _p50(stats: Stats | None) -> float | None:
+    return stats.p50 if stats else None
 
 
 # --------------------------------------------------------------------------- per turn
@@ -79,9 +76,9 @@ def turn_tables(data: ReportData) -> dict[str, list[TurnRow]]:
                 rows.append(TurnRow(arm, model, mode, None, caching_on(data, arm), e.status, e.reason, data.source(e)))
                 continue
             for w in data.windows(e):
-                turns = [{"turn": t["turn"], "ttft_p50": _p50(t.get("ttft_ms")), "e2e_p50": _p50(t.get("e2e_ms")),
-                          "prompt_tokens_mean": (t.get("prompt_tokens") or {}).get("mean"),
-                          "completed": t["completed"], "requests": t["requests"]}
+                turns = [{"turn": t.turn, "ttft_p50": _p50(t.ttft_ms), "e2e_p50": _p50(t.e2e_ms),
+                          "prompt_tokens_mean": t.prompt_tokens.mean if t.prompt_tokens else None,
+                          "completed": t.completed, "requests": t.requests}
                          for t in w.per_turn or ()]
                 rows.append(TurnRow(arm, model, mode, w.concurrency, caching_on(data, arm), "ok", "",
                                     data.source(e), turns))
@@ -159,14 +156,14 @@ def _window_figures(data: ReportData, e: Entry | None, concurrency: int | None, 
         return {"status": "missing", "reason": f"no window at concurrency {concurrency}"}
     repeat = None
     if kind == "multiturn" and w.per_turn:
-        repeat = _p50(w.per_turn[-1].get("ttft_ms"))
+        repeat = _p50(w.per_turn[-1].ttft_ms)
     elif w.prefix:
-        repeat = _p50((w.prefix.get("seen") or {}).get("ttft_ms"))
-    cache = w.server_prefix_cache or {}
+        repeat = _p50(w.prefix.seen.ttft_ms)
+    cache = w.server_prefix_cache
     settings = e.result.server.server_settings or {}
     return {"status": "ok", "ttft_p50": _p50(w.ttft_ms), "e2e_p50": _p50(w.e2e_ms), "repeat_ttft_p50": repeat,
-            "req_s": w.throughput_req_s, "server_hit_rate": cache.get("hit_rate"),
-            "expected_hit_rate": (w.prefix or {}).get("hit_rate_expected"),
+            "req_s": w.throughput_req_s, "server_hit_rate": cache.hit_rate if cache else None,
+            "expected_hit_rate": w.prefix.hit_rate_expected if w.prefix else None,
             "emptied": settings.get("prefix_cache_emptied"), "source": data.source(e)}
 
 
@@ -231,7 +228,7 @@ class ArrivalRow:
     status: str
     reason: str
     source: str
-    arrivals: dict[str, Any] = field(default_factory=dict)
+    arrivals: ArrivalSummary | None = None
     limit_ms: float | None = None
 
 
@@ -241,7 +238,7 @@ def arrival_table(data: ReportData) -> list[ArrivalRow]:
     for task in workload_tasks(data, ("trace",)):
         limit = data.cfg.tasks[task].max_lateness_ms
         for model, arm, mode, e in _cells(data, task):
-            arr = next((w.arrivals for w in data.windows(e) if w.arrivals), None) or {}
+            arr = next((w.arrivals for w in data.windows(e) if w.arrivals), None)
             rows.append(ArrivalRow(arm, model, task, mode, e.status, e.reason, data.source(e), arr, limit))
     return rows
 
