@@ -28,11 +28,12 @@ from types import SimpleNamespace
 from typing import Any, Iterable, Mapping
 
 from servingbench.metrics import percentile, tpot_ms
-from servingbench.records import SloVerdict
+from servingbench.records import SloVerdict, field_names
 from servingbench.spec import SLOSpec
 
 INF = float("inf")
-STREAM_ONLY = ("ttft_ms", "tpot_ms")  # figures that only a stream measures
+LIMIT = field_names(SLOSpec)  # an SLO set's fields: its limits by figure name
+STREAM_ONLY = (LIMIT.ttft_ms, LIMIT.tpot_ms)  # figures that only a stream measures
 
 
 def min_samples(q: float) -> int:
@@ -59,7 +60,7 @@ def request_figures(rec: Any) -> dict[str, float] | None:
     tpot = tpot_ms(rec)
     if tpot is None and rec.ttft_ms is not None and rec.output_tokens == 1:
         tpot = 0.0  # one token: no decode step to be slow
-    return {"ttft_ms": rec.ttft_ms, "tpot_ms": tpot, "e2e_ms": rec.e2e_ms}
+    return {LIMIT.ttft_ms: rec.ttft_ms, LIMIT.tpot_ms: tpot, LIMIT.e2e_ms: rec.e2e_ms}
 
 
 def judgeable(slo: SLOSpec, stream: bool) -> bool:

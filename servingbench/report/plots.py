@@ -14,6 +14,7 @@ import pandas as pd
 
 from servingbench.records import WINDOW as W
 from servingbench.report.data import ReportData
+from servingbench.slo import LIMIT
 
 MIB = 2**20
 # Colour-blind-safe (Okabe-Ito), one colour per arm everywhere on the page.
@@ -221,8 +222,8 @@ def pareto(data: ReportData) -> dict[str, Any] | None:
             if res.capacity_window is not None:
                 at.setdefault(res.capacity_window, []).append(name)
         for s in cap.slos:
-            if s.get("tpot_ms"):
-                limits[f"{s['name']}: TPOT ≤ {s['tpot_ms']:g} ms"] = 1000.0 / s["tpot_ms"]
+            if s.get(LIMIT.tpot_ms):
+                limits[f"{s['name']}: TPOT ≤ {s[LIMIT.tpot_ms]:g} ms"] = 1000.0 / s[LIMIT.tpot_ms]
         for w in data.windows(e):
             tpot = w.tpot_ms.p50 if w.tpot_ms else None
             if w.phase != "search" or not w.valid or not tpot or w.throughput_output_tok_s is None:
