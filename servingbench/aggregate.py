@@ -21,12 +21,12 @@ from servingbench import derived
 from servingbench.config import Config, arm_tasks, context_lengths, sweep_arms
 from servingbench.records import (
     CELL_SCHEMA, FAILURE_SCHEMA, GPU_PREFIX, CapacityResult, CapacitySearch, CellResult, DerivedFigures, FailureRecord, GpuSummary, MemorySummary, ServerInfo,
-    SloVerdict, Stats, WindowSummary, capacity_metrics, summary_metrics, to_json,
+    RequestRecord, SloVerdict, Stats, WindowSummary, capacity_metrics, from_json, summary_metrics, to_json,
 )
 from servingbench.result_files import ResultFileError, current_window, load_result, read_json  # noqa: F401
 from servingbench.results import (atomic_write_bytes, atomic_write_text, capacity_path, cell_path, failure_path,
                                   summary_path, sweep_path)
-from servingbench.typed_json import fields_of, hints
+from servingbench.typed_json import ShapeError, fields_of, hints
 from servingbench.workload_table import UNITS as WORKLOAD_UNITS, workload_rows
 
 COLUMNS = ["framework", "model", "task", "mode", "kind", "concurrency", "prompt_tokens_target",
@@ -191,7 +191,7 @@ def load_results(cfg: Config, results_dir: str | Path, allow_stale: bool = False
     return entries
 
 
-def read_requests(entry: Entry) -> list[dict[str, Any]]:
+def read_requests(entry: Entry) -> list[RequestRecord]:
     """The per-request records of a finished entry ([] when it has none)."""
     if entry.doc is None or not entry.doc.get("requests_file"):
         return []
@@ -209,7 +209,10 @@ def read_requests(entry: Entry) -> list[dict[str, Any]]:
                 raise ResultFileError(f"{path}:{lineno}: corrupt request record ({exc.msg})") from None
             if not isinstance(row, dict) or "e2e_ms" not in row or "window" not in row:
                 raise ResultFileError(f"{path}:{lineno}: not a request record (needs window, e2e_ms)")
-            rows.append(row)
+            try:
+                rows.append(from_json(RequestRecord, row))
+            except (ShapeError, TypeError) as exc:
+                raise ResultFileError(f"{path}:{lineno}: not a request record ({exc})") from None
     return rows
 
 

@@ -17,13 +17,12 @@ metric, statistic, value, and optionally reason); aggregate adds the entry's own
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 from typing import Any, Iterator
 
 from servingbench import intervals
 from servingbench.config import Config, slo_specs
 from servingbench.metrics import tpot_ms
-from servingbench.records import WINDOW as W, CapacitySearch, SloVerdict, capacity_metrics, summary_metrics
+from servingbench.records import WINDOW as W, CapacitySearch, RequestRecord, SloVerdict, capacity_metrics, summary_metrics
 from servingbench.slo import request_figures, window_verdict
 from servingbench.spec import SLOSpec
 
@@ -44,20 +43,20 @@ POOLED_SUMS = (W.requests, W.completed, W.failed, W.output_tokens_requested_tota
                W.output_tokens_mismatched)
 
 
-def request_values(records: list[dict[str, Any]], metric: str) -> list[float]:
+def request_values(records: list[RequestRecord], metric: str) -> list[float]:
     """One per-request figure of the completed requests, as the window summary computed it."""
     out = []
     for r in records:
-        if r.get("error"):
+        if r.error:
             continue
-        v = tpot_ms(SimpleNamespace(**r)) if metric == W.tpot_ms else r.get(metric)
+        v = tpot_ms(r) if metric == W.tpot_ms else getattr(r, metric)
         if v is not None:
             out.append(float(v))
     return out
 
 
 def interval_rows(kind: str, arm: str, model: str, task: str, mode: str, doc: dict[str, Any],
-                  records: list[dict[str, Any]]) -> Iterator[Row]:
+                  records: list[RequestRecord]) -> Iterator[Row]:
     """Bootstrap intervals per window, and figures over trials with their t intervals."""
     if kind == "sweep_capacity":
         return
@@ -113,16 +112,16 @@ def trial_of(doc: dict[str, Any], window: dict[str, Any]) -> int | None:
     return window.get("trial") if (doc.get("spec") or {}).get("trials", 1) > 1 else None
 
 
-def by_window(records: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
-    out: dict[int, list[dict[str, Any]]] = {}
+def by_window(records: list[RequestRecord]) -> dict[int, list[RequestRecord]]:
+    out: dict[int, list[RequestRecord]] = {}
     for r in records:
-        if not r.get("warmup"):
-            out.setdefault(int(r["window"]), []).append(r)
+        if not r.warmup:
+            out.setdefault(r.window, []).append(r)
     return out
 
 
 def goodput_rows(cfg: Config, kind: str, task: str, doc: dict[str, Any],
-                 records: list[dict[str, Any]]) -> Iterator[Row]:
+                 records: list[RequestRecord]) -> Iterator[Row]:
     """Goodput and the window verdict of every window, per SLO set."""
     if kind == "sweep_capacity":
         return
@@ -148,7 +147,7 @@ def goodput_rows(cfg: Config, kind: str, task: str, doc: dict[str, Any],
 MISS = 1e18  # a failed request's figure in a bootstrap: slower than any limit (inf would give NaN)
 
 
-def window_sureness(records: list[dict[str, Any]], slo: SLOSpec, seed: int) -> str | None:
+def window_sureness(records: list[RequestRecord], slo: SLOSpec, seed: int) -> str | None:
     """'pass' when every limit holds even at the upper end of its percentile's 95% interval,
     'fail' when some limit is broken even at the lower end, else None (too close to call, or
     too few requests for an interval)."""
@@ -165,7 +164,7 @@ def window_sureness(records: list[dict[str, Any]], slo: SLOSpec, seed: int) -> s
     return "pass" if all(v == "pass" for v in verdicts) else None
 
 
-def capacity_interval(doc: dict[str, Any], records: list[dict[str, Any]], name: str) -> tuple[float | None, float | None]:
+def capacity_interval(doc: dict[str, Any], records: list[RequestRecord], name: str) -> tuple[float | None, float | None]:
     """(low, high) of a capacity: low is the highest rate at or below the capacity whose window
     met the SLO set even at the pessimistic end of its 95% intervals (0 if none did), high the
     lowest rate at or above the lowest failing one whose window broke it even at the optimistic
@@ -206,7 +205,7 @@ def capacity_interval(doc: dict[str, Any], records: list[dict[str, Any]], name: 
     return low, high
 
 
-def capacity_rows(doc: dict[str, Any], records: list[dict[str, Any]] | None = None) -> Iterator[Row]:
+def capacity_rows(doc: dict[str, Any], records: list[RequestRecord] | None = None) -> Iterator[Row]:
     """The answers of a capacity search, one group of rows per SLO set, with their intervals
     (from the per-request records, when given)."""
     cap = doc.get("capacity")

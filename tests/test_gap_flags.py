@@ -6,6 +6,7 @@ import json
 import random
 from pathlib import Path
 
+from servingbench.records import RequestRecord
 from servingbench.report.gaps import GAP_RATIO_MAX, check_windows
 from servingbench.report.render import build_context
 from servingbench.results import requests_path
@@ -13,14 +14,13 @@ from tests.resultsgen import make_config, write_results
 
 
 def _record(gaps: list[float], window: int = 0, concurrency: int = 1, tokens: int | None = None,
-            events_every: int = 1) -> dict:
+            events_every: int = 1) -> RequestRecord:
     offsets = [20.0]
     for g in gaps:
         offsets.append(offsets[-1] + g)
     n_tokens = tokens if tokens is not None else len(offsets)
-    return {"window": window, "concurrency": concurrency, "warmup": False, "error": None,
-            "event_offsets_ms": offsets[::events_every], "output_tokens": n_tokens,
-            "ttft_ms": offsets[0], "e2e_ms": offsets[-1]}
+    return RequestRecord(prompt_id="p", window=window, concurrency=concurrency, event_offsets_ms=offsets[::events_every],
+                         output_tokens=n_tokens, ttft_ms=offsets[0], e2e_ms=offsets[-1])
 
 
 def _steady(rng: random.Random, n: int, ms: float = 10.0) -> list[float]:

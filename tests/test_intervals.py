@@ -3,6 +3,7 @@ support rules, the capacity interval, and their rows in summary.csv."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -14,6 +15,7 @@ import pytest
 from servingbench import intervals
 from servingbench.aggregate import aggregate
 from servingbench.derived import capacity_interval
+from servingbench.records import RequestRecord
 from tests.resultsgen import make_config, write_results
 
 
@@ -108,8 +110,8 @@ def test_trials_give_a_figure_over_trials_with_a_t_interval(tmp_path: Path):
 
 
 def _window(index: int, rate: float, ttfts: list[float | None]) -> tuple[dict, list[dict]]:
-    recs = [{"window": index, "warmup": False, "ttft_ms": t, "e2e_ms": None if t is None else t + 100,
-             "output_tokens": 11, "error": None if t is not None else "timeout"} for t in ttfts]
+    recs = [RequestRecord(prompt_id=f"p{i}", window=index, ttft_ms=t, e2e_ms=None if t is None else t + 100,
+                          output_tokens=11, error=None if t is not None else "timeout") for i, t in enumerate(ttfts)]
     w = {"window": index, "phase": "search", "valid": True, "offered_rate_req_s": rate,
          "slo": {"s": {"bound_by": []}}}
     return w, recs
@@ -135,8 +137,8 @@ def test_capacity_interval_brackets_the_answer_with_sure_verdicts():
     assert capacity_interval(doc, records, "s") == (2.0, None)
     doc["windows"] = windows[:3] + [dict(_window(6, 5.0, edge())[0], slo={"s": {"bound_by": [], "window_met": False}}),
                                     dict(_window(7, 7.0, edge())[0], slo={"s": {"bound_by": [], "window_met": False}})]
-    records_edge = records + [dict(r, window=6) for r in records if r["window"] == 3] + \
-        [dict(r, window=7) for r in records if r["window"] == 3]
+    records_edge = records + [dataclasses.replace(r, window=6) for r in records if r.window == 3] + \
+        [dataclasses.replace(r, window=7) for r in records if r.window == 3]
     assert capacity_interval(doc, records_edge, "s") == (2.0, 7.0)
     # Failed requests are misses, slower than any limit: half failed at p50 is a sure failure.
     w, r = _window(9, 3.0, [None] * 20 + [10.0] * 10)

@@ -11,7 +11,7 @@ import pandas as pd
 
 from servingbench.aggregate import Entry, load_results, read_json, read_requests, tidy
 from servingbench.config import Config, config_hash
-from servingbench.records import GPU_BANDWIDTH_SCHEMA, GpuBandwidth, WindowSummary
+from servingbench.records import GPU_BANDWIDTH_SCHEMA, GpuBandwidth, RequestRecord, WindowSummary
 from servingbench.result_files import load_result
 
 Key = tuple[str, str, str, str, str]  # (kind, arm, model, task, mode)
@@ -28,7 +28,7 @@ class ReportData:
     # The GPU's measured copy bandwidth (results/gpu-bandwidth.json, servingbench.gpu_bandwidth).
     gpu_bandwidth: GpuBandwidth | None = None
     _index: dict[tuple, float] = field(default_factory=dict, repr=False)
-    _requests: dict[Key, list[dict[str, Any]]] = field(default_factory=dict, repr=False)
+    _requests: dict[Key, list[RequestRecord]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def load(cls, cfg: Config, results_dir: str | Path, allow_stale: bool = False,
@@ -77,7 +77,7 @@ class ReportData:
     def windows(self, e: Entry) -> list[WindowSummary]:
         return list(e.result.windows) if e.result else []
 
-    def requests(self, e: Entry) -> list[dict[str, Any]]:
+    def requests(self, e: Entry) -> list[RequestRecord]:
         key = (e.kind, e.arm, e.model, e.task, e.mode)
         if key not in self._requests:
             self._requests[key] = read_requests(e)

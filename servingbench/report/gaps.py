@@ -17,9 +17,10 @@ the median (a slow stretch) or less than half of it (a fast one). Windows with f
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Iterable
 
 from servingbench.metrics import percentile
+from servingbench.records import RequestRecord
 
 GAP_RATIO_MAX = 1.5  # p90/p50 of per-token gaps at concurrency 1 (issue 17's done-when)
 SECOND_MODE_SHARE = 0.10
@@ -52,24 +53,24 @@ class GapCheck:
         return self.ratio > GAP_RATIO_MAX or self.bimodal
 
 
-def token_gaps(rec: dict[str, Any]) -> list[float] | None:
+def token_gaps(rec: RequestRecord) -> list[float] | None:
     """Per-token gaps (ms) of one request record, or None where they are not known."""
-    offsets = rec.get("event_offsets_ms") or []
-    tokens = rec.get("output_tokens")
-    if rec.get("error") or not tokens or len(offsets) < 2 or len(offsets) < tokens - 1:
+    offsets = rec.event_offsets_ms
+    tokens = rec.output_tokens
+    if rec.error or not tokens or len(offsets) < 2 or len(offsets) < tokens - 1:
         return None
     return [b - a for a, b in zip(offsets, offsets[1:])]
 
 
-def check_windows(records: Iterable[dict[str, Any]]) -> list[GapCheck]:
+def check_windows(records: Iterable[RequestRecord]) -> list[GapCheck]:
     """One check per concurrency-1 window that has enough per-token gaps."""
-    by_window: dict[int, list[dict[str, Any]]] = {}
+    by_window: dict[int, list[RequestRecord]] = {}
     for r in records:
-        if r.get("concurrency", 1) == 1 and not r.get("warmup"):
-            by_window.setdefault(int(r.get("window", 0)), []).append(r)
+        if r.concurrency == 1 and not r.warmup:
+            by_window.setdefault(r.window, []).append(r)
     out = []
     for window, recs in sorted(by_window.items()):
-        per_request = [token_gaps(r) for r in recs if not r.get("error")]
+        per_request = [token_gaps(r) for r in recs if not r.error]
         used = [g for g in per_request if g is not None]
         gaps = sorted(x for g in used for x in g)
         if len(gaps) < MIN_GAPS:

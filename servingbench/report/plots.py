@@ -59,9 +59,9 @@ def distribution(data: ReportData, metric: str, label: str, modes: tuple[str, ..
         series = f"{e.arm} · {e.mode}" if len(modes) > 1 else e.arm
         base = {"model": e.model, "task": e.task, "arm": e.arm, "series": series}
         for r in data.requests(e):
-            if r.get("concurrency", low) == low and not r.get("error") and r.get(metric) is not None:
-                rows.append({**base, "value": round(float(r[metric]), 3), "what": "request",
-                             "prompt_id": str(r.get("prompt_id", ""))})
+            value = getattr(r, metric)
+            if r.concurrency == low and not r.error and value is not None:
+                rows.append({**base, "value": round(float(value), 3), "what": "request", "prompt_id": r.prompt_id})
         for w in data.windows(e):
             stats = getattr(w, metric)
             if w.concurrency == low and stats is not None:
