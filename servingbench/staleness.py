@@ -58,7 +58,7 @@ def differences(recorded: Any, expected: Any, path: str = "") -> list[str]:
 
 def stale_keys(cfg: Config, entry: Any) -> list[str]:
     """The differing keys of a finished entry (``aggregate.Entry``); [] when it matches."""
-    recorded = (entry.doc or {}).get("spec")
+    recorded = entry.result.spec if entry.result is not None else None
     if not isinstance(recorded, dict):
         return []
     return differences(recorded, expected_spec(cfg, entry.kind, entry.arm, entry.model, entry.task, entry.mode))
