@@ -167,12 +167,12 @@ def test_a_capacity_settled_at_zero_load_is_surely_zero_only_when_the_probe_sure
     """Not met one request at a time (the probe, window 0): the interval is (0, 0) when the probe's
     figures break the limit even at the lower end of their interval, else it has no upper end."""
     rng = random.Random(5)
-    probe = [{"window": 0, "warmup": False, "ttft_ms": rng.uniform(150, 300), "e2e_ms": 400.0, "output_tokens": 11,
-              "error": None} for _ in range(20)]
+    probe = [RequestRecord(prompt_id=f"p{i}", window=0, ttft_ms=rng.uniform(150, 300), e2e_ms=400.0, output_tokens=11)
+             for i in range(20)]
     doc = {"cell": {"arm": "a"}, "windows": [{"window": 0, "phase": "probe", "valid": True}],
            "capacity": {"slos": [{"name": "s", "percentile": 50, "ttft_ms": 100.0}],
                         "results": {"s": {"status": "not_met", "capacity_req_s": 0.0, "lowest_failing_req_s": None,
                                           "settled_at_zero_load": True}}}}
     assert capacity_interval(doc, probe, "s") == (0.0, 0.0)
-    close = [dict(r, ttft_ms=rng.uniform(60, 140)) for r in probe]  # p50 near the limit: not surely broken
+    close = [dataclasses.replace(r, ttft_ms=rng.uniform(60, 140)) for r in probe]  # p50 near the limit: not surely broken
     assert capacity_interval(doc, close, "s") == (0.0, None)
