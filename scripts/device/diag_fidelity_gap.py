@@ -502,7 +502,32 @@ def generate_setup(b: Bench) -> dict[str, Any]:
                           "cache_layers": sorted({type(layer).__name__ for layer in layers})}
     finally:
         del model._get_logits_processor
+    if b.args.device == "cuda":
+        try:  # untestable without a GPU: a failure here must not cost the measurements
+            info["host_syncs_per_5_tokens"] = host_syncs(b, 5)
+        except Exception as exc:
+            info["host_syncs_per_5_tokens"] = f"failed: {type(exc).__name__}: {exc}"
     return info
+
+
+def host_syncs(b: Bench, tokens: int) -> dict[str, int]:
+    """Where generate makes the host wait for the GPU (torch's sync debug mode), counted per line."""
+    import warnings
+
+    counts: dict[str, int] = {}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        b.torch.cuda.set_sync_debug_mode("warn")
+        try:
+            with b.torch.inference_mode():
+                b.model.generate(**b.bare_kwargs(tokens), streamer=StepClock())
+        finally:
+            b.torch.cuda.set_sync_debug_mode(0)
+    for w in caught:
+        if "synchroniz" in str(w.message):
+            key = f"{Path(w.filename).name}:{w.lineno}"
+            counts[key] = counts.get(key, 0) + 1
+    return counts
 
 
 def cpu_map(b: Bench, tokens: int, passes: int) -> dict[str, list[float]]:
@@ -680,7 +705,10 @@ def run_model(args: argparse.Namespace, cfg: Any, model: str, deadline: float, o
         log(f"[{model}] warmed up: {variants}")
         res["system_before"] = system_state()
         if args.device == "cuda":
-            res["gpu_busy"] = gpu_busy(b, args.cpu_map_tokens)
+            try:  # untestable without a GPU: a failure here must not cost the measurements
+                res["gpu_busy"] = gpu_busy(b, args.cpu_map_tokens)
+            except Exception as exc:
+                res["gpu_busy"] = f"failed: {type(exc).__name__}: {exc}"
             log(f"[{model}] gpu busy: {res['gpu_busy']}")
         if args.cpu_map and model == args.models[0]:
             res["cpu_map_ms_per_token"] = cpu_map(b, args.cpu_map_tokens, args.cpu_map_passes)
