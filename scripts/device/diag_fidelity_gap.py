@@ -21,6 +21,8 @@ hits every variant alike:
                   running, as a cell measures it
   http_pinned     the same server with its generate thread pinned to one CPU (a candidate remedy
                   for per-request CPU placement)
+  http_direct     the same server writing each event from the generate thread (no queue, no
+                  reader thread woken per token: a candidate remedy for GIL hand-offs)
 
 For every variant: median TPOT over requests (and its ratio to ``bare``), per-token gap p50/p90/
 max, and the generate thread's CPU time per token where it can be read (in-process variants:
@@ -704,12 +706,6 @@ def run_model(args: argparse.Namespace, cfg: Any, model: str, deadline: float, o
                 variants.remove(v)
         log(f"[{model}] warmed up: {variants}")
         res["system_before"] = system_state()
-        if args.device == "cuda":
-            try:  # untestable without a GPU: a failure here must not cost the measurements
-                res["gpu_busy"] = gpu_busy(b, args.cpu_map_tokens)
-            except Exception as exc:
-                res["gpu_busy"] = f"failed: {type(exc).__name__}: {exc}"
-            log(f"[{model}] gpu busy: {res['gpu_busy']}")
         if args.cpu_map and model == args.models[0]:
             res["cpu_map_ms_per_token"] = cpu_map(b, args.cpu_map_tokens, args.cpu_map_passes)
             log(f"[{model}] cpu map: {res['cpu_map_ms_per_token']}")
@@ -736,6 +732,12 @@ def run_model(args: argparse.Namespace, cfg: Any, model: str, deadline: float, o
         for s in res["variants"].values():
             s["tpot_ratio"] = s["tpot_ms_p50"] / base if base and s["tpot_ms_p50"] else None
         write(out, results)
+        if args.device == "cuda":  # after the rounds: the profiler's set-up must not touch them
+            try:  # untestable without a GPU: a failure here must not cost the measurements
+                res["gpu_busy"] = gpu_busy(b, args.cpu_map_tokens)
+            except Exception as exc:
+                res["gpu_busy"] = f"failed: {type(exc).__name__}: {exc}"
+            log(f"[{model}] gpu busy: {res['gpu_busy']}")
         if args.profile and time.monotonic() < deadline and model in args.models[:2]:
             for path in ("bare", "naive_path"):
                 text = profile(b, args.tokens, path)
@@ -799,6 +801,26 @@ def environment(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # -- remedies applied to the server in a process of its own -------------------------------------
+def direct_stream(mod: types.ModuleType) -> Callable[..., dict[str, Any]]:
+    """``Generator.stream`` that writes each event from the generate thread itself: no queue, no
+    reader thread to wake (and hand the GIL to) per token; the handler waits for the result."""
+
+    class Direct(mod.TokenStreamer):  # type: ignore[misc, name-defined]
+        emit: Callable[[dict[str, Any]], None]
+
+        def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+            if text or self._unsent:
+                self.emit({"text": text, "tokens": self._unsent})
+            self._unsent = 0
+
+    def stream(self: Any, req: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        streamer = Direct(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        streamer.emit = emit
+        return self.worker.submit(self._run, req, streamer).result()
+
+    return stream
+
+
 def serve_with_remedy(remedy: str, module: str, rest: list[str]) -> None:
     """Run the naive server with a remedy applied first (``pinned``: generate thread on one CPU)."""
     mod = importlib.import_module(module)
@@ -813,6 +835,8 @@ def serve_with_remedy(remedy: str, module: str, rest: list[str]) -> None:
             return orig(self, *a, **k)
 
         mod.Generator._run = pinned_run
+    elif remedy == "direct":
+        mod.Generator.stream = direct_stream(mod)
     elif remedy != "none":
         raise SystemExit(f"unknown remedy {remedy!r}")
     mod.main(rest)
@@ -823,7 +847,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", nargs="+", default=DEFAULT_MODELS)
     ap.add_argument("--config", default=str(REPO / "configs" / "h200-dummy.yaml"))
     ap.add_argument("--variants", nargs="+", default=["bare", "bare_worker", "decode", "naive_path", "http", "kit",
-                                                      "http_pinned"],
+                                                      "http_pinned", "http_direct"],
                     help="also: server_kwargs (the server's generate kwargs on the main thread)")
     ap.add_argument("--tiny", action="store_true", help="small random architectures on the CPU (a check)")
     ap.add_argument("--device", default=None, help="default: cuda, or cpu with --tiny")
