@@ -860,7 +860,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-rounds", type=int, default=40)
     ap.add_argument("--budget-s", type=float, default=215.0, help="whole run; models share it")
     ap.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True)
-    ap.add_argument("--profile-reserve-s", type=float, default=8.0)
+    ap.add_argument("--profile-reserve-s", type=float, default=12.0)
     ap.add_argument("--cpu-map", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--cpu-map-tokens", type=int, default=12)
     ap.add_argument("--cpu-map-passes", type=int, default=1)
