@@ -557,9 +557,10 @@ def sibling_map(b: Bench, tokens: int) -> dict[str, Any]:
         os.sched_setaffinity(0, {pinned})
         out["idle"] = round(b.bare(tokens)["tpot_ms"], 3)
         for c in cpus[1:]:
-            hog = subprocess.Popen([sys.executable, "-c", f"import os\nos.sched_setaffinity(0, {{{c}}})\nwhile True: pass"])
+            hog = subprocess.Popen([sys.executable, "-c", "while True: pass"],
+                                   preexec_fn=lambda c=c: os.sched_setaffinity(0, {c}))
             try:
-                time.sleep(0.05)
+                time.sleep(0.1)
                 out[str(c)] = round(b.bare(tokens)["tpot_ms"], 3)
             finally:
                 hog.kill()
