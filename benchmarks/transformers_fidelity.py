@@ -78,6 +78,12 @@ def arm_summary(reqs: list[dict[str, Any]]) -> dict[str, Any]:
             "tokens_per_event": (sum(r["tokens"] for r in reqs) / sum(r["events"] for r in reqs)) if reqs else None}
 
 
+def block_sizes(requests: int, blocks: int) -> list[int]:
+    """``requests`` split into ``blocks`` nearly equal blocks (none empty)."""
+    blocks = max(1, min(blocks, requests))
+    return [requests // blocks + (1 if i < requests % blocks else 0) for i in range(blocks)]
+
+
 def _dtype(device: str) -> str:
     return "float16" if device == "cuda" else "float32"
 
@@ -98,9 +104,21 @@ def make_prompt(model_dir: str, prompt_tokens: int) -> tuple[str, int]:
 
 
 # -- (a) the bare loop ------------------------------------------------------------------------
-def bare_worker(model_dir: str, prompt: str, tokens: int, requests: int, warmup: int,
-                temperature: float, top_p: float, device: str = "cuda") -> list[dict[str, Any]]:
-    """``generate`` in this process, one request at a time, each token stamped after a sync."""
+def bare_kwargs(tok: Any, prompt: str, tokens: int, temperature: float, top_p: float, device: str) -> dict[str, Any]:
+    """The bare loop's ``generate`` arguments: the forced length, the kit's sampling settings."""
+    inputs = tok(prompt, return_tensors="pt").to(device)
+    inputs.pop("token_type_ids", None)
+    return dict(**inputs, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=True, temperature=temperature,
+                top_p=top_p, pad_token_id=tok.pad_token_id or tok.eos_token_id)
+
+
+def bare_worker(model_dir: str, prompt: str, tokens: int, warmup: int, temperature: float, top_p: float,
+                device: str = "cuda", blocks: Any = None) -> None:
+    """``generate`` in this process, one request at a time, each token stamped after a sync.
+
+    Loads the model once, then runs one block per line of ``blocks`` (default: stdin; a line
+    holds a request count) and prints that block's per-request figures as one JSON line, after
+    ``warmup`` unmeasured requests per block."""
     import torch
 
     from servingbench.frameworks.servers.transformers_naive_server import Generator
@@ -125,43 +143,66 @@ def bare_worker(model_dir: str, prompt: str, tokens: int, requests: int, warmup:
         def end(self) -> None:
             pass
 
-    out = []
-    for i in range(warmup + requests):
-        inputs = tok(prompt, return_tensors="pt").to(device)
-        inputs.pop("token_type_ids", None)
-        clock = StepClock()
-        sync()
-        t0 = time.perf_counter_ns()
-        with torch.inference_mode():
-            model.generate(**inputs, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=True,
-                           temperature=temperature, top_p=top_p, streamer=clock,
-                           pad_token_id=tok.pad_token_id or tok.eos_token_id)
-        sync()
-        if i >= warmup:
-            out.append(request_figures([(s - t0) / 1e6 for s in clock.stamps], len(clock.stamps)))
+    print("ready", flush=True)
+    for line in (blocks if blocks is not None else sys.stdin):
+        out = []
+        for i in range(warmup + int(line)):
+            kw = bare_kwargs(tok, prompt, tokens, temperature, top_p, device)
+            clock = StepClock()
+            sync()
+            t0 = time.perf_counter_ns()
+            with torch.inference_mode():
+                model.generate(**kw, streamer=clock)
+            sync()
+            if i >= warmup:
+                out.append(request_figures([(s - t0) / 1e6 for s in clock.stamps], len(clock.stamps)))
+        print(json.dumps(out), flush=True)
     gen.worker.shutdown()
-    return out
 
 
-def run_bare(model_dir: str, prompt: str, args: argparse.Namespace, gen: GenerationParams) -> list[dict[str, Any]]:
-    """The bare loop in a process of its own (its CUDA context gone before the servers start)."""
-    cmd = [sys.executable, __file__, "_bare", "--model-dir", model_dir, "--prompt", prompt,
-           "--tokens", str(args.tokens), "--requests", str(args.requests), "--warmup", str(args.warmup),
-           "--temperature", str(gen.temperature), "--top-p", str(gen.top_p), "--device", args.device]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.arm_timeout_s)
-    if proc.returncode != 0:
-        raise RuntimeError(f"bare loop failed: {proc.stderr[-2000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+class BareLoop:
+    """The bare loop in a process of its own, kept loaded between blocks (its CUDA context and
+    model stay beside the servers'; only one arm runs at a time)."""
+
+    def __init__(self, model_dir: str, prompt: str, args: argparse.Namespace, gen: GenerationParams) -> None:
+        cmd = [sys.executable, __file__, "_bare", "--model-dir", model_dir, "--prompt", prompt,
+               "--tokens", str(args.tokens), "--warmup", str(args.warmup), "--temperature", str(gen.temperature),
+               "--top-p", str(gen.top_p), "--device", args.device]
+        self.timeout_s = args.arm_timeout_s
+        self.errlog = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errlog, text=True)
+        self._line()  # "ready": the model is loaded
+
+    def _line(self) -> str:
+        line = self.proc.stdout.readline()  # the arm timeout bounds the whole run (subprocess below)
+        if not line:
+            self.proc.wait(10)
+            self.errlog.seek(0)
+            raise RuntimeError(f"bare loop failed: {self.errlog.read()[-2000:].decode(errors='replace')}")
+        return line
+
+    def run(self, n: int) -> list[dict[str, Any]]:
+        self.proc.stdin.write(f"{n}\n")
+        self.proc.stdin.flush()
+        return json.loads(self._line())
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
 
 
 # -- (b), (c) through the kit -----------------------------------------------------------------
 def cell_spec(arm: str, model: str, model_dir: str, hf_id: str, ctx: int, gen: GenerationParams,
-              args: argparse.Namespace, env: tuple[tuple[str, str], ...] = ()) -> CellSpec:
+              args: argparse.Namespace, requests: int, env: tuple[tuple[str, str], ...] = ()) -> CellSpec:
     server_args = tuple(args.serve_args.split()) if arm == "transformers-serve" else ()
     server = ServerSpec(arm=arm, framework="transformers", model=model, model_dir=model_dir, hf_id=hf_id,
                         weights="dummy", device=args.device, dtype=_dtype(args.device), context_length=ctx,
                         profile="current", server_args=server_args, env=env)
-    return CellSpec(server=server, task="fidelity", mode="stream", generation=gen, requests=args.requests,
+    return CellSpec(server=server, task="fidelity", mode="stream", generation=gen, requests=requests,
                     warmup_requests=args.warmup, concurrency_levels=(1,), request_timeout_s=120.0,
                     server_start_timeout_s=600.0, monitor_interval_s=args.monitor_interval_s)
 
@@ -192,6 +233,77 @@ def run_kit(spec: CellSpec, workload: Path, work: Path, provider: Any = None) ->
     return reqs
 
 
+# -- the arms, alternating -------------------------------------------------------------------
+def measure_model(model: str, cfg: Any, mdir: str, prompt: str, workload: Path, gen: GenerationParams,
+                  args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every arm of one model, in ``--blocks`` alternating blocks of requests.
+
+    Each arm's process starts once and stays (the bare loop's own process; each server in a pool
+    of its own, as the kit's pool keeps servers between cells), and the arms take turns block by
+    block, the order rotating. The machine's own drift (on the H200 a decode step ran ~20 ms for
+    seconds, then ~35 ms for seconds, whatever ran it) then falls on every arm alike instead of
+    on whichever arm ran during a slow minute."""
+    from servingbench.pool import ServerPool, pooled_server
+
+    spec_m = cfg.models[model]
+    arms: dict[str, Any] = {}
+    reqs: dict[str, list[dict[str, Any]]] = {arm: [] for arm in args.arms}
+    per_block: dict[str, list[float | None]] = {arm: [] for arm in args.arms}
+    pools = {arm: ServerPool(work / "pools" / f"{model}-{arm}") for arm in args.arms if arm != "bare"}
+    bare: BareLoop | None = None
+    t_arm = {arm: 0.0 for arm in args.arms}
+
+    def block(arm: str, n: int) -> list[dict[str, Any]]:
+        nonlocal bare
+        if arm == "bare":
+            if bare is None:
+                bare = BareLoop(mdir, prompt, args, gen)
+            return bare.run(n)
+        if arm == "naive":
+            spec = cell_spec("transformers-naive", model, mdir, spec_m.hf_id, spec_m.context_length, gen, args, n)
+        else:
+            wdir = model_dir_for(cfg, model, work / "models", with_weights=True)
+            spec = cell_spec("transformers-serve", model, wdir, spec_m.hf_id, spec_m.context_length, gen, args, n)
+        return run_kit(spec, workload, work, provider=pooled_server(pools[arm]))
+
+    try:
+        for bi, n in enumerate(block_sizes(args.requests, args.blocks)):
+            order = args.arms[bi % len(args.arms):] + args.arms[:bi % len(args.arms)]
+            for arm in order:
+                if arm in arms:  # skipped
+                    continue
+                t = time.monotonic()
+                try:
+                    got = block(arm, n)
+                except Exception as exc:  # one arm that cannot run must not cost the others
+                    arms[arm] = {"skipped": f"{type(exc).__name__}: {str(exc)[:300]}"}
+                    print(f"[{model}] {arm} skipped: {arms[arm]['skipped']}", file=sys.stderr, flush=True)
+                    continue
+                t_arm[arm] += time.monotonic() - t
+                reqs[arm] += got
+                per_block[arm].append(arm_summary(got)["tpot_ms_p50"] if got else None)
+                print(f"[{model}] block {bi + 1} {arm}: TPOT p50 {_f(per_block[arm][-1], '{:.2f}')} ms "
+                      f"({time.monotonic() - t:.0f} s)", file=sys.stderr, flush=True)
+    finally:
+        if bare is not None:
+            bare.close()
+        for pool in pools.values():
+            pool.stop_all()
+    raw: dict[str, Any] = {}
+    for arm in args.arms:
+        if arm in arms:
+            continue
+        arms[arm] = {**arm_summary(reqs[arm]), "tpot_ms_p50_per_block": per_block[arm]}
+        raw[arm] = reqs[arm]
+        print(f"[{model}] {arm}: TTFT {_f(arms[arm]['ttft_ms_p50'])} ms, TPOT {_f(arms[arm]['tpot_ms_p50'], '{:.2f}')} ms, "
+              f"gap p90/p50 {_f(arms[arm]['gap_p90_over_p50'], '{:.2f}')} ({t_arm[arm]:.0f} s)", file=sys.stderr, flush=True)
+    base = per_block.get("bare", [])
+    for arm, s in arms.items():  # the ratio block by block: how steady it is
+        if "skipped" not in s and arm != "bare" and base:
+            s["tpot_ratio_per_block"] = [(x / y) if x and y else None for x, y in zip(per_block[arm], base)]
+    return arms, raw
+
+
 # -- the table -------------------------------------------------------------------------------
 def _f(x: Any, fmt: str = "{:.1f}") -> str:
     return "-" if x is None else fmt.format(x)
@@ -199,7 +311,8 @@ def _f(x: Any, fmt: str = "{:.1f}") -> str:
 
 def markdown(results: dict[str, Any]) -> str:
     lines = [f"Prompt ~{results['prompt_tokens']} tokens, {results['tokens']} output tokens forced, "
-             f"{results['requests']} requests per arm (medians), concurrency 1, kit monitor interval "
+             f"{results['requests']} requests per arm (medians) in {results.get('blocks', 1)} alternating blocks, "
+             f"concurrency 1, kit monitor interval "
              f"{results['monitor_interval_s']} s. Ratios are to the bare loop.", "",
              "| model | arm | TTFT ms | TTFT ratio | TPOT ms | TPOT ratio | TPOT min-max | gap p50 | gap p90 | gap max | p90/p50 | tokens/event |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -214,6 +327,11 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{_f(s['tpot_ms_min'], '{:.2f}')}-{_f(s['tpot_ms_max'], '{:.2f}')} | {_f(s['gap_ms_p50'], '{:.2f}')} | "
                 f"{_f(s['gap_ms_p90'], '{:.2f}')} | {_f(s['gap_ms_max'], '{:.2f}')} | "
                 f"{_f(s['gap_p90_over_p50'], '{:.2f}')} | {_f(s['tokens_per_event'], '{:.2f}')} |")
+    blocks = [f"- {model} {arm}: " + ", ".join(_f(x, "{:.2f}") for x in s["tpot_ratio_per_block"])
+              for model, arms in results["models"].items() for arm, s in arms.items() if s.get("tpot_ratio_per_block")]
+    if blocks:
+        lines += ["", "TPOT ratio to the bare loop, block by block (the arms took turns; a steady ratio "
+                  "is the arm's own, a wandering one the machine's):", "", *blocks]
     return "\n".join(lines) + "\n"
 
 
@@ -235,7 +353,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prompt-tokens", type=int, default=100)
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--requests", type=int, default=16)
-    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--warmup", type=int, default=2, help="unmeasured requests per arm and block")
+    ap.add_argument("--blocks", type=int, default=4,
+                    help="the arms take turns in this many blocks of requests (1: one arm after the other)")
     ap.add_argument("--monitor-interval-s", type=float, default=0.1, help="the kit's monitor (cells' default)")
     ap.add_argument("--serve-args", default="--continuous-batching")
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="cpu: a smoke test only")
@@ -251,7 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"prompt_tokens": args.prompt_tokens, "tokens": args.tokens,
-                               "requests": args.requests, "monitor_interval_s": args.monitor_interval_s,
+                               "requests": args.requests, "blocks": len(block_sizes(args.requests, args.blocks)),
+                               "monitor_interval_s": args.monitor_interval_s,
                                "task": args.task, "models": {}, "raw": {}}
     for model in args.models:
         spec_m = cfg.models[model]
@@ -259,31 +380,9 @@ def main(argv: list[str] | None = None) -> int:
         gen = GenerationParams(temperature=g.temperature, top_p=g.top_p, max_tokens=args.tokens)
         mdir = model_dir_for(cfg, model, work / "models", with_weights=False)
         prompt, n_prompt = make_prompt(mdir, args.prompt_tokens)
-        workload = write_workload(work / f"{model}.jsonl", prompt, n_prompt, args.tokens, args.requests + args.warmup)
-        arms: dict[str, Any] = {}
-        raw: dict[str, Any] = {}
-        for arm in args.arms:
-            t = time.monotonic()
-            print(f"[{model}] {arm} ...", file=sys.stderr, flush=True)
-            try:
-                if arm == "bare":
-                    reqs = run_bare(mdir, prompt, args, gen)
-                elif arm == "naive":
-                    reqs = run_kit(cell_spec("transformers-naive", model, mdir, spec_m.hf_id,
-                                             spec_m.context_length, gen, args), workload, work)
-                else:
-                    wdir = model_dir_for(cfg, model, work / "models", with_weights=True)
-                    reqs = run_kit(cell_spec("transformers-serve", model, wdir, spec_m.hf_id,
-                                             spec_m.context_length, gen, args), workload, work)
-            except Exception as exc:  # one arm that cannot run must not cost the others
-                arms[arm] = {"skipped": f"{type(exc).__name__}: {str(exc)[:300]}"}
-                print(f"[{model}] {arm} skipped: {arms[arm]['skipped']}", file=sys.stderr, flush=True)
-                continue
-            arms[arm] = arm_summary(reqs)
-            raw[arm] = reqs
-            print(f"[{model}] {arm}: TTFT {_f(arms[arm]['ttft_ms_p50'])} ms, TPOT {_f(arms[arm]['tpot_ms_p50'], '{:.2f}')} ms, "
-                  f"gap p90/p50 {_f(arms[arm]['gap_p90_over_p50'], '{:.2f}')} ({time.monotonic() - t:.0f} s)",
-                  file=sys.stderr, flush=True)
+        most = max(block_sizes(args.requests, args.blocks))
+        workload = write_workload(work / f"{model}.jsonl", prompt, n_prompt, args.tokens, most + args.warmup)
+        arms, raw = measure_model(model, cfg, mdir, prompt, workload, gen, args, work)
         base = arms.get("bare", {})
         for arm, s in arms.items():
             if "skipped" in s or "tpot_ms_p50" not in base:
@@ -303,13 +402,12 @@ if __name__ == "__main__":
         bp = argparse.ArgumentParser()
         for name in ("--model-dir", "--prompt"):
             bp.add_argument(name, required=True)
-        for name in ("--tokens", "--requests", "--warmup"):
+        for name in ("--tokens", "--warmup"):
             bp.add_argument(name, type=int, required=True)
         bp.add_argument("--temperature", type=float, required=True)
         bp.add_argument("--top-p", type=float, required=True)
         bp.add_argument("--device", default="cuda")
         a = bp.parse_args(sys.argv[2:])
-        print(json.dumps(bare_worker(a.model_dir, a.prompt, a.tokens, a.requests, a.warmup, a.temperature,
-                                     a.top_p, a.device)))
+        bare_worker(a.model_dir, a.prompt, a.tokens, a.warmup, a.temperature, a.top_p, a.device)
         sys.exit(0)
     sys.exit(main())
