@@ -10,27 +10,27 @@ hits every variant alike:
   bare            the benchmark's bare loop: ``generate`` on the main thread, a streamer that only
                   stamps each token (benchmarks/transformers_fidelity.py)
   bare_worker     the same call on the naive server's worker thread (``Generator.worker``)
-  server_kwargs   main thread, stamping streamer, but the generate() kwargs the server builds
-  decode          main thread, bare kwargs, the server's ``TokenStreamer`` (decodes every token),
-                  nobody reading its queue
-  naive_path      ``Generator.stream`` exactly (worker thread, TokenStreamer, a reader thread),
-                  stamped where the server would write each event; no HTTP
+  naive_path      ``Generator.stream`` exactly (worker thread, TokenStreamer decoding every token,
+                  a reader thread), stamped where the server would write each event; no HTTP
   http            the kit's naive server in its own process (launched as the adapter launches it),
                   read over HTTP by a minimal SSE reader here, stamped per event
   kit             the ``http`` server read by the kit's client (LoadClient) with the kit's Monitor
                   running, as a cell measures it
-  http_pinned     the same server with its generate thread pinned to one CPU (a candidate remedy
-                  for per-request CPU placement)
   http_direct     the same server writing each event from the generate thread (no queue, no
                   reader thread woken per token: a candidate remedy for GIL hand-offs)
+  http_pinned     the same server with its generate thread pinned to one CPU (a candidate remedy
+                  for per-request CPU placement)
+  (on request) decode: main thread, bare kwargs, the server's ``TokenStreamer``, no reader;
+  server_kwargs: main thread, stamping streamer, the generate() kwargs the server builds
 
 For every variant: median TPOT over requests (and its ratio to ``bare``), per-token gap p50/p90/
 max, and the generate thread's CPU time per token where it can be read (in-process variants:
 ``time.thread_time``; the server: its process's utime+stime from /proc). Also per model: the
 attention implementation, the cache class and its layer classes, the logits processors
-``generate`` builds for each path, the generation config; a per-CPU map of the bare loop's
-ms/token pinned to each CPU in turn (are some vCPUs slower?); a cProfile of one bare and one
-naive_path request (top functions on the generate thread).
+``generate`` builds for each path, the generation config, the host syncs per source line; the
+bare loop's ms/token pinned to each CPU in turn (are some vCPUs slower?) and pinned next to a
+busy process on each other CPU (which CPU shares its core?); the GPU's kernel time per token;
+a cProfile of one bare and one naive_path request (top functions on the generate thread).
 
     PYTHONPATH=$PWD python3 scripts/device/diag_fidelity_gap.py --out $OUT        # the GPU run
     PYTHONPATH=$PWD python3 scripts/device/diag_fidelity_gap.py --tiny --out /tmp/d  # CPU check
@@ -847,12 +847,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=DEFAULT_MODELS)
     ap.add_argument("--config", default=str(REPO / "configs" / "h200-dummy.yaml"))
-    ap.add_argument("--variants", nargs="+", default=["bare", "bare_worker", "decode", "naive_path", "http", "kit",
-                                                      "http_pinned", "http_direct"],
-                    help="also: server_kwargs (the server's generate kwargs on the main thread)")
+    ap.add_argument("--variants", nargs="+", default=["bare", "bare_worker", "naive_path", "http", "kit",
+                                                      "http_direct", "http_pinned"],
+                    help="also: decode (the streamer alone; on the CPU it cost 15-25 us per token), "
+                         "server_kwargs (the server's generate kwargs on the main thread)")
     ap.add_argument("--tiny", action="store_true", help="small random architectures on the CPU (a check)")
     ap.add_argument("--device", default=None, help="default: cuda, or cpu with --tiny")
-    ap.add_argument("--tokens", type=int, default=40)
+    ap.add_argument("--tokens", type=int, default=32)
     ap.add_argument("--prompt-tokens", type=int, default=100)
     ap.add_argument("--temperature", type=float, default=0.8)
     ap.add_argument("--top-p", type=float, default=0.95)
