@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import select
 import statistics
 import subprocess
 import sys
@@ -174,7 +175,10 @@ class BareLoop:
         self._line()  # "ready": the model is loaded
 
     def _line(self) -> str:
-        line = self.proc.stdout.readline()  # the arm timeout bounds the whole run (subprocess below)
+        # One line answers each command; a process that says nothing for the arm's timeout is stuck.
+        if not select.select([self.proc.stdout], [], [], self.timeout_s)[0]:
+            self.proc.kill()
+        line = self.proc.stdout.readline()
         if not line:
             self.proc.wait(10)
             self.errlog.seek(0)
