@@ -721,7 +721,9 @@ def run_model(args: argparse.Namespace, cfg: Any, model: str, deadline: float, o
                 break
             order = variants[rnd % len(variants):] + variants[:rnd % len(variants)]
             for v in order:
+                t_req = time.monotonic()
                 reqs[v].append(runners[v](args.tokens))
+                reqs[v][-1]["t_start_s"] = round(t_req - args.t_start, 3)  # drift over time, across variants
             rnd += 1
             per_round_s = time.monotonic() - t
             log(f"[{model}] round {rnd}: " + ", ".join(f"{v} {reqs[v][-1]['tpot_ms']:.2f}" for v in variants))
@@ -872,7 +874,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", default=None, help="model directories (default: a temp dir)")
     ap.add_argument("--out", default=os.environ.get("OUT") or "benchmarks/out/diag_fidelity_gap")
     args = ap.parse_args(argv)
-    start = time.monotonic()
+    start = args.t_start = time.monotonic()
 
     def on_term(*_: Any) -> None:  # `timeout` sends SIGTERM: stop the servers, keep what was measured
         raise KeyboardInterrupt("SIGTERM")
