@@ -9,8 +9,11 @@ length go through
   (c) ``serve``: ``transformers serve`` (with the configured ``--continuous-batching``),
       measured by the kit; skipped, with the reason, where it cannot start (no fastapi/uvicorn).
 It prints and writes (``--out``: ``fidelity.json``, ``fidelity.md``) the median TTFT and TPOT
-of each arm over ``--requests`` requests (after ``--warmup`` unmeasured ones), the ratio of each
-to (a), and the per-token gap distribution (p50, p90, max, p90/p50) of every arm.
+of each arm over ``--requests`` requests (after ``--warmup`` unmeasured ones per block), the ratio
+of each to (a), and the per-token gap distribution (p50, p90, max, p90/p50) of every arm. The
+arms take turns in ``--blocks`` blocks, each arm's process loaded once (see ``measure_model``),
+so that the machine's own slow minutes fall on every arm alike; each arm's TPOT and ratio per
+block are reported too.
 
 TPOT is (E2E - TTFT) / (tokens - 1) per request, as the kit defines it; a gap is the time
 between consecutive content events (for the bare loop: consecutive tokens). On the naive arm one
@@ -114,12 +117,12 @@ def bare_kwargs(tok: Any, prompt: str, tokens: int, temperature: float, top_p: f
 
 
 def bare_worker(model_dir: str, prompt: str, tokens: int, warmup: int, temperature: float, top_p: float,
-                device: str = "cuda", blocks: Any = None) -> None:
+                device: str = "cuda") -> None:
     """``generate`` in this process, one request at a time, each token stamped after a sync.
 
-    Loads the model once, then runs one block per line of ``blocks`` (default: stdin; a line
-    holds a request count) and prints that block's per-request figures as one JSON line, after
-    ``warmup`` unmeasured requests per block."""
+    Loads the model once, then runs one block per line of stdin (a line holds a request count)
+    and prints that block's per-request figures as one JSON line, after ``warmup`` unmeasured
+    requests per block."""
     import torch
 
     from servingbench.frameworks.servers.transformers_naive_server import Generator
@@ -145,7 +148,7 @@ def bare_worker(model_dir: str, prompt: str, tokens: int, warmup: int, temperatu
             pass
 
     print("ready", flush=True)
-    for line in (blocks if blocks is not None else sys.stdin):
+    for line in sys.stdin:
         out = []
         for i in range(warmup + int(line)):
             kw = bare_kwargs(tok, prompt, tokens, temperature, top_p, device)
