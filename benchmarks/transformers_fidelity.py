@@ -52,6 +52,9 @@ from servingbench.spec import CellSpec, GenerationParams, ServerSpec  # noqa: E4
 WORDS = ("the quick brown fox jumps over the lazy dog while a careful engineer measures how long "
          "each token takes to arrive across the loopback interface of a busy machine").split()
 ARMS = ("bare", "naive", "serve")
+# On a CPU, every arm's OpenMP threads sleep at barriers, as configs/cpu.yaml sets for the kit's
+# CPU runs: spinning threads measure the machine's other load (docs/transformers-fidelity.md).
+CPU_ENV = (("OMP_WAIT_POLICY", "PASSIVE"),)
 
 
 # -- figures --------------------------------------------------------------------------------
@@ -174,7 +177,9 @@ class BareLoop:
                "--top-p", str(gen.top_p), "--device", args.device]
         self.timeout_s = args.arm_timeout_s
         self.errlog = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errlog, text=True)
+        env = dict(os.environ, **dict(CPU_ENV)) if args.device == "cpu" else None
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errlog, text=True,
+                                     env=env)
         self._line()  # "ready": the model is loaded
 
     def _line(self) -> str:
@@ -267,10 +272,12 @@ def measure_model(model: str, cfg: Any, mdir: str, prompt: str, workload: Path, 
                 bare = BareLoop(mdir, prompt, args, gen)
             return bare.run(n)
         if arm == "naive":
-            spec = cell_spec("transformers-naive", model, mdir, spec_m.hf_id, spec_m.context_length, gen, args, n)
+            spec = cell_spec("transformers-naive", model, mdir, spec_m.hf_id, spec_m.context_length, gen, args, n,
+                             CPU_ENV if args.device == "cpu" else ())
         else:
             wdir = model_dir_for(cfg, model, work / "models", with_weights=True)
-            spec = cell_spec("transformers-serve", model, wdir, spec_m.hf_id, spec_m.context_length, gen, args, n)
+            spec = cell_spec("transformers-serve", model, wdir, spec_m.hf_id, spec_m.context_length, gen, args, n,
+                             CPU_ENV if args.device == "cpu" else ())
         return run_kit(spec, workload, work, provider=pooled_server(pools[arm]))
 
     try:
