@@ -342,27 +342,29 @@ class Bench:
         st0 = threads_state(proc.pid)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
         body = json.dumps(self.req(tokens))  # the body the kit's adapter sends (forced length)
-        t0 = time.perf_counter_ns()
-        conn.request("POST", "/generate_stream", body, {"Content-Type": "application/json"})
-        resp = conn.getresponse()
         stamps: list[int] = []
-        while True:
-            line = resp.fp.readline()
-            if not line:
-                break
-            if line.startswith(b"data: "):
-                now = time.perf_counter_ns()
-                data = line[6:].strip()
-                if data == b"[DONE]":
+        with CpuSampler(proc.pid) as sampler:
+            t0 = time.perf_counter_ns()
+            conn.request("POST", "/generate_stream", body, {"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            while True:
+                line = resp.fp.readline()
+                if not line:
                     break
-                ev = json.loads(data)
-                if "error" in ev:
-                    raise RuntimeError(f"server error: {ev['error']}")
-                if "generated_tokens" not in ev:
-                    stamps.append(now)
+                if line.startswith(b"data: "):
+                    now = time.perf_counter_ns()
+                    data = line[6:].strip()
+                    if data == b"[DONE]":
+                        break
+                    ev = json.loads(data)
+                    if "error" in ev:
+                        raise RuntimeError(f"server error: {ev['error']}")
+                    if "generated_tokens" not in ev:
+                        stamps.append(now)
         conn.close()
         r = figures(t0, stamps, proc_cpu_ns(proc.pid) - cpu0)
         r.update(state_delta(st0, threads_state(proc.pid)))
+        r["gen_thread_cpu_runs"] = sampler.runs()  # [cpu, samples of 10 ms]
         return r
 
     def kit(self, tokens: int) -> dict[str, Any]:
@@ -392,13 +394,15 @@ class Bench:
         st0 = threads_state(proc.pid)
         monitor = Monitor(lambda: proc.pid, self.nvml, 0.1).start()
         try:
-            rec = asyncio.run(one())
+            with CpuSampler(proc.pid) as sampler:
+                rec = asyncio.run(one())
         finally:
             monitor.stop()
         if rec.error:
             raise RuntimeError(f"kit client: {rec.error}")
         r = figures(0, [int(o * 1e6) for o in rec.event_offsets_ms])
         r.update(state_delta(st0, threads_state(proc.pid)))
+        r["gen_thread_cpu_runs"] = sampler.runs()
         return r
 
     def stop(self) -> None:
@@ -454,6 +458,48 @@ def threads_state(pid: int) -> dict[int, dict[str, int]]:
     except OSError:
         return {}
     return {tid: st for tid in tids if (st := thread_state(pid, tid)) is not None}
+
+
+class CpuSampler:
+    """Samples which CPU each thread of another process is on, every ``period_s``, from /proc.
+
+    Runs in this process (the server's GIL is not touched); afterwards ``runs()`` gives, for the
+    server's busiest thread in the window, its CPU as (cpu, samples) runs: did a slow stretch
+    coincide with a CPU, or with a move?"""
+
+    def __init__(self, pid: int, period_s: float = 0.01) -> None:
+        self.pid, self.period_s = pid, period_s
+        self.samples: list[dict[int, tuple[int, int]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period_s):
+            snap = {tid: (st["last_cpu"], st["ticks"]) for tid, st in threads_state(self.pid).items()}
+            self.samples.append(snap)
+
+    def __enter__(self) -> "CpuSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def runs(self) -> list[list[int]]:
+        if len(self.samples) < 2:
+            return []
+        first, last = self.samples[0], self.samples[-1]
+        tid = max(last, key=lambda t: last[t][1] - first.get(t, (0, 0))[1])
+        out: list[list[int]] = []
+        for snap in self.samples:
+            if tid in snap:
+                cpu = snap[tid][0]
+                if out and out[-1][0] == cpu:
+                    out[-1][1] += 1
+                else:
+                    out.append([cpu, 1])
+        return out
 
 
 def state_delta(before: dict[int, dict[str, int]], after: dict[int, dict[str, int]]) -> dict[str, Any]:
@@ -730,7 +776,8 @@ def run_model(args: argparse.Namespace, cfg: Any, model: str, deadline: float, o
         res["rounds"] = rnd
         res["system_after"] = system_state()
         res["variants"] = {v: summarize(r) for v, r in reqs.items()}
-        res["per_request"] = {v: [{k: x for k, x in r.items() if k != "gaps_ms"} for r in rs] for v, rs in reqs.items()}
+        res["per_request"] = {v: [{**r, "gaps_ms": [round(g, 2) for g in r["gaps_ms"]]} for r in rs]
+                              for v, rs in reqs.items()}
         base = res["variants"].get("bare", {}).get("tpot_ms_p50")
         for s in res["variants"].values():
             s["tpot_ratio"] = s["tpot_ms_p50"] / base if base and s["tpot_ms_p50"] else None
