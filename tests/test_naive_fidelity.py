@@ -167,5 +167,5 @@ def test_per_token_the_server_adds_only_its_streamer(gens, model):
     extra4 = _extra_calls_per_token(gens[model, 4])
     # The streamer's decode and queue hand-off: ~36 calls per token with Transformers 5.19, the
     # same for every architecture and size; a per-layer cost would grow from 2 to 4 layers.
-    assert 0 < extra2 < 80
+    assert 0 < extra2 < 150  # Python 3.12's cProfile also counts the reader thread (~90 on the H200)
     assert abs(extra4 - extra2) < 5
