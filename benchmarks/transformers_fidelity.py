@@ -370,6 +370,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=2, help="unmeasured requests per arm and block")
     ap.add_argument("--blocks", type=int, default=4,
                     help="the arms take turns in this many blocks of requests (1: one arm after the other)")
+    ap.add_argument("--cpus", default=None,
+                    help="run every arm on these CPUs only, e.g. 2,3 (inherited by the bare loop, the pool "
+                         "keepers and the servers): on a VM whose vCPUs differ in speed, every arm then "
+                         "gets the same ones (default: all, as users run)")
     ap.add_argument("--monitor-interval-s", type=float, default=0.1, help="the kit's monitor (cells' default)")
     ap.add_argument("--serve-args", default="--continuous-batching")
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="cpu: a smoke test only")
@@ -377,6 +381,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", default=None, help="model dirs and kit results (default: a temp dir)")
     ap.add_argument("--out", default="benchmarks/out/transformers_fidelity")
     args = ap.parse_args(argv)
+    if args.cpus:
+        try:
+            os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
+        except (ValueError, OSError):
+            print(f"--cpus {args.cpus}: not a comma-separated list of CPUs this process may use "
+                  f"({sorted(os.sched_getaffinity(0))})", file=sys.stderr)
+            return 2
 
     from servingbench.config import load_config
 
@@ -385,6 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"prompt_tokens": args.prompt_tokens, "tokens": args.tokens,
+                               "cpus": sorted(os.sched_getaffinity(0)),
                                "requests": args.requests, "blocks": len(block_sizes(args.requests, args.blocks)),
                                "monitor_interval_s": args.monitor_interval_s,
                                "task": args.task, "models": {}, "raw": {}}
