@@ -55,7 +55,7 @@ def gens(dummy_dirs, tmp_path_factory):
     """(model, layers) -> the naive server's Generator on a tiny CPU copy of that seed model."""
     import torch
 
-    from servingbench.frameworks.transformers_naive_server import Generator
+    from servingbench.frameworks.servers.transformers_naive_server import Generator
 
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("tiny-seed")
