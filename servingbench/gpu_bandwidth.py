@@ -11,14 +11,13 @@ Transformers image, not in the in-container runtime.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import statistics
 from pathlib import Path
 from typing import Any
 
 from servingbench.errors import UserError
 from servingbench.records import GpuBandwidth, to_json
-from servingbench.results import atomic_write_text
+from servingbench.results import atomic_write_json
 
 
 def measure(size_mib: int = 1024, repeats: int = 30, warmup: int = 5, device: str = "cuda") -> GpuBandwidth:
@@ -54,5 +53,5 @@ def measure(size_mib: int = 1024, repeats: int = 30, warmup: int = 5, device: st
 def write(out: str | Path, **kwargs: Any) -> GpuBandwidth:
     """Measure and write the figure as JSON to ``out``; return it."""
     result = measure(**kwargs)
-    atomic_write_text(out, json.dumps(to_json(result), indent=2) + "\n")
+    atomic_write_json(out, to_json(result))
     return result
