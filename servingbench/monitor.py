@@ -14,6 +14,7 @@ poll asks for memory and utilisation alone. docs/transformers-fidelity.md has th
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -41,19 +42,42 @@ def tree_rss_bytes(root_pid: int) -> tuple[int, int]:
     return total, count
 
 
-class GPU:
-    """A thin pynvml handle for device 0 (or the first visible device); None-safe."""
+def visible_device(env: dict[str, str] | None = None) -> int | str | None:
+    """The device the server's CUDA sees first, as NVML names it: an NVML index, a UUID
+    (``GPU-…``/``MIG-…``), or None when ``CUDA_VISIBLE_DEVICES`` hides every device.
 
-    def __init__(self, index: int = 0) -> None:
+    NVML ignores ``CUDA_VISIBLE_DEVICES`` and numbers devices by PCI bus order; CUDA numbers
+    them fastest first unless ``CUDA_DEVICE_ORDER=PCI_BUS_ID``. On a host of identical GPUs the
+    two orders agree; a mixed host must set ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` (or name UUIDs) so
+    that the energy and memory measured are the measured server's GPU, not its neighbour's.
+    """
+    value = (os.environ if env is None else env).get("CUDA_VISIBLE_DEVICES")
+    if value is None:
+        return 0
+    first = value.split(",")[0].strip()
+    if first == "" or first == "-1":
+        return None
+    return int(first) if first.isdigit() else first
+
+
+class GPU:
+    """A thin pynvml handle for the device the server sees first (``visible_device``); None-safe."""
+
+    def __init__(self, device: int | str | None = None) -> None:
         self.handle: Any = None
         self.unavailable_reason: str | None = None
         self.info: dict[str, Any] = {}
+        device = visible_device() if device is None else device
+        if device is None:
+            self.unavailable_reason = "no NVIDIA GPU visible (CUDA_VISIBLE_DEVICES hides every device)"
+            return
         try:
             import pynvml  # nvidia-ml-py
 
             pynvml.nvmlInit()
             self.nvml = pynvml
-            self.handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            self.handle = (pynvml.nvmlDeviceGetHandleByIndex(device) if isinstance(device, int)
+                           else pynvml.nvmlDeviceGetHandleByUUID(device))
         except Exception as exc:  # NVML missing, no driver, no device: all mean "no GPU here"
             self.unavailable_reason = f"no NVIDIA GPU visible (pynvml: {exc})"
             return
@@ -61,6 +85,7 @@ class GPU:
         name = n.nvmlDeviceGetName(self.handle)
         self.info = {
             "device_name": name.decode() if isinstance(name, bytes) else name,
+            "device": str(device),
             "driver": _s(n.nvmlSystemGetDriverVersion()),
             "cuda_driver": _cuda_version(n),
             "device_total_bytes": int(n.nvmlDeviceGetMemoryInfo(self.handle).total),

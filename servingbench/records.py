@@ -111,6 +111,8 @@ class GpuSummary:
     """What NVML reported of the GPU while the cell ran."""
 
     device_name: str | None = F("", "GPU model", default=None)
+    device: str | None = F("", "the GPU measured, as NVML names it: its index, or its UUID "
+                           "(the first of CUDA_VISIBLE_DEVICES)", default=None)
     driver: str | None = F("", "NVIDIA driver version", default=None)
     cuda_driver: str | None = F("", "CUDA version the driver supports", default=None)
     device_used_before_load_bytes: float | None = F("bytes", "device memory used before the server loaded",
@@ -363,6 +365,8 @@ class Provenance:
     cpu: str | None = F("", "CPU model", default=None)
     cpu_count: int | None = F("cores", "logical CPUs", default=None)
     device_name: str | None = F("", "GPU model", default=None)
+    device: str | None = F("", "the GPU measured, as NVML names it: its index, or its UUID "
+                           "(the first of CUDA_VISIBLE_DEVICES)", default=None)
     driver: str | None = F("", "NVIDIA driver version", default=None)
     cuda: str | None = F("", "CUDA version the driver supports", default=None)
     git_commit: str | None = F("", "the kit's git commit", default=None)

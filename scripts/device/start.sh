@@ -12,23 +12,32 @@
 # transformers: ~9 min one by one); then the measuring jobs run one at a time, as users run them,
 # one Snakemake run per group in the order given (the lease may end before the last).
 # TASKS=chat,qa (optional) keeps only those tasks' cells; SWEEPS=0 leaves the sweeps out.
+# On a machine of several GPUs, LANE=N runs this start on GPU N alone (CUDA_VISIBLE_DEVICES=N, the
+# kit in /tmp/sb-laneN, its own results and servers; LANE_CPUS=16-31 pins the lane's processes to
+# those CPUs with taskset): lanes run side by side, each cell alone on its GPU, and
+# `LANES="0 1" bash scripts/device/wait.sh` waits for them all. BEFORE="cmd" runs cmd in the kit's
+# copy after the preparation and before the first measuring group (a probe, a benchmark).
 set -euo pipefail
 CONFIG=${CONFIG:-configs/h200-dummy.yaml}
 done_dir=$(pwd)/${DONE:-examples/h200-dummy/results}
+SB=/tmp/sb${LANE:+-lane$LANE}
 [ -d /tmp/site-kit ] || { echo "start: /tmp/site-kit missing: run scripts/device/install.sh first" >&2; exit 2; }
-rm -rf /tmp/sb && mkdir -p /tmp/sb && cp -r Snakefile rules configs config.yaml servingbench /tmp/sb/
+rm -rf "$SB" && mkdir -p "$SB" && # schemas/ and containers/: servingbench/schemas and data/images.yaml are links into them.
+cp -r Snakefile rules configs config.yaml servingbench schemas containers benchmarks scripts "$SB"/
 mkdir -p /tmp/bin && printf '#!/bin/sh\nexec python3 -m servingbench.cli "$@"\n' > /tmp/bin/servingbench && chmod +x /tmp/bin/servingbench
-cat > /tmp/sb/env.sh <<'ENV'
-export PYTHONPATH=/tmp/sb:/tmp/site:/tmp/site-kit
-export PATH=/tmp/bin:/tmp/site-kit/bin:$PATH
+cat > "$SB"/env.sh <<ENV
+export PYTHONPATH=$SB:/tmp/site:/tmp/site-kit
+export PATH=/tmp/bin:/tmp/site-kit/bin:\$PATH
 export VLLM_USE_FLASHINFER_SAMPLER=0 VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1 HF_HUB_OFFLINE=1
 export TRANSFORMERS_OFFLINE=1 VLLM_HOST_IP=127.0.0.1 HF_HUB_DISABLE_UPDATE_CHECK=1 PYTHONUNBUFFERED=1
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1
 ENV
-echo "CONFIG=$CONFIG" >> /tmp/sb/env.sh
-. /tmp/sb/env.sh
-cd /tmp/sb
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee gpu.txt
+echo "CONFIG=$CONFIG" >> "$SB"/env.sh
+# NVML numbers GPUs by PCI bus: CUDA must too, so the monitor measures the lane's own GPU.
+[ -z "${LANE:-}" ] || echo "export CUDA_VISIBLE_DEVICES=$LANE CUDA_DEVICE_ORDER=PCI_BUS_ID" >> "$SB"/env.sh
+. "$SB"/env.sh
+cd "$SB"
+nvidia-smi ${LANE:+--id=$LANE} --query-gpu=name,driver_version,memory.total,pci.bus_id --format=csv,noheader | tee gpu.txt
 python3 -m servingbench.cli cells --config "$CONFIG" > cells.jsonl
 CONFIG="$CONFIG" ORDER=${ORDER:-arm} TASKS=${TASKS:-} SWEEPS=${SWEEPS:-1} python3 - "$done_dir" "$@" > picks.txt <<'PY'
 import json, os, sys
@@ -69,7 +78,8 @@ for t, i in out.items():
 PY
 [ -s picks.txt ] || echo "0 results/summary.csv" > picks.txt
 cut -d' ' -f2 picks.txt > targets.txt
-# The models and workloads those targets need (rules/sweeps.smk: concurrency uses chat's).
+# The models and workloads those targets need (rules/sweeps.smk: concurrency uses chat's;
+# capacity-TASK uses TASK's).
 python3 - > prep.txt <<'PY'
 import re
 models, tasks = set(), {}
@@ -77,24 +87,33 @@ for t in open("targets.txt").read().split():
     m = re.match(r"results/(cells|sweeps)/[^/]+/([^/]+)/([^/.]+)", t)
     if m:
         models.add(m[2])
-        tasks.setdefault(m[2], set()).add({"concurrency": "chat"}.get(m[3], m[3]))
+        kind = m[3].removeprefix("capacity-")  # a capacity search reads its task's workload
+        tasks.setdefault(m[2], set()).add({"concurrency": "chat"}.get(kind, kind))
 for m in sorted(models):
     print(f"models/{m}")
     for task in sorted(tasks[m]):
         print(f"results/workloads/{m}/{task}.jsonl")
 PY
 echo "$(wc -l < targets.txt) targets in $(cut -d' ' -f1 picks.txt | uniq | wc -l) groups, $(wc -l < prep.txt) preparation outputs"
-cat > run.sh <<'RUN'
-. /tmp/sb/env.sh
+printf '%s\n' "${BEFORE:-}" > before.sh
+cat > run.sh <<RUN
+. $SB/env.sh
+RUN
+cat >> run.sh <<'RUN'
 sm="python3 -m snakemake --configfile $CONFIG --keep-going --rerun-incomplete"
 echo "== prepare $(date -u +%T)"
 $sm --cores 8 $(cat prep.txt)
+if [ -s before.sh ]; then echo "== before $(date -u +%T): $(cat before.sh)"; bash before.sh || echo "== before failed: $?"; fi
 for i in $(cut -d' ' -f1 picks.txt | uniq); do
   echo "== measure $i $(date -u +%T)"
   $sm --cores 1 $(awk -v i="$i" '$1 == i {print $2}' picks.txt)
 done
 echo "== end $(date -u +%T)"
 RUN
-setsid nohup bash run.sh > snakemake.log 2>&1 < /dev/null &
+pin=()
+if [ -n "${LANE_CPUS:-}" ]; then
+  if command -v taskset >/dev/null; then pin=(taskset -c "$LANE_CPUS"); else echo "start: no taskset here: LANE_CPUS ignored" >&2; fi
+fi
+setsid nohup "${pin[@]}" bash run.sh > snakemake.log 2>&1 < /dev/null &
 echo $! > snakemake.pid
 sleep 5; tail -5 snakemake.log

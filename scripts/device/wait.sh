@@ -1,22 +1,31 @@
 #!/usr/bin/env bash
 # On the GPU machine: wait up to $1 seconds for the background Snakemake, show progress, and
-# pack results (cells, sweeps, logs, workloads' sizes) into $OUT/results.tar.gz either way.
+# pack results (cells, sweeps, logs, workloads' sizes) into $OUT/results.tar.gz either way
+# (SGLang's JIT cache too, unless it was carried).
 set -uo pipefail
-cd /tmp/sb
+# LANES="0 1": the lanes of start.sh (LANE=N) to wait for, each packed into $OUT/results-laneN.tar.gz.
+dirs=(); for l in ${LANES:-}; do dirs+=("/tmp/sb-lane$l"); done
+[ ${#dirs[@]} -gt 0 ] || dirs=(/tmp/sb)
 limit=${1:-540}
 t0=$(date +%s)
-while kill -0 "$(cat snakemake.pid)" 2>/dev/null && [ $(( $(date +%s) - t0 )) -lt "$limit" ]; do
+running() { for d in "${dirs[@]}"; do kill -0 "$(cat "$d/snakemake.pid")" 2>/dev/null && return 0; done; return 1; }
+while running && [ $(( $(date +%s) - t0 )) -lt "$limit" ]; do
   sleep 10
 done
-grep -E "^== |Finished jobid|Error in rule|rror" snakemake.log | tail -15
-ls results/cells/*/*/*/*.json results/sweeps/*/*/*.json 2>/dev/null | grep -v requests | wc -l
-nvidia-smi --query-gpu=memory.used --format=csv,noheader
-if kill -0 "$(cat snakemake.pid)" 2>/dev/null; then echo running; else echo done; fi
-. /tmp/sb/env.sh
-tar czf "$OUT/results.tar.gz" --exclude='results/servers' results gpu.txt snakemake.log "$CONFIG" 2>/dev/null
+nvidia-smi --query-gpu=index,memory.used --format=csv,noheader
+for d in "${dirs[@]}"; do
+  cd "$d"
+  echo "## $d"
+  grep -E "^== |Finished jobid|Error in rule|rror" snakemake.log | tail -15
+  ls results/cells/*/*/*/*.json results/sweeps/*/*/*.json 2>/dev/null | grep -v requests | wc -l
+  if kill -0 "$(cat snakemake.pid)" 2>/dev/null; then echo running; else echo done; fi
+  . "$d/env.sh"
+  name=results${d#/tmp/sb}  # results, or results-laneN
+  tar czf "$OUT/$name.tar.gz" --exclude='results/servers' results gpu.txt snakemake.log before.sh "$CONFIG" 2>/dev/null
+done
 # SGLang's JIT kernels (built with nvcc at its first start): carry them back into .sg-dl/ to skip
 # the ~55 s build on the next fresh machine (sglang-wheelhouse README, "Start-up").
-if [ -d "$HOME/.cache/tvm-ffi" ] && [ ! -f "$OUT/tvm_ffi_cache.tar.gz" ]; then
+if [ -d "$HOME/.cache/tvm-ffi" ] && [ ! -f "$OUT/tvm_ffi_cache.tar.gz" ] && [ ! -f /tmp/sg/tvm_ffi_cache.tar.gz ]; then
   tar czf "$OUT/tvm_ffi_cache.tar.gz" -C "$HOME/.cache" --exclude='*.o' --exclude='.ninja_*' tvm-ffi 2>/dev/null || true
 fi
 ls -la "$OUT"
