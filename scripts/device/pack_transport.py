@@ -34,7 +34,8 @@ HOUSES = {
     "gw": {"dl": ".gw-dl", "first": ".gw1", "tool": "gpu-wheelhouse",
            "meta": ("install-on-device.sh", "make_dummy_model.py"), "optional": ()},
     "sg": {"dl": ".sg-dl", "first": ".sg1", "tool": "sglang-wheelhouse",
-           "meta": ("install-on-device.sh",), "optional": ("KERNEL_WHEEL", "KERNEL_RECORD_SHA256")},
+           "meta": ("install-on-device.sh",), "optional": ("KERNEL_WHEEL", "KERNEL_RECORD_SHA256"),
+           "cache": ("tvm_ffi_cache.tar.gz",)},
 }
 MANIFEST_LINE = 96  # bytes a MANIFEST line may take (".tNN NAME SIZE"), to keep room for them
 
@@ -130,6 +131,8 @@ def pack(root: Path, max_bytes: int, shared: Path | None, houses: list[str], kit
         house = HOUSES[key]
         dl = root / house["dl"]
         files += [(key, dl / name) for name in listed_files(dl)]
+        # An earlier lease's JIT-kernel cache (wait.sh brings it back; install.sh unpacks it).
+        files += [(key, dl / name) for name in house.get("cache", ()) if (dl / name).is_file()]
         meta[key] = [dl / "SHA256SUMS"]
         for name in house["meta"] + house["optional"]:
             found = find_meta(root, house, name, shared)
