@@ -145,8 +145,11 @@ async def search(state: SearchState, run_window: Callable[[float], Awaitable[Win
             if state.search_windows() >= cap.max_windows:
                 stopped[slo.name] = f"window bound reached ({cap.max_windows} windows)"
                 break
-            if time.monotonic() - state.started + expected_s(rate) > cap.max_search_s:
-                stopped[slo.name] = f"time bound reached (max_search_s {cap.max_search_s:g} s)"
+            spent, need = time.monotonic() - state.started, expected_s(rate)
+            if spent + need > cap.max_search_s:
+                # Say how far off the bound is: a slow arm can stop here before its first window.
+                stopped[slo.name] = (f"time bound reached (max_search_s {cap.max_search_s:g} s: {spent:.0f} s "
+                                     f"spent, the next window, at {rate:.3g} req/s, needs ~{need:.0f} s)")
                 break
             w = await run_window(rate)
             if not w.valid and w.invalid_reason.startswith("client"):

@@ -260,6 +260,7 @@ def test_a_set_out_of_time_stops_alone_and_the_next_set_goes_on():
                   expected_s=lambda r: 10 / r, clock=[0.0])
     # tight: 1.0 (10 s) fails, 0.5 (20 s) fails, 0.25 (40 s) fails; 0.125 (80 s) would end past 100 s.
     assert res["tight"].status == "below_lowest" and "time bound" in res["tight"].reason
+    assert "70 s spent, the next window, at 0.125 req/s, needs ~80 s" in res["tight"].reason
     assert res["loose"].status in ("found", "imprecise") and res["loose"].capacity_req_s >= 2.0
     assert any(w.offered_rate_req_s > 1.0 for w in state.windows)  # loose grew after tight stopped
 
