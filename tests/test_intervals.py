@@ -180,6 +180,15 @@ def test_a_capacity_of_zero_keeps_the_upper_end_of_its_rate_interval_in_the_summ
     assert ("capacity_output_tok_s", "value_ci95_high") not in rows
 
 
+def test_ranks_count_the_figures_surely_ahead():
+    assert intervals.ranks([(10, 12), (9, 11), (5, 6)]) == [1, 1, 3]  # competition, not dense (1, 1, 2)
+    # Overlap is not transitive: C overlaps B but A is surely ahead of it.
+    assert intervals.ranks([(10, 12), (8, 10.5), (6, 9)]) == [1, 1, 2]
+    assert intervals.ranks([(0, 0), (0, 0), (0, math.inf)]) == [1, 1, 1]
+    assert intervals.ranks([(3, 4), (1, 2)], better="lower") == [2, 1]
+    assert intervals.ranks([]) == []
+
+
 def test_a_capacity_settled_at_zero_load_is_surely_zero_only_when_the_probe_surely_failed():
     """Not met one request at a time (the probe, window 0): the interval is (0, 0) when the probe's
     figures break the limit even at the lower end of their interval, else it has no upper end."""
