@@ -22,7 +22,8 @@ from typing import Any, Iterator
 from servingbench import intervals
 from servingbench.config import Config, slo_specs
 from servingbench.metrics import tpot_ms
-from servingbench.records import WINDOW as W, CapacitySearch, RequestRecord, SloVerdict, capacity_metrics, summary_metrics
+from servingbench.records import (CAPACITY as C, WINDOW as W, CapacitySearch, RequestRecord, SloVerdict,
+                                  capacity_metrics, summary_metrics)
 from servingbench.slo import request_figures, window_verdict
 from servingbench.spec import SLOSpec
 
@@ -205,6 +206,15 @@ def capacity_interval(doc: dict[str, Any], records: list[RequestRecord], name: s
     return low, high
 
 
+def _req_scale(metric: str, cap: dict[str, Any]) -> float | None:
+    """Scale from capacity_req_s to ``metric`` that needs no capacity window, or None."""
+    if metric == C.capacity_req_s:
+        return 1.0
+    if metric == C.capacity_req_s_per_gpu and cap.get("gpus_per_server"):
+        return 1.0 / cap["gpus_per_server"]
+    return None
+
+
 def capacity_rows(doc: dict[str, Any], records: list[RequestRecord] | None = None) -> Iterator[Row]:
     """The answers of a capacity search, one group of rows per SLO set, with their intervals
     (from the per-request records, when given)."""
@@ -221,8 +231,9 @@ def capacity_rows(doc: dict[str, Any], records: list[RequestRecord] | None = Non
                 continue
             yield dict(key, slo=name, metric=metric, statistic="value", value=res[metric], reason=reason)
             # Rates scale to tokens/s and per GPU as the capacity itself does (tokens per request at
-            # the capacity window; 1 / GPUs). Capacity 0 has no such ratio: only a 0 bound scales.
-            scale = res[metric] / rate if rate else None
+            # the capacity window; 1 / GPUs). Capacity 0 has no tokens per request, so only its req/s
+            # bounds scale (1 / GPUs is known without a window): the others keep only a 0 bound.
+            scale = res[metric] / rate if rate else _req_scale(metric, cap)
             for stat, bound in (("value_ci95_low", bounds[0]), ("value_ci95_high", bounds[1])):
                 if bound is not None and (scale is not None or bound == 0):
                     yield dict(key, slo=name, metric=metric, statistic=stat, value=bound * (scale or 0.0),

@@ -142,3 +142,21 @@ def overlap(a: Interval | None, b: Interval | None) -> bool | None:
     if a is None or b is None:
         return None
     return a[0] <= b[1] and b[0] <= a[1]
+
+
+def ranks(bounds: Sequence[tuple[float, float]], better: str = "higher") -> list[int]:
+    """Each figure's rank from its 95% interval (low, high; math.inf for no upper bound): 1 + the
+    number of figures *surely* better, i.e. whose whole interval lies beyond its own.
+
+    Figures whose intervals overlap cannot be ordered, so they share a rank; the next rank counts
+    every figure surely ahead: two tied leaders and a third behind both read 1, 1, 3 (standard
+    competition ranking, as in sports tables and as MLPerf- or GuideLLM-style readers compare
+    frameworks: "how many are better than this one?"). Dense ranking (1, 1, 2) would call the third
+    second-best although two figures beat it. Overlap is not transitive (A overlaps B, B overlaps
+    C, A is clear of C), so ties are not chained through neighbours: counting the figures surely
+    ahead (the rule of LMSYS Chatbot Arena's leaderboard) gives A 1, B 1, C 2, since only A is
+    surely better than C. Two figures with the same rank always overlap each other."""
+    if better not in ("higher", "lower"):
+        raise ValueError(f"better must be 'higher' or 'lower', not {better!r}")
+    ahead = (lambda other, me: other[0] > me[1]) if better == "higher" else (lambda other, me: other[1] < me[0])
+    return [1 + sum(1 for j, other in enumerate(bounds) if j != i and ahead(other, me)) for i, me in enumerate(bounds)]

@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from servingbench.results import atomic_write_text
+
 MOONCAKE_BLOCK_TOKENS = 512
 SYNTHETIC_PREFIX_TOKENS = 256
 MAX_SAMPLE_BLOCKS = 2  # the generated sample's requests fit a 1024-token context (gpt2)
@@ -173,8 +175,6 @@ def convert_mooncake(src: str | Path, dst: str | Path, max_requests: int | None 
 
 
 def _write(path: str | Path, rows: list[dict[str, Any]]) -> None:
-    from servingbench.results import atomic_write_text
-
     atomic_write_text(path, "".join(json.dumps(r, separators=(", ", ": ")) + "\n" for r in rows))
 
 

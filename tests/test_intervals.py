@@ -163,6 +163,32 @@ def test_capacity_rows_in_the_summary_carry_the_interval(tmp_path: Path):
         assert rows[("capacity_energy_per_output_token_j", "value")] > 0
 
 
+def test_a_capacity_of_zero_keeps_the_upper_end_of_its_rate_interval_in_the_summary(tmp_path: Path):
+    # No server meets TTFT <= 5 ms: capacity 0, below the lowest failing rate. The req/s bounds
+    # scale without a capacity window (per GPU: / 2); tokens/s has no tokens per request to scale by.
+    cfg = make_config(device="cuda", arms=("vllm",), models=["gpt2"], tasks=("chat",), sweeps=False,
+                      capacity=["chat"], gpus=2, slo={"impossible": {"ttft_ms": 5, "tpot_ms": 1, "percentile": 90}})
+    results = write_results(cfg, tmp_path / "r")
+    df = aggregate(cfg, results)
+    doc = json.loads((results / "sweeps" / "vllm" / "gpt2" / "capacity-chat.json").read_text())
+    res = doc["capacity"]["results"]["impossible"]
+    assert res["capacity_req_s"] == 0 and res["lowest_failing_req_s"] > 0
+    rows = df[(df.kind == "sweep_capacity") & (df.slo == "impossible")].set_index(["metric", "statistic"])["value"]
+    high = rows[("capacity_req_s", "value_ci95_high")]
+    assert high >= res["lowest_failing_req_s"] and rows[("capacity_req_s", "value_ci95_low")] == 0
+    assert rows[("capacity_req_s_per_gpu", "value_ci95_high")] == pytest.approx(high / 2)
+    assert ("capacity_output_tok_s", "value_ci95_high") not in rows
+
+
+def test_ranks_count_the_figures_surely_ahead():
+    assert intervals.ranks([(10, 12), (9, 11), (5, 6)]) == [1, 1, 3]  # competition, not dense (1, 1, 2)
+    # Overlap is not transitive: C overlaps B but A is surely ahead of it.
+    assert intervals.ranks([(10, 12), (8, 10.5), (6, 9)]) == [1, 1, 2]
+    assert intervals.ranks([(0, 0), (0, 0), (0, math.inf)]) == [1, 1, 1]
+    assert intervals.ranks([(3, 4), (1, 2)], better="lower") == [2, 1]
+    assert intervals.ranks([]) == []
+
+
 def test_a_capacity_settled_at_zero_load_is_surely_zero_only_when_the_probe_surely_failed():
     """Not met one request at a time (the probe, window 0): the interval is (0, 0) when the probe's
     figures break the limit even at the lower end of their interval, else it has no upper end."""

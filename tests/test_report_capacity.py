@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+from markupsafe import escape
 
 from servingbench.report import render_report
 from servingbench.report.render import SECTIONS, build_context
@@ -31,15 +32,17 @@ def gpu_cfg():
 
 
 def test_capacity_ranking_is_the_first_section_and_ranks_by_capacity_per_gpu(gpu_cfg, tmp_path: Path):
-    results = write_results(gpu_cfg, tmp_path / "results")
+    # tgi decodes at half vLLM's speed: three arms with intervals clear of each other.
+    results = write_results(gpu_cfg, tmp_path / "results", speed={"tgi": 2.0})
     ctx = build_context(gpu_cfg, results)
     assert SECTIONS[0][0] == "capacity"
     rankings = {(r.task, r.slo): r for r in ctx["capacity"]}
     assert set(rankings) == {("chat", "interactive"), ("chat", "server")}
     for (task, slo), r in rankings.items():
-        assert [a.rank for a in r.ranked] == list(range(1, len(r.ranked) + 1))
+        assert [a.rank for a in r.ranked] == [1, 2, 3] and not any(a.tied for a in r.ranked)
         caps = [a.req_s for a in r.ranked]
         assert caps == sorted(caps, reverse=True) and r.ranked[-1].arm == "transformers-naive"
+        assert r.summary.startswith(f"vllm carries the most load at {slo}: ") and "every other arm" in r.summary
         doc = json.loads((results / "sweeps" / r.ranked[0].arm / "gpt2" / "capacity-chat.json").read_text())
         res = doc["capacity"]["results"][slo]
         assert r.ranked[0].req_s == pytest.approx(res["capacity_req_s"] / 2)  # per GPU: two GPUs per server
@@ -53,6 +56,8 @@ def test_capacity_ranking_is_the_first_section_and_ranks_by_capacity_per_gpu(gpu
     cap = _section(html, "capacity")
     assert "req/s per GPU" in cap and "J / output token" in cap and "not measured on CPU" not in cap
     assert re.search(r'data-arm="vllm" data-rank="1"', cap)
+    assert re.search(r'<p class="verdict" data-task="chat" data-slo="server">vllm carries the most load at server: '
+                     r'[0-9.]+ req/s per GPU \[', cap)
     spec = json.loads(re.search(r'id="spec-plot-pareto">(.*?)</script>', html, re.S).group(1))
     data = next(iter(spec["datasets"].values()))
     windows = [d for d in data if d["what"] == "window"]
@@ -60,19 +65,87 @@ def test_capacity_ranking_is_the_first_section_and_ranks_by_capacity_per_gpu(gpu
     assert {d["label"] for d in data if d["what"] == "limit"} == {"interactive: TPOT ≤ 30 ms", "server: TPOT ≤ 100 ms"}
 
 
-def test_overlapping_intervals_are_a_tie_and_distant_ones_are_not(tmp_path: Path):
-    # tgi and vLLM serve alike (same speed, same slots): a tie; the naive server is far behind.
+def test_overlapping_intervals_share_a_rank_and_no_best_arm_is_named(tmp_path: Path):
+    # tgi and vLLM serve alike (same speed, same slots): a tie; the naive server is far behind both.
     cfg = make_config(device="cuda", arms=("transformers-naive", "tgi", "vllm"), models=["gpt2"], tasks=("chat",),
                       capacity=["chat"])
     results = write_results(cfg, tmp_path / "results", speed={"tgi": 1.0})
     ranking = next(r for r in build_context(cfg, results)["capacity"] if r.slo == "interactive")
     by_arm = {a.arm: a for a in ranking.ranked}
-    second = ranking.ranked[1]
-    assert {ranking.ranked[0].arm, second.arm} == {"tgi", "vllm"} and second.tie_with_above
-    assert by_arm["transformers-naive"].rank == 3 and not by_arm["transformers-naive"].tie_with_above
-    html = _render(cfg, results)
-    row = re.search(rf'<tr class="rank-2" data-arm="{second.arm}".*?</tr>', _section(html, "capacity"), re.S).group(0)
-    assert ">tie<" in row
+    tgi, vllm, naive = by_arm["tgi"], by_arm["vllm"], by_arm["transformers-naive"]
+    assert tgi.low <= vllm.high and vllm.low <= tgi.high  # the premise: their intervals overlap
+    assert (tgi.rank, vllm.rank) == (1, 1) and tgi.tied and vllm.tied
+    # Competition ranking: two arms are surely ahead of the naive one, so it is third, not second.
+    assert naive.rank == 3 and not naive.tied and naive.high < min(tgi.low, vllm.low)
+    assert [a.arm for a in ranking.leaders] == [a.arm for a in ranking.ranked[:2]]
+    assert ranking.summary.startswith("No arm is surely best at interactive: ") and "share rank 1" in ranking.summary
+    cap = _section(_render(cfg, results), "capacity")
+    for arm in ("tgi", "vllm"):
+        row = re.search(rf'<tr class="rank-1" data-arm="{arm}" data-rank="1">.*?</tr>', cap, re.S).group(0)
+        assert ">tie<" in row
+    row = re.search(r'<tr class="rank-3" data-arm="transformers-naive" data-rank="3">.*?</tr>', cap, re.S).group(0)
+    assert ">tie<" not in row
+    verdict = re.search(r'<p class="verdict" data-task="chat" data-slo="interactive">(.*?)</p>', cap).group(1)
+    assert "No arm is surely best" in verdict and "carries the most load" not in verdict
+
+
+# Two SLO sets on CPU: "tight" only vLLM (the fastest decode, 28 ms a token) can meet, its TPOT
+# limit below tgi's and the naive server's decode time; "impossible" no server can (TTFT <= 5 ms).
+CPU_SETS = {"tight": {"ttft_ms": 500, "tpot_ms": 30, "percentile": 90},
+            "impossible": {"ttft_ms": 5, "tpot_ms": 1, "percentile": 90}}
+
+
+def test_a_set_no_arm_meets_is_said_in_one_line_with_each_arms_reason(tmp_path: Path):
+    cfg = make_config(device="cpu", arms=("transformers-naive", "tgi", "vllm"), tasks=("chat",), capacity=["chat"],
+                      slo=CPU_SETS)
+    results = write_results(cfg, tmp_path / "results")
+    ranking = next(r for r in build_context(cfg, results)["capacity"] if r.slo == "impossible")
+    assert ranking.none_met and all(a.req_s == 0 for a in ranking.ranked)
+    assert ranking.summary.startswith("No arm meets impossible on Synthetic CPU @ 2.0GHz: ")
+    assert "best" not in ranking.summary and "rank" not in ranking.summary
+    for a in ranking.ranked:
+        assert a.arm in ranking.summary
+    cap = _section(_render(cfg, results), "capacity")
+    assert 'data-slo="impossible">No arm meets impossible on Synthetic CPU @ 2.0GHz: ' in cap
+    # No table of zeros for this set (the other set keeps its table), and no rank given.
+    assert '<table class="capacity" data-task="chat" data-slo="impossible">' not in cap
+    assert '<table class="capacity" data-task="chat" data-slo="tight">' in cap
+    listed = re.search(r'<ul class="note not-met" data-task="chat" data-slo="impossible">(.*?)</ul>', cap,
+                       re.S).group(1)
+    for arm in ("transformers-naive", "tgi", "vllm"):
+        doc = json.loads((results / "sweeps" / arm / "smollm2-135m" / "capacity-chat.json").read_text())
+        res = doc["capacity"]["results"]["impossible"]
+        item = re.search(rf'<li data-arm="{arm}" data-status="{res["status"]}">(.*?)</li>', listed, re.S).group(1)
+        assert str(escape(res["reason"])) in item and "capacity-chat.json" in item
+
+
+def test_a_set_no_arm_with_a_result_meets_says_which_arms_have_none(tmp_path: Path):
+    cfg = make_config(device="cpu", arms=("tgi", "vllm"), tasks=("chat",), capacity=["chat"], slo=CPU_SETS)
+    results = write_results(cfg, tmp_path / "results", missing=["tgi/smollm2-135m/capacity-chat"])
+    ranking = next(r for r in build_context(cfg, results)["capacity"] if r.slo == "impossible")
+    assert ranking.none_met and [a.arm for a in ranking.ranked] == ["vllm"]
+    assert ranking.summary.startswith("No arm with a result meets impossible")
+    listed = re.search(r'<ul class="note not-met" data-task="chat" data-slo="impossible">(.*?)</ul>',
+                       _section(_render(cfg, results), "capacity"), re.S).group(1)
+    assert re.search(r'<li data-arm="tgi" data-status="missing">.*not ranked: missing', listed, re.S)
+
+
+def test_one_arm_that_meets_the_set_is_ranked_above_the_arms_that_do_not(tmp_path: Path):
+    cfg = make_config(device="cpu", arms=("transformers-naive", "tgi", "vllm"), tasks=("chat",), capacity=["chat"],
+                      slo=CPU_SETS)
+    results = write_results(cfg, tmp_path / "results")
+    ranking = next(r for r in build_context(cfg, results)["capacity"] if r.slo == "tight")
+    by_arm = {a.arm: a for a in ranking.ranked}
+    vllm, rest = by_arm["vllm"], [by_arm["tgi"], by_arm["transformers-naive"]]
+    assert not ranking.none_met and vllm.meets and not any(a.meets for a in rest)
+    # A capacity of 0 still has a finite upper end (the lowest rate that broke the set), so the
+    # arms that never met the set cannot tie with the one that did.
+    assert all(a.high is not None and a.high < vllm.low for a in rest)
+    assert vllm.rank == 1 and not vllm.tied and all(a.rank == 2 and a.tied for a in rest)
+    assert ranking.summary.startswith("vllm carries the most load at tight: ")
+    cap = _section(_render(cfg, results), "capacity")
+    assert re.search(r'<tr class="rank-2" data-arm="tgi" data-rank="2">(?:(?!</tr>).)*not met at any rate tried',
+                     cap, re.S)
 
 
 def test_cpu_capacity_is_per_server_and_says_energy_is_not_measured(tmp_path: Path):

@@ -2,8 +2,10 @@
 
 Capacity at an SLO set is what a capacity search (servingbench.capacity) found: the highest
 offered rate whose window met the set. Its interval comes from the tidy table
-(servingbench.derived.capacity_interval). Two arms whose intervals overlap are a *tie*: the
-measurement cannot order them.
+(servingbench.derived.capacity_interval). An arm's rank is 1 + the number of arms whose interval
+lies wholly above its own (servingbench.intervals.ranks): arms whose intervals overlap cannot be
+ordered by the measurement, so they share a rank, a *tie*. A set that no arm meets (capacity 0
+for every arm with a result) is not ranked at all: the report says so, with each arm's reason.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from servingbench import intervals
 from servingbench.records import CAPACITY as C
+from servingbench.report import fmt
 from servingbench.report.data import ReportData
 from servingbench.spec import SLO_LIMITS
 
@@ -20,6 +24,7 @@ STATUS_WORDS = {"found": "", "not_met": "not met at any rate tried",
                 "below_lowest": "below the lowest rate tried (search stopped)", "not_broken": "at least (never broken)",
                 "imprecise": "search ended before its precision", "client_limited": "at least (client limit)",
                 "no_data": "no valid window"}
+ALONE_WORDS = "not met even with one request at a time"  # settled by the probe (capacity.settled_at_zero_load)
 
 
 @dataclass
@@ -39,8 +44,9 @@ class ArmCapacity:
     gpu_util_pct: float | None = None
     bound_by: list[str] = field(default_factory=list)
     windows: int = 0
-    tie_with_above: bool = False
     rank: int | None = None
+    tied: bool = False  # shares its rank with another arm: their intervals overlap
+    settled_alone: bool = False  # not met by the probe's requests one at a time: no rate can meet it
 
     @property
     def lower_bound_only(self) -> bool:
@@ -51,10 +57,15 @@ class ArmCapacity:
         """Every rate tried failed, and the search stopped before it shrank further."""
         return self.status == "below_lowest"
 
-    def overlaps(self, other: "ArmCapacity") -> bool:
-        lo_a, hi_a = self.low if self.low is not None else self.req_s, self.high if self.high is not None else math.inf
-        lo_b, hi_b = other.low if other.low is not None else other.req_s, other.high if other.high is not None else math.inf
-        return lo_a <= hi_b and lo_b <= hi_a
+    @property
+    def meets(self) -> bool:
+        """Some window of the search met the set: a capacity above zero."""
+        return self.req_s is not None and self.req_s > 0
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """(low, high) for ranking: the point where an end is unknown, infinity for no upper bound."""
+        return (self.low if self.low is not None else self.req_s, self.high if self.high is not None else math.inf)
 
 
 @dataclass
@@ -64,12 +75,61 @@ class CapacityRanking:
     slo: str
     definition: str  # the SLO set as it applies to the task, in words
     per: str  # "GPU" or "server"
+    hardware: str = ""  # what the searches ran on, in words ("NVIDIA H200")
     ranked: list[ArmCapacity] = field(default_factory=list)
     unranked: list[ArmCapacity] = field(default_factory=list)  # failed, missing, no answer
 
     @property
-    def any_tie(self) -> bool:
-        return any(a.tie_with_above for a in self.ranked)
+    def none_met(self) -> bool:
+        """Every arm with an answer has capacity 0: the page says so instead of ranking zeros."""
+        return bool(self.ranked) and not any(a.meets for a in self.ranked)
+
+    @property
+    def leaders(self) -> list[ArmCapacity]:
+        return [a for a in self.ranked if a.rank == 1]
+
+    @property
+    def summary(self) -> str:
+        """The ranking in one sentence; it names a best arm only when one is surely ahead of all."""
+        if not self.ranked:
+            return f"No arm has a capacity at {self.slo} yet: each is listed below with why."
+        if self.none_met:
+            groups: dict[str, list[str]] = {}
+            for a in self.ranked:
+                words = ALONE_WORDS if a.settled_alone else STATUS_WORDS[a.status] or a.status
+                groups.setdefault(words, []).append(a.arm)
+            who = "No arm with a result" if self.unranked else "No arm"
+            return f"{who} meets {self.slo} on {self.hardware}: " + "; ".join(
+                f"{_and(arms)} {words}" for words, arms in groups.items()) + "."
+        top = self.leaders
+        if len(self.ranked) == 1:
+            return f"Only {top[0].arm} has a capacity at {self.slo}: {_capacity_words(top[0], self.per)}."
+        if len(top) > 1:
+            return (f"No arm is surely best at {self.slo}: {_and([a.arm for a in top])} share rank 1, "
+                    f"their 95 % intervals overlap.")
+        others = "every other arm with a result" if self.unranked else "every other arm"
+        return (f"{top[0].arm} carries the most load at {self.slo}: {_capacity_words(top[0], self.per)}, "
+                f"its 95 % interval above that of {others}.")
+
+
+def _and(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _capacity_words(a: ArmCapacity, per: str) -> str:
+    high = fmt.num(a.high) if a.high is not None else "no upper bound"
+    at_least = "at least " if a.lower_bound_only else ""
+    return f"{at_least}{fmt.num(a.req_s)} req/s per {per} [{fmt.num(a.low)} – {high}]"
+
+
+def _hardware(data: ReportData, entries: list) -> str:
+    """What the searches ran on, from their provenance: the GPU model, or the CPU model and count."""
+    provs = [e.result.provenance for e in entries if e is not None and e.status == "ok"]
+    if data.cfg.device == "cuda":
+        names = sorted({p.device_name for p in provs if p.device_name})
+        return " / ".join(names) or "this GPU"
+    cpus = sorted({f"{p.cpu_count} logical CPUs ({p.cpu})" if p.cpu_count else p.cpu for p in provs if p.cpu})
+    return " / ".join(cpus) or "this CPU"
 
 
 def slo_words(slo: dict[str, Any]) -> str:
@@ -92,7 +152,7 @@ def capacity_rankings(data: ReportData) -> list[CapacityRanking]:
             slo_names = list(cap.slos or data.cfg.slo)
             for name in slo_names:
                 definition = ""
-                r = CapacityRanking(model, task, name, definition, per)
+                r = CapacityRanking(model, task, name, definition, per, _hardware(data, list(entries.values())))
                 for arm, e in entries.items():
                     if e is None or e.status != "ok":
                         why = "missing" if e is None else f"{e.status}: {e.reason}"
@@ -116,12 +176,15 @@ def capacity_rankings(data: ReportData) -> list[CapacityRanking]:
                                     joules_per_token=data.value(e, C.energy_per_output_token_j, slo=name),
                                     gpu_peak_bytes=data.value(e, C.gpu_used_peak_bytes, slo=name),
                                     gpu_util_pct=data.value(e, C.gpu_utilization_mean_pct, slo=name),
-                                    bound_by=list(res.bound_by), windows=search.search_windows)
+                                    bound_by=list(res.bound_by), windows=search.search_windows,
+                                    settled_alone=bool(res.settled_at_zero_load))
                     (r.ranked if a.req_s is not None else r.unranked).append(a)
-                r.ranked.sort(key=lambda a: -a.req_s)
-                for i, a in enumerate(r.ranked):
-                    a.rank = i + 1
-                    a.tie_with_above = i > 0 and a.overlaps(r.ranked[i - 1])
+                for a, rank in zip(r.ranked, intervals.ranks([a.bounds for a in r.ranked])):
+                    a.rank = rank
+                for a in r.ranked:
+                    a.tied = sum(b.rank == a.rank for b in r.ranked) > 1
+                # Rank first: an arm with a wide interval may share rank 1 above one with a higher point.
+                r.ranked.sort(key=lambda a: (a.rank, -a.req_s))
                 out.append(r)
     return out
 
