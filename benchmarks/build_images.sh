@@ -155,7 +155,7 @@ PY
     fi
     "$PY" - "$work" "$weights" "$models/smollm2-135m" <<'PY'
 import dataclasses, sys
-from servingbench import config as c
+from servingbench.host import config as c
 work, weights, model_dir = sys.argv[1:]
 cfg = c.load_config(f"{work}/configs/{weights}.yaml")
 spec = c.cell_spec(cfg, "transformers-naive", "smollm2-135m", "chat", "stream")

@@ -78,7 +78,7 @@ def job_wall_s(results: Path, doc: dict) -> float | None:
 
 
 def report(results: Path) -> list[dict]:
-    from servingbench.derived import capacity_interval
+    from servingbench.host.derived import capacity_interval
 
     rows = []
     for path in sorted((results / "sweeps").rglob("capacity-*.json")):

@@ -149,10 +149,10 @@ async def run_servingbench(url: str, level: int, n: int, tokens: int, tag: str, 
                            variant: str = "") -> dict[str, Any]:
     """variant "": the default transport; "httpx": the httpx path; "read": http1 with
     receive stamps taken after the read call instead of the kernel's."""
-    from servingbench import http1
-    from servingbench.client import LoadClient, WindowPlan
-    from servingbench.frameworks import get_adapter
-    from servingbench.spec import GenerationParams, PromptItem, ServerSpec
+    from servingbench.runtime import http1
+    from servingbench.runtime.client import LoadClient, WindowPlan
+    from servingbench.runtime.frameworks import get_adapter
+    from servingbench.runtime.spec import GenerationParams, PromptItem, ServerSpec
 
     server = ServerSpec(arm="vllm", framework="vllm", model="calibration", model_dir="calibration", hf_id="",
                         weights="dummy", device="cpu", dtype="auto", context_length=4096, profile="current")
@@ -284,7 +284,7 @@ def worker_main(kind: str, url: str, cpu: int | None, sched: str) -> None:
     if kind == "vllm":  # import once, before READY (vllm's import takes seconds)
         import vllm.benchmarks.lib.endpoint_request_func  # noqa: F401
     else:
-        import servingbench.client  # noqa: F401
+        import servingbench.runtime.client  # noqa: F401
     print("READY", flush=True)
     for line in sys.stdin:
         cmd = json.loads(line)
@@ -710,7 +710,7 @@ def orchestrate(args: argparse.Namespace) -> int:
         "ratios": [q for c in clients if reference and c != reference for q in ratios(rows, c, reference)],
     }
     if args.out:
-        from servingbench.results import atomic_write_text
+        from servingbench.runtime.results import atomic_write_text
 
         path = Path(args.out)
         atomic_write_text(path, json.dumps(out, indent=1))

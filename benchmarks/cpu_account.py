@@ -103,7 +103,7 @@ def categorize(procs: list[dict]) -> dict[str, float]:
         arm = ARM.search(cmd)
         if "run-cell" in cmd and arm:
             return f"{arm[1]}: client (run-cell)"
-        if "servingbench.pool" in cmd and arm:
+        if "servingbench.runtime.pool" in cmd and arm:
             return f"{arm[1]}: pool keeper"
         if "snakemake" in cmd:
             return "snakemake"

@@ -33,11 +33,11 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from servingbench.cell import server_timings  # noqa: E402
-from servingbench.client import LoadClient, WindowPlan  # noqa: E402
-from servingbench.frameworks import get_adapter  # noqa: E402
-from servingbench.lifecycle import start_server  # noqa: E402
-from servingbench.spec import GenerationParams, PromptItem, ServerSpec  # noqa: E402
+from servingbench.runtime.cell import server_timings  # noqa: E402
+from servingbench.runtime.client import LoadClient, WindowPlan  # noqa: E402
+from servingbench.runtime.frameworks import get_adapter  # noqa: E402
+from servingbench.runtime.lifecycle import start_server  # noqa: E402
+from servingbench.runtime.spec import GenerationParams, PromptItem, ServerSpec  # noqa: E402
 
 WORDS = ("the quick brown fox jumps over the lazy dog while a careful engineer measures how long "
          "each token takes to arrive across the loopback interface of a small machine").split()

@@ -46,8 +46,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from servingbench.metrics import percentile  # noqa: E402
-from servingbench.spec import CellSpec, GenerationParams, ServerSpec  # noqa: E402
+from servingbench.runtime.metrics import percentile  # noqa: E402
+from servingbench.runtime.spec import CellSpec, GenerationParams, ServerSpec  # noqa: E402
 
 WORDS = ("the quick brown fox jumps over the lazy dog while a careful engineer measures how long "
          "each token takes to arrive across the loopback interface of a busy machine").split()
@@ -128,7 +128,7 @@ def bare_worker(model_dir: str, prompt: str, tokens: int, warmup: int, temperatu
     requests per block."""
     import torch
 
-    from servingbench.frameworks.servers.transformers_naive_server import Generator
+    from servingbench.runtime.frameworks.servers.transformers_naive_server import Generator
 
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     gen = Generator(model_dir, device, _dtype(device), "dummy")  # the model exactly as the server loads it
@@ -229,9 +229,9 @@ def write_workload(path: Path, prompt: str, prompt_tokens: int, tokens: int, n: 
 
 def run_kit(spec: CellSpec, workload: Path, work: Path, provider: Any = None) -> list[dict[str, Any]]:
     """One cell through ``run_cell``; the per-request figures from its requests file."""
-    from servingbench.cell import run_cell
-    from servingbench.providers import fresh_server
-    from servingbench.results import requests_path
+    from servingbench.runtime.cell import run_cell
+    from servingbench.runtime.providers import fresh_server
+    from servingbench.runtime.results import requests_path
 
     out = work / "results" / "cells" / spec.arm / spec.model / f"fidelity-{time.time_ns()}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -255,7 +255,7 @@ def measure_model(model: str, cfg: Any, mdir: str, prompt: str, workload: Path, 
     block, the order rotating. The machine's own drift (on the H200 a decode step ran ~20 ms for
     seconds, then ~35 ms for seconds, whatever ran it) then falls on every arm alike instead of
     on whichever arm ran during a slow minute."""
-    from servingbench.pool import ServerPool, pooled_server
+    from servingbench.runtime.pool import ServerPool, pooled_server
 
     spec_m = cfg.models[model]
     arms: dict[str, Any] = {}
@@ -350,7 +350,7 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def model_dir_for(cfg: Any, model: str, root: Path, with_weights: bool) -> str:
-    from servingbench.models import prepare_model
+    from servingbench.host.models import prepare_model
 
     d = root / (model + ("-w" if with_weights else ""))
     if not (d / "config.json").exists():
@@ -389,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"({sorted(os.sched_getaffinity(0))})", file=sys.stderr)
             return 2
 
-    from servingbench.config import load_config
+    from servingbench.host.config import load_config
 
     cfg = load_config(args.config).model_copy(update={"weights": "dummy"})  # the seed's shapes, random weights
     work = Path(args.work or tempfile.mkdtemp(prefix="fidelity-"))

@@ -82,6 +82,6 @@ if [ "$mode" = venv ]; then
   ln -sf "$OUT/venv/bin/servingbench" /usr/local/bin/servingbench
 fi
 # The in-container runtime (DESIGN §2) must import with what this image has.
-"$py" -c "import servingbench.cell, servingbench.pool, servingbench.monitor, servingbench.frameworks as f; print('servingbench runtime ok; arms:', ', '.join(f.known_arms()))"
+"$py" -c "import servingbench.runtime.cell, servingbench.runtime.pool, servingbench.runtime.monitor, servingbench.runtime.frameworks as f; print('servingbench runtime ok; arms:', ', '.join(f.known_arms()))"
 servingbench --help >/dev/null
 rm -rf "$SRC/servingbench" "$SRC/build" "$SRC"/*.egg-info

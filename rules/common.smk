@@ -5,8 +5,8 @@ import re
 import subprocess
 import sys
 
-from servingbench import config as sbc
-from servingbench import results as sbr
+from servingbench.host import config as sbc
+from servingbench.runtime import results as sbr
 
 CONFIG_PATH = workflow.configfiles[-1] if workflow.configfiles else "config.yaml"
 # Snakemake's own YAML loading keeps the last of a duplicated key, dropping a block unseen.

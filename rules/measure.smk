@@ -1,5 +1,5 @@
 # One measuring rule per (arm, model) and family: its cells, its sweeps (concurrency, context)
-# and its capacity searches (per task, servingbench.capacity). Each runs in its arm's framework
+# and its capacity searches (per task, servingbench.runtime.capacity). Each runs in its arm's framework
 # image (container: is static), and its priority keeps the jobs that share one server back to back.
 
 # family: (its result file as a wildcard pattern, its workload, its spec)

@@ -17,7 +17,7 @@ rule prepare_model:
         " > {log:q} 2>&1"
 
 
-# The llamacpp arm's weights: the folder's tensors, same dtype, as GGUF (servingbench.gguf_export).
+# The llamacpp arm's weights: the folder's tensors, same dtype, as GGUF (servingbench.host.gguf_export).
 rule prepare_gguf:
     input:
         model="models/{model}",

@@ -1,7 +1,7 @@
 # The tidy table and the one-file report: pure functions of results/.
 
 
-# The GPU's copy bandwidth, measured once per results folder (servingbench.gpu_bandwidth), in the
+# The GPU's copy bandwidth, measured once per results folder (servingbench.host.gpu_bandwidth), in the
 # Transformers image (a torch program), before any server holds the GPU.
 rule gpu_bandwidth:
     output:

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from servingbench.errors import UserError
-from servingbench.results import RESULTS, pool_dir, summary_path, workload_path
+from servingbench.runtime.errors import UserError
+from servingbench.runtime.results import RESULTS, pool_dir, summary_path, workload_path
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -24,7 +24,7 @@ def command(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Names
 
 
 def _load(path: str):
-    from servingbench.config import load_config
+    from servingbench.host.config import load_config
 
     return load_config(path)
 
@@ -40,7 +40,7 @@ def _terminate_on_sigterm() -> None:
 
 @command
 def cmd_cells(a: argparse.Namespace) -> int:
-    from servingbench.config import expand_cells
+    from servingbench.host.config import expand_cells
 
     for cell in expand_cells(_load(a.config)):
         print(json.dumps(cell))
@@ -49,11 +49,11 @@ def cmd_cells(a: argparse.Namespace) -> int:
 
 @command
 def cmd_validate(a: argparse.Namespace) -> int:
-    from servingbench.config import expand_cells
+    from servingbench.host.config import expand_cells
 
     cfg = _load(a.config)
     if cfg.weights == "dummy":  # exact special-token ids need transformers: checked here, not at every parse
-        from servingbench.models import dummy_vocab_problem
+        from servingbench.host.models import dummy_vocab_problem
 
         for model in cfg.models:
             problem = dummy_vocab_problem(cfg, model)
@@ -64,7 +64,7 @@ def cmd_validate(a: argparse.Namespace) -> int:
 
 
 def _spec_from_args(a: argparse.Namespace):
-    from servingbench.spec import CellSpec
+    from servingbench.runtime.spec import CellSpec
 
     if a.spec:
         text = a.spec
@@ -83,7 +83,7 @@ def _spec_from_args(a: argparse.Namespace):
                             "and --mode") from None
     if not a.config:
         raise UserError("run-cell: give --spec JSON (what the Snakemake rule passes) or --config with the cell names")
-    from servingbench import config as c
+    from servingbench.host import config as c
 
     cfg = _load(a.config)
     if a.sweep and getattr(cfg.sweeps, a.sweep) is None:
@@ -105,8 +105,8 @@ def _default_workload(results: str, spec) -> str:
 def _interrupted(spec: Any, out: str, exc: BaseException) -> int:
     """One line for a cell stopped by a signal (Ctrl-C; SIGTERM from Snakemake, a scheduler or
     `kill`): run_cell has already stopped its server and written the failure record."""
-    from servingbench.cell import interrupt_signal
-    from servingbench.results import failure_path
+    from servingbench.runtime.cell import interrupt_signal
+    from servingbench.runtime.results import failure_path
 
     code, name = interrupt_signal(exc)
     name = name or f"exit {code}"
@@ -119,7 +119,7 @@ def _interrupted(spec: Any, out: str, exc: BaseException) -> int:
 
 
 def _measure_cell(a: argparse.Namespace, provider: Any, where: str = "") -> int:
-    from servingbench.cell import CellFailed, run_cell
+    from servingbench.runtime.cell import CellFailed, run_cell
 
     _terminate_on_sigterm()
     spec = _spec_from_args(a)
@@ -137,7 +137,7 @@ def _measure_cell(a: argparse.Namespace, provider: Any, where: str = "") -> int:
 @command
 def cmd_run_cell(a: argparse.Namespace) -> int:
     """Start (or reuse) a server, measure one cell or sweep, write its result."""
-    from servingbench.pool import provider_from_env
+    from servingbench.runtime.pool import provider_from_env
 
     return _measure_cell(a, provider_from_env())
 
@@ -147,7 +147,7 @@ def cmd_measure(a: argparse.Namespace) -> int:
     """Measure an already-running server (a deployed endpoint): no server is started."""
     from urllib.parse import urlsplit
 
-    from servingbench.providers import external_server
+    from servingbench.runtime.providers import external_server
 
     url = urlsplit(a.url)
     if url.scheme not in ("http", "https") or not url.hostname:
@@ -157,10 +157,10 @@ def cmd_measure(a: argparse.Namespace) -> int:
 
 @command
 def cmd_prepare_model(a: argparse.Namespace) -> int:
-    from servingbench.models import prepare_model
+    from servingbench.host.models import prepare_model
 
     cfg = _load(a.config)
-    from servingbench.frameworks import get_adapter
+    from servingbench.runtime.frameworks import get_adapter
 
     # A server that can only load weights from disk (`transformers serve`): dummy runs write random ones.
     with_weights = cfg.weights == "dummy" and any(get_adapter(arm.adapter or name).dummy_weights_on_disk
@@ -171,9 +171,9 @@ def cmd_prepare_model(a: argparse.Namespace) -> int:
 
 @command
 def cmd_prepare_gguf(a: argparse.Namespace) -> int:
-    """The llamacpp arm's GGUF: the model folder's weights, same dtype (servingbench.gguf_export)."""
-    from servingbench.gguf_export import prepare_gguf
-    from servingbench.models import ModelPrepError
+    """The llamacpp arm's GGUF: the model folder's weights, same dtype (servingbench.host.gguf_export)."""
+    from servingbench.host.gguf_export import prepare_gguf
+    from servingbench.host.models import ModelPrepError
 
     try:
         print(prepare_gguf(_load(a.config), a.model, a.model_dir or f"models/{a.model}", a.out))
@@ -186,7 +186,7 @@ def cmd_prepare_gguf(a: argparse.Namespace) -> int:
 @command
 def cmd_gpu_bandwidth(a: argparse.Namespace) -> int:
     """The GPU's measured copy bandwidth, for the report's bandwidth floor."""
-    from servingbench.gpu_bandwidth import write
+    from servingbench.host.gpu_bandwidth import write
 
     r = write(a.out, size_mib=a.size_mib, repeats=a.repeats)
     print(f"{r.device_name}: {r.copy_gb_s:.0f} GB/s copy bandwidth (median of {r.repeats}; "
@@ -196,7 +196,7 @@ def cmd_gpu_bandwidth(a: argparse.Namespace) -> int:
 
 @command
 def cmd_build_workload(a: argparse.Namespace) -> int:
-    from servingbench import build_workloads, workloads
+    from servingbench.host import build_workloads, workloads
 
     cfg = _load(a.config)
     model_dir = a.model_dir or f"models/{a.model}"
@@ -217,7 +217,7 @@ def _results_folder(path: str) -> None:
 
 @command
 def cmd_convert_trace(a: argparse.Namespace) -> int:
-    from servingbench.trace import convert_mooncake
+    from servingbench.host.trace import convert_mooncake
 
     print(f"{a.out}: {convert_mooncake(a.src, a.out, a.max_requests)} requests")
     return 0
@@ -225,7 +225,7 @@ def cmd_convert_trace(a: argparse.Namespace) -> int:
 
 @command
 def cmd_aggregate(a: argparse.Namespace) -> int:
-    from servingbench.aggregate import aggregate, write_summary
+    from servingbench.host.aggregate import aggregate, write_summary
 
     _results_folder(a.results)
     df = aggregate(_load(a.config), a.results, a.allow_stale, a.config)
@@ -236,7 +236,7 @@ def cmd_aggregate(a: argparse.Namespace) -> int:
 
 @command
 def cmd_report(a: argparse.Namespace) -> int:
-    from servingbench.report import render_report
+    from servingbench.host.report import render_report
 
     _results_folder(a.results)
     out = render_report(_load(a.config), a.results, a.out, allow_stale=a.allow_stale, source=a.config)
@@ -246,7 +246,7 @@ def cmd_report(a: argparse.Namespace) -> int:
 
 @command
 def cmd_publish(a: argparse.Namespace) -> int:
-    from servingbench.publish import publish
+    from servingbench.host.publish import publish
 
     print(publish(a.results, a.report, a.config, a.out, overwrite=a.overwrite))
     return 0
@@ -254,7 +254,7 @@ def cmd_publish(a: argparse.Namespace) -> int:
 
 @command
 def cmd_compare(a: argparse.Namespace) -> int:
-    from servingbench.compare import compare_main
+    from servingbench.host.compare import compare_main
 
     print(compare_main(a.run_a, a.run_b))
     return 0
@@ -262,7 +262,7 @@ def cmd_compare(a: argparse.Namespace) -> int:
 
 @command
 def cmd_stop_servers(a: argparse.Namespace) -> int:
-    from servingbench.pool import ServerPool
+    from servingbench.runtime.pool import ServerPool
 
     stopped = ServerPool(pool_dir(a.results)).stop_all()
     print(f"stopped {stopped} pooled server(s)")
@@ -271,7 +271,7 @@ def cmd_stop_servers(a: argparse.Namespace) -> int:
 
 @command
 def cmd_schemas(a: argparse.Namespace) -> int:
-    from servingbench import schema_gen
+    from servingbench.host import schema_gen
 
     if a.write:
         changed = schema_gen.write()
@@ -279,7 +279,7 @@ def cmd_schemas(a: argparse.Namespace) -> int:
         return 0
     stale = schema_gen.drifted()
     for p in stale:
-        print(f"servingbench: {p} differs from servingbench/records.py; run `servingbench schemas --write`",
+        print(f"servingbench: {p} differs from servingbench/runtime/records.py; run `servingbench schemas --write`",
               file=sys.stderr)
     return 1 if stale else 0
 
@@ -359,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _user_message(exc: BaseException) -> str:
     """One line (or one per problem, for configs) for a user's mistake, credentials masked."""
-    from servingbench.redaction import redact
+    from servingbench.runtime.redaction import redact
 
     if isinstance(exc, OSError) and exc.filename and exc.strerror:  # raised by the OS: name the file
         # (a rename names its target second: the temporary file it came from means nothing to a user)

@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any, Iterable
 from unittest import mock
 
-from servingbench import capacity as capmod
-from servingbench.config import (
+from servingbench.runtime import capacity as capmod
+from servingbench.host.config import (
     Config, capacity_sweep_spec, cell_spec, concurrency_sweep_spec, config_hash, context_lengths, context_sweep_spec,
     parse_config,
 )
-from servingbench.records import MemorySummary, WindowSummary, from_json, to_json
-from servingbench.results import (
+from servingbench.runtime.records import MemorySummary, WindowSummary, from_json, to_json
+from servingbench.runtime.results import (
     CELL_SCHEMA, FAILURE_SCHEMA, atomic_write_json, atomic_write_jsonl, capacity_path, cell_path, failure_path,
     requests_path, sweep_path,
 )
@@ -90,7 +90,7 @@ def make_config(device: str = "cpu", weights: str = "real", arms: Iterable[str] 
     elif slo:
         data["slo"] = slo
     # The arm list is discovered from adapter modules; the report tests do not need the adapters.
-    with mock.patch("servingbench.config.known_arms", return_value=ALL_ARMS):
+    with mock.patch("servingbench.host.config.known_arms", return_value=ALL_ARMS):
         return parse_config(data, "synthetic-config")
 
 
@@ -313,7 +313,7 @@ class Generator:
 
     # -- a capacity search ----------------------------------------------------------------------
     def _write_capacity(self, path: Path, spec: Any) -> None:
-        """The real search (servingbench.capacity) against a simulated server: the arm's slots
+        """The real search (servingbench.runtime.capacity) against a simulated server: the arm's slots
         (ARM_SLOTS) in FIFO order, each request busy for its prefill plus its decode."""
         cap, arm, model = spec.capacity, spec.arm, spec.model
         device = self.cfg.device

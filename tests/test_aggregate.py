@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 
 from tests.resultsgen import make_config, write_results
-from servingbench.aggregate import (
+from servingbench.host.aggregate import (
     COLUMNS, ResultFileError, aggregate, expected_entries, read_summary, unit_of, write_summary,
 )
-from servingbench.results import cell_path, failure_path, sweep_path
+from servingbench.runtime.results import cell_path, failure_path, sweep_path
 
 
 @pytest.fixture()
@@ -165,14 +165,14 @@ def test_schema_accepts_what_the_runtime_writes(cfg, tmp_path: Path) -> None:
     import os
     import time
 
-    from servingbench import provenance
-    from servingbench.aggregate import load_results, read_requests
-    from servingbench.records import RequestRecord, to_json
-    from servingbench.config import cell_spec, config_hash
-    from servingbench.frameworks import get_adapter
-    from servingbench.metrics import window_summary
-    from servingbench.monitor import Monitor
-    from servingbench.results import CELL_SCHEMA, atomic_write_json, atomic_write_jsonl, requests_path
+    from servingbench.runtime import provenance
+    from servingbench.host.aggregate import load_results, read_requests
+    from servingbench.runtime.records import RequestRecord, to_json
+    from servingbench.host.config import cell_spec, config_hash
+    from servingbench.runtime.frameworks import get_adapter
+    from servingbench.runtime.metrics import window_summary
+    from servingbench.runtime.monitor import Monitor
+    from servingbench.runtime.results import CELL_SCHEMA, atomic_write_json, atomic_write_jsonl, requests_path
 
     spec = cell_spec(cfg, "vllm", "smollm2-135m", "chat", "stream")
     records = [RequestRecord(prompt_id=f"p{i}", window=0, concurrency=1, dispatch_ns=i, ttft_ms=20.0 + i,

@@ -18,14 +18,14 @@ from typing import Any
 
 import pytest
 
-from servingbench import capacity as capmod
-from servingbench.cell import run_cell
-from servingbench.client import arrival_offsets
-from servingbench.config import capacity_sweep_spec, parse_config
-from servingbench.metrics import percentile, window_summary
-from servingbench.providers import external_server
-from servingbench.records import CapacityResult, SloVerdict, WindowSummary
-from servingbench.spec import CapacitySpec, SLOSpec
+from servingbench.runtime import capacity as capmod
+from servingbench.runtime.cell import run_cell
+from servingbench.runtime.client import arrival_offsets
+from servingbench.host.config import capacity_sweep_spec, parse_config
+from servingbench.runtime.metrics import percentile, window_summary
+from servingbench.runtime.providers import external_server
+from servingbench.runtime.records import CapacityResult, SloVerdict, WindowSummary
+from servingbench.runtime.spec import CapacitySpec, SLOSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 PREFILL_MS, TOKEN_MS, TOKENS = 30.0, 6.0, 6

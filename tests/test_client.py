@@ -7,12 +7,12 @@ import json
 
 import pytest
 
-from servingbench.client import LoadClient, WindowPlan
-from servingbench.records import RequestRecord, Stats
-from servingbench.frameworks import get_adapter
-from servingbench.metrics import percentile, stats, tpot_ms, window_summary
-from servingbench.spec import GenerationParams, PromptItem, ServerSpec
-from servingbench.sse import SSEParser, parse_events
+from servingbench.runtime.client import LoadClient, WindowPlan
+from servingbench.runtime.records import RequestRecord, Stats
+from servingbench.runtime.frameworks import get_adapter
+from servingbench.runtime.metrics import percentile, stats, tpot_ms, window_summary
+from servingbench.runtime.spec import GenerationParams, PromptItem, ServerSpec
+from servingbench.runtime.sse import SSEParser, parse_events
 from tests.scripted_server import ScriptedServer, json_body, sse
 
 SERVER = ServerSpec(arm="vllm", framework="vllm", model="m", model_dir="models/m", hf_id="x/m",

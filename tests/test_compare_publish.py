@@ -11,10 +11,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from servingbench.aggregate import aggregate, write_summary
-from servingbench.compare import compare, compare_main
-from servingbench.publish import publish, verify
-from servingbench.report import render_report
+from servingbench.host.aggregate import aggregate, write_summary
+from servingbench.host.compare import compare, compare_main
+from servingbench.host.publish import publish, verify
+from servingbench.host.report import render_report
 from tests.resultsgen import make_config, write_results
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from servingbench.config import ConfigError, expand_cells, load_config, parse_config
+from servingbench.host.config import ConfigError, expand_cells, load_config, parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT.parent / "shared" / "spec" / "matrix.yaml"
@@ -68,10 +68,10 @@ def test_cpu_profile_is_valid_and_small():
 
 def test_the_cpu_demo_searches_capacity_for_every_arm_on_windows_that_support_its_slos():
     """Issue 13 on the CPU demo: a capacity search per arm (Snakemake plans one per arm), windows
-    and a probe large enough for the SLO sets' percentile (servingbench.slo.min_samples), so
+    and a probe large enough for the SLO sets' percentile (servingbench.runtime.slo.min_samples), so
     that the report's first section can rank every arm."""
-    from servingbench.config import sweep_arms
-    from servingbench.slo import min_samples
+    from servingbench.host.config import sweep_arms
+    from servingbench.runtime.slo import min_samples
 
     cfg = load_config(ROOT / "configs" / "cpu.yaml")
     cap = cfg.sweeps.capacity
@@ -79,7 +79,7 @@ def test_the_cpu_demo_searches_capacity_for_every_arm_on_windows_that_support_it
     assert sweep_arms(cfg) == list(cfg.frameworks) and len(cfg.frameworks) == 4
     for name in cap.slos or cfg.slo:
         assert cap.min_requests >= min_samples(cfg.slo[name].percentile), name
-    assert cap.probe_requests >= cap.min_requests  # the probe is a zero-load window (servingbench.capacity)
+    assert cap.probe_requests >= cap.min_requests  # the probe is a zero-load window (servingbench.runtime.capacity)
     res = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--quiet", "rules",
                           "--configfile", "configs/cpu.yaml"], cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-2000:]
@@ -210,14 +210,14 @@ def test_snakemake_rejects_a_bad_config_before_running(tmp_path, seed_yaml):
 # -- issue 19: names, duplicate keys, preparation in any arm set, exact dummy vocabulary -------------
 @pytest.mark.parametrize("name", ["gpt2", "phi-2", "llama-2-7b-chat", "Qwen2.5-7B", "a", "x_1", "7b", "a" * 64])
 def test_ordinary_names_are_identifiers(name):
-    from servingbench.config import check_name
+    from servingbench.host.config import check_name
 
     assert check_name(name) is None
 
 
 @pytest.mark.parametrize("name", ["", "..", "a..b", ".x", "-x", "_x", "a/b", "a b", "$(x)", "a" * 65, "é", None, 3])
 def test_names_that_are_not_identifiers(name):
-    from servingbench.config import check_name
+    from servingbench.host.config import check_name
 
     assert "is not allowed" in check_name(name)
 
@@ -234,7 +234,7 @@ def test_duplicate_keys_are_named_with_both_lines(tmp_path):
 
 def test_yaml_merge_keys_are_not_duplicates(tmp_path, seed_yaml):
     """An anchor merged into a mapping and overridden there is YAML's own feature, not a mistake."""
-    from servingbench.config import read_yaml
+    from servingbench.host.config import read_yaml
 
     f = tmp_path / "c.yaml"
     f.write_text("base: &b {temperature: 0.5, top_p: 0.9}\nuse: {<<: *b, temperature: 0.7}\n")
@@ -244,7 +244,7 @@ def test_yaml_merge_keys_are_not_duplicates(tmp_path, seed_yaml):
 def test_preparation_image_without_transformers_arms(seed_yaml):
     """The prepare_model and build_workload rules ask for the Transformers image in any arm set
     (it used to be a KeyError when the config had no transformers-naive arm)."""
-    from servingbench.config import image_for, load_images
+    from servingbench.host.config import image_for, load_images
 
     cfg = parse_config({**seed_yaml, "frameworks": {"vllm": {"framework": "vllm"}}}, "config.yaml")
     assert image_for(cfg, "transformers-naive") == load_images()["seed"]["transformers-naive"]
@@ -270,7 +270,7 @@ def test_validate_checks_the_dummy_vocabulary_exactly(tmp_path, seed_yaml):
 
 
 def test_slo_sets_default_to_mlperf_and_tasks_override_them(seed_yaml):
-    from servingbench.config import slo_specs
+    from servingbench.host.config import slo_specs
 
     data = copy.deepcopy(seed_yaml)
     data.pop("slo")
@@ -287,7 +287,7 @@ def test_slo_sets_default_to_mlperf_and_tasks_override_them(seed_yaml):
 def test_slo_and_capacity_settings_do_not_change_the_cells_hash(seed_yaml):
     """Goodput is judged from stored records: a new SLO reruns no cell (the capacity search
     carries its SLO sets in its own spec, so it alone reruns)."""
-    from servingbench.config import capacity_sweep_spec, cell_spec
+    from servingbench.host.config import capacity_sweep_spec, cell_spec
 
     base = parse_config(seed_yaml, "config.yaml")
     changed = copy.deepcopy(seed_yaml)

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from servingbench.frameworks import known_arms
+from servingbench.runtime.frameworks import known_arms
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTAINERS = ROOT / "containers"

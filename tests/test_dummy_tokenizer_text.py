@@ -27,7 +27,7 @@ import pytest
 pytest.importorskip("tokenizers")
 pytest.importorskip("transformers")
 
-from servingbench.models import build_dummy_tokenizer  # noqa: E402
+from servingbench.host.models import build_dummy_tokenizer  # noqa: E402
 
 SHAPES = {"gpt2": (50257, 50256, 50256), "phi-2": (51200, 50256, 50256), "llama-2-7b-chat": (32000, 1, 2)}
 

@@ -6,10 +6,10 @@ import json
 import random
 from pathlib import Path
 
-from servingbench.records import RequestRecord
-from servingbench.report.gaps import GAP_RATIO_MAX, check_windows
-from servingbench.report.render import build_context
-from servingbench.results import requests_path
+from servingbench.runtime.records import RequestRecord
+from servingbench.host.report.gaps import GAP_RATIO_MAX, check_windows
+from servingbench.host.report.render import build_context
+from servingbench.runtime.results import requests_path
 from tests.resultsgen import make_config, write_results
 
 

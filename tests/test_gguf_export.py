@@ -12,9 +12,9 @@ import torch
 
 gguf = pytest.importorskip("gguf")
 
-from servingbench.config import load_config  # noqa: E402
-from servingbench.gguf_export import SMOLLM2_GGUF_SHA256, permute_rotary, prepare_gguf  # noqa: E402
-from servingbench.models import ModelPrepError, sha256_file, smollm2_gguf_path  # noqa: E402
+from servingbench.host.config import load_config  # noqa: E402
+from servingbench.host.gguf_export import SMOLLM2_GGUF_SHA256, permute_rotary, prepare_gguf  # noqa: E402
+from servingbench.host.models import ModelPrepError, sha256_file, smollm2_gguf_path  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
 
 BF16 = gguf.GGMLQuantizationType.BF16

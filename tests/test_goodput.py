@@ -1,4 +1,4 @@
-"""Goodput and the window verdict (servingbench.slo), and their rows in summary.csv."""
+"""Goodput and the window verdict (servingbench.runtime.slo), and their rows in summary.csv."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from servingbench.aggregate import aggregate, read_summary, write_summary
-from servingbench.slo import min_samples, percentile_with_misses, window_verdict
-from servingbench.spec import SLOSpec
+from servingbench.host.aggregate import aggregate, read_summary, write_summary
+from servingbench.runtime.slo import min_samples, percentile_with_misses, window_verdict
+from servingbench.runtime.spec import SLOSpec
 from tests.resultsgen import make_config, write_results
 
 
@@ -67,7 +67,7 @@ def test_sync_windows_are_judged_only_against_e2e_limits():
 
 
 def _expected(records: list[dict], window_s: float, ttft_limit: float, tpot_limit: float) -> tuple[int, float]:
-    """Goodput written out independently of servingbench.slo: (met, met output tokens / s)."""
+    """Goodput written out independently of servingbench.runtime.slo: (met, met output tokens / s)."""
     met, tokens = 0, 0
     for r in records:
         if r["error"]:
@@ -113,12 +113,12 @@ def test_summary_has_goodput_per_window_and_slo_set_and_follows_the_config(tmp_p
 
 
 def test_every_new_field_is_documented_with_its_unit():
-    """servingbench/records.py is the one table of the result fields (the SLO, goodput, capacity and
+    """servingbench/runtime/records.py is the one table of the result fields (the SLO, goodput, capacity and
     interval figures among them): the results format lists each with its unit and meaning, and
     aggregate takes its units from it."""
-    from servingbench import records
-    from servingbench.aggregate import unit_of
-    from servingbench.typed_json import fields_of
+    from servingbench.runtime import records
+    from servingbench.host.aggregate import unit_of
+    from servingbench.runtime.typed_json import fields_of
 
     doc = (Path(__file__).resolve().parent.parent / "docs" / "results-format.md").read_text()
     for cls in (records.WindowSummary, records.SloVerdict, records.CapacityResult, records.CapacitySearch,

@@ -1,4 +1,4 @@
-"""servingbench.http1, the load generator's hand-written HTTP/1.1 path: framing, keep-alive,
+"""servingbench.runtime.http1, the load generator's hand-written HTTP/1.1 path: framing, keep-alive,
 stale connections, stamps, and agreement with the httpx path on the same exchanges."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ import time
 
 import pytest
 
-from servingbench import http1
-from servingbench.client import LoadClient
-from servingbench.records import RequestRecord
-from servingbench.frameworks import get_adapter
-from servingbench.spec import GenerationParams, PromptItem, ServerSpec
+from servingbench.runtime import http1
+from servingbench.runtime.client import LoadClient
+from servingbench.runtime.records import RequestRecord
+from servingbench.runtime.frameworks import get_adapter
+from servingbench.runtime.spec import GenerationParams, PromptItem, ServerSpec
 from tests.scripted_server import ScriptedServer, json_body, sse
 
 SERVER = ServerSpec(arm="vllm", framework="vllm", model="m", model_dir="models/m", hf_id="x/m",

@@ -47,7 +47,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     wheel = next((work / "dist").glob("servingbench-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     for shipped in ("servingbench/schemas/cell-v1.schema.json", "servingbench/schemas/failure-v1.schema.json",
-                    "servingbench/data/images.yaml", "servingbench/report/templates/report.css"):
+                    "servingbench/data/images.yaml", "servingbench/host/report/templates/report.css"):
         assert shipped in names, f"{shipped} not in the wheel"
     venv = work / "venv"
     made = _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], work)

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from servingbench import intervals
-from servingbench.aggregate import aggregate
-from servingbench.derived import capacity_interval
-from servingbench.records import RequestRecord
+from servingbench.host import intervals
+from servingbench.host.aggregate import aggregate
+from servingbench.host.derived import capacity_interval
+from servingbench.runtime.records import RequestRecord
 from tests.resultsgen import make_config, write_results
 
 

@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from servingbench.config import load_config, server_spec
-from servingbench.frameworks import get_adapter
-from servingbench.frameworks.llamacpp import BINARY_ENV, gguf_path
-from servingbench.spec import GenerationParams, PromptItem
+from servingbench.host.config import load_config, server_spec
+from servingbench.runtime.frameworks import get_adapter
+from servingbench.runtime.frameworks.llamacpp import BINARY_ENV, gguf_path
+from servingbench.runtime.spec import GenerationParams, PromptItem
 from tests.conftest import REPO
 
 TIMINGS = {"cache_n": 0, "prompt_n": 42, "prompt_ms": 80.5, "prompt_per_token_ms": 1.9, "prompt_per_second": 521.7,

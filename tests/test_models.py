@@ -1,4 +1,4 @@
-"""servingbench.models: SmolLM2 conversion, dummy-weight dirs, hub failures."""
+"""servingbench.host.models: SmolLM2 conversion, dummy-weight dirs, hub failures."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from servingbench import models
-from servingbench.config import load_config
-from servingbench.models import ModelPrepError, prepare_model, read_marker, sha256_file, verify_checksum
+from servingbench.host import models
+from servingbench.host.config import load_config
+from servingbench.host.models import ModelPrepError, prepare_model, read_marker, sha256_file, verify_checksum
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -160,12 +160,12 @@ def test_dummy_tokenizer_vocab_and_specials(dummy_dirs, dummy_cfg, model):
 
 def test_dummy_tokenizer_is_deterministic_across_processes(dummy_dirs):
     """Tokenizer training must not depend on hash seeds: rebuild in a fresh interpreter."""
-    code = ("from servingbench.models import build_dummy_tokenizer as b;import hashlib,sys;"
+    code = ("from servingbench.host.models import build_dummy_tokenizer as b;import hashlib,sys;"
             "t=b(50257,50256,50256,model_max_length=1024);"
             "sys.stdout.write(hashlib.sha256(t.backend_tokenizer.to_str().encode()).hexdigest())")
     env = {"PYTHONHASHSEED": "12345", "PATH": "/usr/bin:/bin"}
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO, check=True)
-    from servingbench.models import build_dummy_tokenizer
+    from servingbench.host.models import build_dummy_tokenizer
 
     here = build_dummy_tokenizer(50257, 50256, 50256, model_max_length=1024)
     assert hashlib.sha256(here.backend_tokenizer.to_str().encode()).hexdigest() == other.stdout

@@ -9,11 +9,11 @@ import os
 import threading
 import time
 
-from servingbench.monitor import GPU_MIN_INTERVAL_S, Monitor
+from servingbench.runtime.monitor import GPU_MIN_INTERVAL_S, Monitor
 
 
 class CountingGPU:
-    """Answers like servingbench.monitor.GPU and counts every query (a stand-in for NVML)."""
+    """Answers like servingbench.runtime.monitor.GPU and counts every query (a stand-in for NVML)."""
 
     available = True
     unavailable_reason = None

@@ -11,7 +11,7 @@ import types
 
 import pytest
 
-from servingbench.monitor import GPU, visible_device
+from servingbench.runtime.monitor import GPU, visible_device
 
 
 @pytest.mark.parametrize("value, expected", [

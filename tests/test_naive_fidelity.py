@@ -55,7 +55,7 @@ def gens(dummy_dirs, tmp_path_factory):
     """(model, layers) -> the naive server's Generator on a tiny CPU copy of that seed model."""
     import torch
 
-    from servingbench.frameworks.servers.transformers_naive_server import Generator
+    from servingbench.runtime.frameworks.servers.transformers_naive_server import Generator
 
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("tiny-seed")
@@ -71,8 +71,8 @@ def gens(dummy_dirs, tmp_path_factory):
 
 def _request(gen) -> dict:
     """The body the kit's adapter sends with the output length forced."""
-    from servingbench.frameworks.transformers_naive import ADAPTER
-    from servingbench.spec import GenerationParams, PromptItem, ServerSpec
+    from servingbench.runtime.frameworks.transformers_naive import ADAPTER
+    from servingbench.runtime.spec import GenerationParams, PromptItem, ServerSpec
 
     server = ServerSpec(arm="transformers-naive", framework="transformers", model="m", model_dir="d", hf_id="a/b",
                         weights="dummy", device="cpu", dtype="float32", context_length=2048)

@@ -11,7 +11,7 @@ pytest.importorskip("torch")
 
 @pytest.fixture(scope="module")
 def gen(smollm2_dir):
-    from servingbench.frameworks.servers.transformers_naive_server import Generator
+    from servingbench.runtime.frameworks.servers.transformers_naive_server import Generator
 
     return Generator(str(smollm2_dir), "cpu", "float32", "real")
 
@@ -59,7 +59,7 @@ def _streamed(gen, ids: list[int]) -> list[tuple[str, int]]:
     pieces sent."""
     import torch
 
-    from servingbench.frameworks.servers.transformers_naive_server import TokenStreamer
+    from servingbench.runtime.frameworks.servers.transformers_naive_server import TokenStreamer
 
     streamer = TokenStreamer(gen.tokenizer, skip_prompt=True, skip_special_tokens=True)
     streamer.put(torch.tensor([[1, 2, 3]]))  # the prompt, skipped
@@ -96,7 +96,7 @@ def test_stream_sockets_send_each_token_without_nagle() -> None:
     import http.client
     import socket
 
-    from servingbench.frameworks.servers.transformers_naive_server import make_server
+    from servingbench.runtime.frameworks.servers.transformers_naive_server import make_server
 
     release, seen = threading.Event(), []
 

@@ -28,8 +28,8 @@ tests/sglang_standin.py, an OpenAI-compatible stand-in."""
 
 import sys
 
-from servingbench.frameworks import openai_api
-from servingbench.frameworks.base import HttpRequest, Launch
+from servingbench.runtime.frameworks import openai_api
+from servingbench.runtime.frameworks.base import HttpRequest, Launch
 
 
 class EchoAdapter(openai_api.UsagePerEventAdapter):
@@ -61,10 +61,10 @@ ADAPTER = EchoAdapter()
 # Measures one cell through the copy's package, as `servingbench run-cell` would.
 RUN_CELL = f'''
 import dataclasses, json, sys
-from servingbench.cell import run_cell
-from servingbench.config import cell_spec, load_config
-from servingbench.providers import fresh_server
-from servingbench.spec import PromptItem
+from servingbench.runtime.cell import run_cell
+from servingbench.host.config import cell_spec, load_config
+from servingbench.runtime.providers import fresh_server
+from servingbench.runtime.spec import PromptItem
 
 spec = cell_spec(load_config("echo.yaml"), "echo", "{MODEL}", "qa", "stream")
 items = [PromptItem(id=f"p{{i}}", prompt=f"prompt {{i}}", prompt_tokens=3, target_output_tokens=5 + i)
@@ -89,7 +89,7 @@ def _copy_tree(dst: Path) -> None:
 def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("new-framework")
     _copy_tree(root)
-    (root / "servingbench" / "frameworks" / "echo.py").write_text(ECHO)
+    (root / "servingbench" / "runtime" / "frameworks" / "echo.py").write_text(ECHO)
     cfg = yaml.safe_load((REPO / "configs" / "cpu.yaml").read_text())
     cfg["frameworks"] = {"echo": {"framework": "echo"}}
     (root / "echo.yaml").write_text(yaml.safe_dump(cfg))

@@ -13,9 +13,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from servingbench.config import cell_spec, load_config
-from servingbench.frameworks import get_adapter
-from servingbench.pool import ServerPool, key_hash
+from servingbench.host.config import cell_spec, load_config
+from servingbench.runtime.frameworks import get_adapter
+from servingbench.runtime.pool import ServerPool, key_hash
 
 pytestmark = pytest.mark.servers
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import pytest
 
-from servingbench.frameworks import get_adapter
-from servingbench.frameworks import vllm as vllm_adapter
-from servingbench.server_settings import SettingMismatch, server_log_text, verify_settings
-from servingbench.spec import ServerSpec
+from servingbench.runtime.frameworks import get_adapter
+from servingbench.runtime.frameworks import vllm as vllm_adapter
+from servingbench.runtime.server_settings import SettingMismatch, server_log_text, verify_settings
+from servingbench.runtime.spec import ServerSpec
 
 MODEL = "smollm2-135m"
 VLLM = get_adapter("vllm")

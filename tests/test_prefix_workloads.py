@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from servingbench import conversations
-from servingbench.config import cell_spec, parse_config
-from servingbench.prefix_workloads import SLOT, content_tokens, prefix_plan
-from servingbench.spec import read_workload
-from servingbench.build_workloads import build_workload
-from servingbench.workloads import WorkloadError, _Renderer
+from servingbench.runtime import conversations
+from servingbench.host.config import cell_spec, parse_config
+from servingbench.host.prefix_workloads import SLOT, content_tokens, prefix_plan
+from servingbench.runtime.spec import read_workload
+from servingbench.host.build_workloads import build_workload
+from servingbench.host.workloads import WorkloadError, _Renderer
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "smollm2-135m"

@@ -1,4 +1,4 @@
-"""servingbench.prep_cache: a prepared model folder is built once per machine, then copied."""
+"""servingbench.host.prep_cache: a prepared model folder is built once per machine, then copied."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from servingbench import models, prep_cache
-from servingbench.config import load_config
-from servingbench.models import SMOLLM2_SHA256, SMOLLM2_WEIGHTS, prepare_model, read_marker, sha256_file
+from servingbench.host import models, prep_cache
+from servingbench.host.config import load_config
+from servingbench.host.models import SMOLLM2_SHA256, SMOLLM2_WEIGHTS, prepare_model, read_marker, sha256_file
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -98,7 +98,7 @@ def test_prepare_model_copies_smollm2_from_the_cache(cache, smollm2_dir, tmp_pat
 def test_prepare_gguf_writes_once_then_copies(cache, smollm2_dir, tmp_path, monkeypatch):
     """The bf16 GGUF is written once per machine; a second prepare-gguf copies it (no write_gguf),
     with the same pinned checksum and its own sidecar."""
-    from servingbench import gguf_export
+    from servingbench.host import gguf_export
 
     cfg = load_config(REPO / "configs" / "cpu.yaml")
     first = gguf_export.prepare_gguf(cfg, "smollm2-135m", smollm2_dir, tmp_path / "a" / "m.gguf")

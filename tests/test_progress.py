@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from servingbench.cell import Progress
+from servingbench.runtime.cell import Progress
 
 
 def test_a_log_gets_a_line_at_the_end_with_what_is_counted():

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from servingbench.aggregate import ResultFileError
-from servingbench.report import render_report
-from servingbench.report.bandwidth import gpu_bandwidth, parse_params
-from servingbench.report.render import SECTIONS, build_context
-from servingbench.results import cell_path
+from servingbench.host.aggregate import ResultFileError
+from servingbench.host.report import render_report
+from servingbench.host.report.bandwidth import gpu_bandwidth, parse_params
+from servingbench.host.report.render import SECTIONS, build_context
+from servingbench.runtime.results import cell_path
 from tests.resultsgen import make_config, write_results
 
 REPO = Path(__file__).resolve().parent.parent
@@ -173,7 +173,7 @@ def test_measured_bandwidth_sets_the_floor_on_its_own_gpu_only(gpu_cfg, tmp_path
     """results/gpu-bandwidth.json (servingbench gpu-bandwidth) replaces the data sheet's figure for
     the GPU it was measured on, and the page says which figure each floor used."""
     results = write_results(gpu_cfg, tmp_path / "results")
-    from servingbench.records import GpuBandwidth, to_json
+    from servingbench.runtime.records import GpuBandwidth, to_json
 
     measured = to_json(GpuBandwidth(device_name="NVIDIA A100-SXM4-40GB", copy_gb_s=1300.0, copy_gb_s_min=1290.0,
                                     copy_gb_s_max=1310.0, bytes_per_copy=2**30, repeats=30, method="copy",
@@ -359,7 +359,7 @@ def test_a_percentile_its_window_cannot_support_is_not_printed(cpu_cfg, tmp_path
         hidden = row.hidden[metric]
         assert hidden["p50"] is None and hidden["mean"] is None, metric
         assert hidden["p90"] and hidden["p99"], metric  # the reason, shown as "n/a" with its count
-    from servingbench.report.data import ReportData
+    from servingbench.host.report.data import ReportData
 
     df = ReportData.load(cpu_cfg, results).df
     assert ((df["metric"] == "e2e_ms") & (df["statistic"] == "p90") & df["value"].notna()).any()

@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 
 from tests.resultsgen import make_config, write_results
-from servingbench.report import render_report
-from servingbench.report.render import SECTIONS
+from servingbench.host.report import render_report
+from servingbench.host.report.render import SECTIONS
 
 pytestmark = pytest.mark.browser
 REPO = Path(__file__).resolve().parent.parent

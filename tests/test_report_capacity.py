@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from markupsafe import escape
 
-from servingbench.report import render_report
-from servingbench.report.render import SECTIONS, build_context
+from servingbench.host.report import render_report
+from servingbench.host.report.render import SECTIONS, build_context
 from tests.resultsgen import make_config, write_results
 
 

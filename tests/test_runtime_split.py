@@ -14,13 +14,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PKG = ROOT / "servingbench"
-RUNTIME = ["spec", "sse", "client", "http1", "lifecycle", "monitor", "metrics", "cell", "pool", "providers", "provenance",
-           "arrivals", "conversations", "prefix_cache", "workload_metrics",
-           "results", "server_settings", "cli", "slo", "capacity", "records", "typed_json", "schema_gen", "frameworks", "frameworks.base",
-           "frameworks.openai_api", "frameworks.vllm",
-           "frameworks.transformers_serve", "frameworks.transformers_naive", "frameworks.tgi",
-           "frameworks.tgi_openai", "frameworks.sglang", "prometheus", "malformed", "redaction", "errors",
-           "frameworks.llamacpp"]
+RUNTIME = ["runtime.spec", "runtime.sse", "runtime.client", "runtime.http1", "runtime.lifecycle", "runtime.monitor", "runtime.metrics", "runtime.cell", "runtime.pool", "runtime.providers", "runtime.provenance",
+           "runtime.arrivals", "runtime.conversations", "runtime.prefix_cache", "runtime.workload_metrics",
+           "runtime.results", "runtime.server_settings", "cli", "runtime.slo", "runtime.capacity", "runtime.records", "runtime.typed_json", "host.schema_gen", "runtime.frameworks", "runtime.frameworks.base",
+           "runtime.frameworks.openai_api", "runtime.frameworks.vllm",
+           "runtime.frameworks.transformers_serve", "runtime.frameworks.transformers_naive", "runtime.frameworks.tgi",
+           "runtime.frameworks.tgi_openai", "runtime.frameworks.sglang", "runtime.prometheus", "runtime.malformed", "runtime.redaction", "runtime.errors",
+           "runtime.frameworks.llamacpp"]
 ALLOWED_THIRD_PARTY = {"httpx", "psutil", "pynvml"}
 
 

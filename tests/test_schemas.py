@@ -1,4 +1,4 @@
-"""The result contract: schemas/ and the docs' field tables are generated from servingbench.records
+"""The result contract: schemas/ and the docs' field tables are generated from servingbench.runtime.records
 (a drift fails here), every example result file loads as typed records and validates, an older
 file's shape is migrated explicitly, and a file of another schema version is refused by name."""
 
@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from servingbench import schema_gen
+from servingbench.host import schema_gen
 from servingbench.cli import main
-from servingbench.metrics import window_summary
-from servingbench.records import CellResult, RequestRecord, WindowSummary, to_json
-from servingbench.result_files import ResultFileError, load_result, migrate, validator
+from servingbench.runtime.metrics import window_summary
+from servingbench.runtime.records import CellResult, RequestRecord, WindowSummary, to_json
+from servingbench.host.result_files import ResultFileError, load_result, migrate, validator
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted(p for sub in ("cells", "sweeps") for p in ROOT.glob(f"examples/*/results/{sub}/**/*.json"))
@@ -109,7 +109,7 @@ def test_a_window_written_by_the_runtime_matches_the_schema_and_reads_back():
     for key in ("required", "properties", "if", "then", "type"):
         window_schema.pop(key, None)
     assert not list(Draft202012Validator(window_schema).iter_errors(data))
-    from servingbench.records import from_json
+    from servingbench.runtime.records import from_json
 
     assert to_json(from_json(WindowSummary, data)) == data
 
@@ -117,7 +117,7 @@ def test_a_window_written_by_the_runtime_matches_the_schema_and_reads_back():
 def test_the_examples_gpu_bandwidth_loads_typed():
     """results/gpu-bandwidth.json (servingbench gpu-bandwidth, measured on the H200) has its own
     generated schema and loads as its record type."""
-    from servingbench.records import GpuBandwidth
+    from servingbench.runtime.records import GpuBandwidth
 
     got = load_result(ROOT / "examples" / "h200-dummy" / "results" / "gpu-bandwidth.json")
     assert isinstance(got, GpuBandwidth) and got.device_name == "NVIDIA H200"

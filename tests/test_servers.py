@@ -17,14 +17,14 @@ import psutil
 import pytest
 import yaml
 
-from servingbench.cell import CellFailed, run_cell
-from servingbench.config import cell_spec, concurrency_sweep_spec, context_sweep_spec, load_config
-from servingbench.monitor import tree_rss_bytes
-from servingbench.pool import ServerPool, pooled_server
-from servingbench.providers import fresh_server
-from servingbench.results import cell_path, failure_path, requests_path, sweep_path
-from servingbench.build_workloads import build_workload
-from servingbench.workloads import build_context_workload
+from servingbench.runtime.cell import CellFailed, run_cell
+from servingbench.host.config import cell_spec, concurrency_sweep_spec, context_sweep_spec, load_config
+from servingbench.runtime.monitor import tree_rss_bytes
+from servingbench.runtime.pool import ServerPool, pooled_server
+from servingbench.runtime.providers import fresh_server
+from servingbench.runtime.results import cell_path, failure_path, requests_path, sweep_path
+from servingbench.host.build_workloads import build_workload
+from servingbench.host.workloads import build_context_workload
 
 pytestmark = pytest.mark.servers
 ROOT = Path(__file__).resolve().parent.parent
@@ -209,7 +209,7 @@ def test_sweeps_on_real_vllm(cpu_cfg, smollm2_dir, workdir, pool, kind):
 
 def test_capacity_search_on_real_vllm_keeps_every_window_and_brackets_its_answer(cpu_cfg, smollm2_dir, workdir, pool):
     """A short capacity search against the real vLLM: the invariants, whatever the machine's speed."""
-    from servingbench.config import CapacitySweep, SLOSet, capacity_sweep_spec
+    from servingbench.host.config import CapacitySweep, SLOSet, capacity_sweep_spec
 
     # Short windows, starting at twice the single-stream rate: a few windows, whatever the speed.
     search = CapacitySweep(tasks=["qa"], min_requests=4, min_duration_s=1, precision=0.5, probe_requests=2,

@@ -13,14 +13,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from servingbench.cell import run_cell
-from servingbench.config import ConfigError, cell_spec, parse_config, server_spec
-from servingbench.frameworks import get_adapter, known_arms, openai_api
-from servingbench.frameworks.base import Launch
-from servingbench.frameworks.sglang import SGLangAdapter
-from servingbench.lifecycle import ServerProcess
-from servingbench.providers import fresh_server
-from servingbench.spec import CellSpec, GenerationParams, PromptItem, ServerSpec
+from servingbench.runtime.cell import run_cell
+from servingbench.host.config import ConfigError, cell_spec, parse_config, server_spec
+from servingbench.runtime.frameworks import get_adapter, known_arms, openai_api
+from servingbench.runtime.frameworks.base import Launch
+from servingbench.runtime.frameworks.sglang import SGLangAdapter
+from servingbench.runtime.lifecycle import ServerProcess
+from servingbench.runtime.providers import fresh_server
+from servingbench.runtime.spec import CellSpec, GenerationParams, PromptItem, ServerSpec
 
 SGLANG = get_adapter("sglang")
 REPO = Path(__file__).resolve().parent.parent

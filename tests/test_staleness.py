@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from servingbench.aggregate import load_results
-from servingbench.staleness import StaleResultsError, differences
+from servingbench.host.aggregate import load_results
+from servingbench.host.staleness import StaleResultsError, differences
 from tests.resultsgen import make_config, write_results
 
 
@@ -29,7 +29,7 @@ def test_an_image_is_compared_only_where_one_was_recorded():
 def test_the_published_h100_example_is_not_stale():
     from pathlib import Path
 
-    from servingbench.config import load_config
+    from servingbench.host.config import load_config
 
     root = Path(__file__).resolve().parent.parent / "examples" / "h100-dummy"
     entries = load_results(load_config(root / "config.yaml"), root / "results")
@@ -62,8 +62,8 @@ def test_a_capacity_search_is_compared_with_the_capacity_spec():
     import json as _json
     from pathlib import Path as _Path
 
-    from servingbench.config import capacity_sweep_spec, load_config
-    from servingbench.staleness import differences, expected_spec
+    from servingbench.host.config import capacity_sweep_spec, load_config
+    from servingbench.host.staleness import differences, expected_spec
 
     cfg = load_config(_Path(__file__).resolve().parent.parent / "configs" / "cpu.yaml")
     task = cfg.sweeps.capacity.tasks[0]

@@ -9,14 +9,14 @@ import json
 
 import pytest
 
-from servingbench.aggregate import current_window
-from servingbench.client import LoadClient
-from servingbench.records import RequestRecord
-from servingbench.frameworks import get_adapter
-from servingbench.frameworks.tgi import TGIStreamReader
-from servingbench.frameworks.transformers_naive import NaiveStreamReader
-from servingbench.metrics import event_gaps_ms, itl_ms, token_events, tpot_ms, window_summary
-from servingbench.spec import GenerationParams, PromptItem, ServerSpec
+from servingbench.host.aggregate import current_window
+from servingbench.runtime.client import LoadClient
+from servingbench.runtime.records import RequestRecord
+from servingbench.runtime.frameworks import get_adapter
+from servingbench.runtime.frameworks.tgi import TGIStreamReader
+from servingbench.runtime.frameworks.transformers_naive import NaiveStreamReader
+from servingbench.runtime.metrics import event_gaps_ms, itl_ms, token_events, tpot_ms, window_summary
+from servingbench.runtime.spec import GenerationParams, PromptItem, ServerSpec
 from tests.scripted_server import ScriptedServer, sse
 
 SERVER = ServerSpec(arm="vllm", framework="vllm", model="m", model_dir="models/m", hf_id="x/m",

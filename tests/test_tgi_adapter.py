@@ -18,13 +18,13 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from servingbench.frameworks import get_adapter
-from servingbench.frameworks.base import TOKENS_FROM_SERVER
-from servingbench.frameworks.tgi import ADAPTER as TGI
-from servingbench.frameworks.tgi import TGIStreamReader
-from servingbench.frameworks.tgi_openai import ADAPTER as TGI_OPENAI
-from servingbench.spec import GenerationParams, PromptItem, ServerSpec
-from servingbench.sse import SSEParser
+from servingbench.runtime.frameworks import get_adapter
+from servingbench.runtime.frameworks.base import TOKENS_FROM_SERVER
+from servingbench.runtime.frameworks.tgi import ADAPTER as TGI
+from servingbench.runtime.frameworks.tgi import TGIStreamReader
+from servingbench.runtime.frameworks.tgi_openai import ADAPTER as TGI_OPENAI
+from servingbench.runtime.spec import GenerationParams, PromptItem, ServerSpec
+from servingbench.runtime.sse import SSEParser
 
 REPO = Path(__file__).resolve().parents[1]
 # A copy of the project's shared/fixtures/tgi/ (its README says where each file comes from), kept

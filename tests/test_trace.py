@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from servingbench.config import parse_config
-from servingbench.trace import (
+from servingbench.host.config import parse_config
+from servingbench.host.trace import (
     TraceError, convert_mooncake, mooncake_sample, read_trace, synthetic_trace,
 )
-from servingbench.build_workloads import build_workload
-from servingbench.workloads import WorkloadError, _Renderer
+from servingbench.host.build_workloads import build_workload
+from servingbench.host.workloads import WorkloadError, _Renderer
 
 ROOT = Path(__file__).resolve().parent.parent
 TRACES = ROOT / "servingbench" / "data" / "traces"

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from servingbench.cell import run_cell
-from servingbench.config import cell_spec, parse_config
-from servingbench.pool import ServerPool, pooled_server
-from servingbench.results import cell_path, requests_path
-from servingbench.build_workloads import build_workload
+from servingbench.runtime.cell import run_cell
+from servingbench.host.config import cell_spec, parse_config
+from servingbench.runtime.pool import ServerPool, pooled_server
+from servingbench.runtime.results import cell_path, requests_path
+from servingbench.host.build_workloads import build_workload
 
 pytestmark = pytest.mark.servers
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,7 +88,7 @@ def test_one_server_start_per_setting_and_the_setting_is_recorded(measured):
     for arm in ("transformers-serve", "transformers-serve-prefix-cache"):
         result = measured[arm, "shared-prefix"][0]
         assert result["server"]["server_settings"]["prefix_caching"] is ARMS[arm]
-        assert "servingbench.frameworks.servers.transformers_serve_cb" in result["server"]["command"]
+        assert "servingbench.runtime.frameworks.servers.transformers_serve_cb" in result["server"]["command"]
         log = Path(result["server"]["log"]).read_text()
         assert f"prefix sharing (allow_block_sharing) {'on' if ARMS[arm] else 'off'}" in log
     for arm in VLLM:

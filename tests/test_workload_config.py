@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from servingbench.aggregate import expected_entries
-from servingbench.config import ConfigError, arm_tasks, cell_spec, expand_cells, load_config, parse_config, sweep_arms
+from servingbench.host.aggregate import expected_entries
+from servingbench.host.config import ConfigError, arm_tasks, cell_spec, expand_cells, load_config, parse_config, sweep_arms
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKLOADS = ROOT / "configs" / "cpu-workloads.yaml"
@@ -134,14 +134,14 @@ def test_transformers_serve_is_started_with_its_prefix_sharing_set(data):
     pytest.importorskip("transformers")
     from transformers import ContinuousBatchingConfig
 
-    from servingbench.frameworks import get_adapter
-    from servingbench.frameworks.servers.transformers_serve_cb import set_block_sharing
+    from servingbench.runtime.frameworks import get_adapter
+    from servingbench.runtime.frameworks.servers.transformers_serve_cb import set_block_sharing
 
     cfg = parse_config(data, "cfg")
     for arm, on in (("transformers-serve", False), ("transformers-serve-prefix-cache", True)):
         server = cell_spec(cfg, arm, "smollm2-135m", "shared-prefix", "stream").server
         launch = get_adapter(server.adapter_name).launch(server, "127.0.0.1", 8000)
-        assert launch.argv[1:4] == ["-m", "servingbench.frameworks.servers.transformers_serve_cb", "serve"]
+        assert launch.argv[1:4] == ["-m", "servingbench.runtime.frameworks.servers.transformers_serve_cb", "serve"]
         assert launch.env["SERVINGBENCH_PREFIX_CACHING"] == ("1" if on else "0")
     default = ContinuousBatchingConfig.__init__
     try:

@@ -16,13 +16,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from servingbench.aggregate import aggregate
-from servingbench.cell import run_cell
-from servingbench.config import cell_spec, parse_config
-from servingbench.providers import external_server
-from servingbench.report.render import build_context, render_html
-from servingbench.results import cell_path
-from servingbench.build_workloads import build_workload
+from servingbench.host.aggregate import aggregate
+from servingbench.runtime.cell import run_cell
+from servingbench.host.config import cell_spec, parse_config
+from servingbench.runtime.providers import external_server
+from servingbench.host.report.render import build_context, render_html
+from servingbench.runtime.results import cell_path
+from servingbench.host.build_workloads import build_workload
 from tests.scripted_server import ScriptedServer, json_body, sse
 
 ROOT = Path(__file__).resolve().parent.parent

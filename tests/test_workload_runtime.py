@@ -19,14 +19,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from servingbench import arrivals, conversations
-from servingbench.client import LoadClient
-from servingbench.frameworks import get_adapter
-from servingbench.metrics import percentile
-from servingbench.prefix_cache import window_hit_rate
-from servingbench.records import PrefixCacheCounters
-from servingbench.spec import CellSpec, GenerationParams, PromptItem, ServerSpec
-from servingbench.workload_metrics import workload_summary
+from servingbench.runtime import arrivals, conversations
+from servingbench.runtime.client import LoadClient
+from servingbench.runtime.frameworks import get_adapter
+from servingbench.runtime.metrics import percentile
+from servingbench.runtime.prefix_cache import window_hit_rate
+from servingbench.runtime.records import PrefixCacheCounters
+from servingbench.runtime.spec import CellSpec, GenerationParams, PromptItem, ServerSpec
+from servingbench.runtime.workload_metrics import workload_summary
 from tests.scripted_server import ScriptedServer, sse
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,7 +66,7 @@ def _echo_server(fail_prompt_with: str | None = None) -> ScriptedServer:
 
 
 def _run(url: str, plan, keep_text: bool = True, warm=None):
-    """One window on a fresh client, after its warm-up window if any (as servingbench.cell runs them)."""
+    """One window on a fresh client, after its warm-up window if any (as servingbench.runtime.cell runs them)."""
     async def go():
         async with LoadClient(url, get_adapter("vllm"), SERVER, GEN, "forced", 10.0, keep_text=keep_text) as c:
             if warm is not None:
@@ -225,9 +225,9 @@ def test_any_arrival_process_can_be_replayed_from_its_offsets(calibration_server
 
 
 def test_gamma_arrivals_record_achieved_against_scheduled(calibration_server):
-    """The open loop's gamma (and Poisson) arrivals (servingbench.client.arrival_offsets) get the
+    """The open loop's gamma (and Poisson) arrivals (servingbench.runtime.client.arrival_offsets) get the
     same per-request scheduled offsets and lateness, and the window its arrival figures."""
-    from servingbench.client import WindowPlan, arrival_offsets
+    from servingbench.runtime.client import WindowPlan, arrival_offsets
 
     items = _trace_items([0.0] * 30)
     plan = WindowPlan(items=items, concurrency=64, stream=True, request_rate=40.0, burstiness=0.5, seed=9)
@@ -265,7 +265,7 @@ vllm:external_prefix_cache_hits_total{engine="0",model_name="m"} 999.0
 
 
 def test_llamacpp_per_request_cache_figures_give_the_servers_hit_rate():
-    from servingbench.records import RequestRecord
+    from servingbench.runtime.records import RequestRecord
 
     recs = [RequestRecord(prompt_id="a", server_timing={"cache_n": 0.0, "prompt_n": 400.0}),
             RequestRecord(prompt_id="b", server_timing={"cache_n": 384.0, "prompt_n": 16.0}),

@@ -1,4 +1,4 @@
-"""servingbench.workloads: token ranges with each model's own tokenizer, determinism, context sweep."""
+"""servingbench.host.workloads: token ranges with each model's own tokenizer, determinism, context sweep."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from servingbench.config import context_lengths, load_config
-from servingbench.build_workloads import build_workload
-from servingbench.spec import read_workload
-from servingbench.workloads import (
+from servingbench.host.config import context_lengths, load_config
+from servingbench.host.build_workloads import build_workload
+from servingbench.runtime.spec import read_workload
+from servingbench.host.workloads import (
     WorkloadError,
     build_context_workload,
     context_tolerance,
@@ -137,8 +137,8 @@ def test_building_a_workload_does_not_import_torch(smollm2_dir, tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys; from servingbench.config import load_config; "
-            "from servingbench.build_workloads import build_workload; "
+    code = ("import sys; from servingbench.host.config import load_config; "
+            "from servingbench.host.build_workloads import build_workload; "
             f"build_workload(load_config({str(REPO / 'configs' / 'cpu.yaml')!r}), 'smollm2-135m', 'qa', "
             f"{str(smollm2_dir)!r}, {str(tmp_path / 'qa.jsonl')!r}); print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

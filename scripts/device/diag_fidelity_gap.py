@@ -88,7 +88,7 @@ def pct(values: list[float], q: float) -> float | None:
 def load_cfg(path: Path, tiny: bool) -> Any:
     """The kit's config (its loader when pydantic is here, else the YAML's numbers as attributes)."""
     try:
-        from servingbench.config import load_config
+        from servingbench.host.config import load_config
 
         cfg = load_config(path)
         models = {name: m.model_copy(update={"architecture": _tiny(m.architecture) if tiny else m.architecture})
@@ -98,7 +98,7 @@ def load_cfg(path: Path, tiny: bool) -> Any:
         log(f"kit config loader unavailable ({exc}); reading {path} with PyYAML")
         import yaml
 
-        sys.modules.setdefault("servingbench.config", types.SimpleNamespace(Config=object, load_config=None))
+        sys.modules.setdefault("servingbench.host.config", types.SimpleNamespace(Config=object, load_config=None))
         raw = yaml.safe_load(path.read_text())
         models = {}
         for name, m in raw["models"].items():
@@ -118,7 +118,7 @@ def _tiny(arch: dict[str, Any]) -> dict[str, Any]:
 
 
 def prepare(cfg: Any, model: str, root: Path) -> str:
-    from servingbench.models import prepare_model
+    from servingbench.host.models import prepare_model
 
     d = root / model
     if not (d / "config.json").exists():
@@ -136,8 +136,8 @@ def make_prompt(tok: Any, n_tokens: int) -> str:
 # -- the naive server's module, wherever it lives now ----------------------------------------
 def server_module(model_dir: str, device: str, dtype: str) -> tuple[types.ModuleType, list[str], dict[str, str]]:
     """The naive server's module and the argv/env the kit's adapter launches it with."""
-    from servingbench.frameworks import get_adapter
-    from servingbench.spec import ServerSpec
+    from servingbench.runtime.frameworks import get_adapter
+    from servingbench.runtime.spec import ServerSpec
 
     spec = ServerSpec(arm="transformers-naive", framework="transformers", model="m", model_dir=model_dir,
                       hf_id="x/y", weights="dummy", device=device, dtype=dtype, context_length=2048)
@@ -371,10 +371,10 @@ class Bench:
         """The ``http`` server read by the kit's own client (LoadClient) with its Monitor running."""
         import asyncio
 
-        from servingbench.client import LoadClient, RequestRecord
-        from servingbench.frameworks import get_adapter
-        from servingbench.monitor import GPU, Monitor
-        from servingbench.spec import GenerationParams, PromptItem, ServerSpec
+        from servingbench.runtime.client import LoadClient, RequestRecord
+        from servingbench.runtime.frameworks import get_adapter
+        from servingbench.runtime.monitor import GPU, Monitor
+        from servingbench.runtime.spec import GenerationParams, PromptItem, ServerSpec
 
         proc, port = self.servers["http"]
         if not hasattr(self, "nvml"):

@@ -34,9 +34,9 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import transformers_fidelity as tf  # noqa: E402
 
-from servingbench import cell, monitor  # noqa: E402
-from servingbench.pool import ServerPool, pooled_server  # noqa: E402
-from servingbench.spec import GenerationParams  # noqa: E402
+from servingbench.runtime import cell, monitor  # noqa: E402
+from servingbench.runtime.pool import ServerPool, pooled_server  # noqa: E402
+from servingbench.runtime.spec import GenerationParams  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -191,7 +191,7 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
-    from servingbench.config import load_config
+    from servingbench.host.config import load_config
 
     cfg = load_config(a.config).model_copy(update={"weights": "dummy"})
     args = argparse.Namespace(tokens=a.tokens, requests=a.requests, warmup=2, arm_timeout_s=300, device=a.device,

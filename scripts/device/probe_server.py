@@ -22,9 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from servingbench.config import load_config, server_spec  # noqa: E402
-from servingbench.frameworks import get_adapter  # noqa: E402
-from servingbench.lifecycle import ServerStartError, read_tail, start_server  # noqa: E402
+from servingbench.host.config import load_config, server_spec  # noqa: E402
+from servingbench.runtime.frameworks import get_adapter  # noqa: E402
+from servingbench.runtime.lifecycle import ServerStartError, read_tail, start_server  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,7 +42,7 @@ python3 -m servingbench.cli cells --config "$CONFIG" > cells.jsonl
 CONFIG="$CONFIG" ORDER=${ORDER:-arm} TASKS=${TASKS:-} SWEEPS=${SWEEPS:-1} python3 - "$done_dir" "$@" > picks.txt <<'PY'
 import json, os, sys
 from pathlib import Path
-from servingbench.config import load_config, sweep_arms
+from servingbench.host.config import load_config, sweep_arms
 done, picks = Path(sys.argv[1]), sys.argv[2:]
 cells = [json.loads(line) for line in open("cells.jsonl")]
 sweepers = set(sweep_arms(load_config(os.environ["CONFIG"])))  # an arm with a task list has no sweeps

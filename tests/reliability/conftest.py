@@ -140,7 +140,7 @@ def tiny_config_dict(arms: tuple[str, ...] = ("transformers-naive",), requests: 
 
 @pytest.fixture(scope="session")
 def tiny_cfg():
-    from servingbench.config import parse_config
+    from servingbench.host.config import parse_config
 
     return parse_config(tiny_config_dict(arms=("transformers-naive", "vllm"), requests=8), "tiny.yaml")
 
@@ -148,7 +148,7 @@ def tiny_cfg():
 @pytest.fixture(scope="session")
 def chat_workload(tmp_path_factory, tiny_cfg, smollm2_dir) -> Path:
     """The tiny config's chat workload, built once (the model's own tokenizer)."""
-    from servingbench.build_workloads import build_workload
+    from servingbench.host.build_workloads import build_workload
 
     out = tmp_path_factory.mktemp("workloads") / MODEL / "chat.jsonl"
     build_workload(tiny_cfg, MODEL, "chat", smollm2_dir, out)
@@ -158,7 +158,7 @@ def chat_workload(tmp_path_factory, tiny_cfg, smollm2_dir) -> Path:
 @pytest.fixture(scope="session")
 def cell_spec_for(tiny_cfg, smollm2_dir):
     """cell_spec_for(arm, mode, **changes): a resolved spec on the real SmolLM2 directory."""
-    from servingbench.config import cell_spec
+    from servingbench.host.config import cell_spec
 
     def make(arm: str = "transformers-naive", mode: str = "stream", **changes: Any):
         spec = cell_spec(tiny_cfg, arm, MODEL, "chat", mode)

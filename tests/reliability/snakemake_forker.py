@@ -11,7 +11,7 @@ import json
 import os
 import sys
 
-import servingbench.config  # noqa: F401  (what the Snakefile imports, loaded once)
+import servingbench.host.config  # noqa: F401  (what the Snakefile imports, loaded once)
 import snakemake.cli
 
 

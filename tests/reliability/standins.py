@@ -29,9 +29,9 @@ import time
 from pathlib import Path
 from typing import Callable, Union
 
-from servingbench.frameworks.base import Launch
-from servingbench.frameworks.transformers_naive import TransformersNaiveAdapter
-from servingbench.spec import ServerSpec
+from servingbench.runtime.frameworks.base import Launch
+from servingbench.runtime.frameworks.transformers_naive import TransformersNaiveAdapter
+from servingbench.runtime.spec import ServerSpec
 
 STANDIN = Path(__file__).with_name("standin_server.py")
 OOM_LINE = "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 1.53 GiB. GPU 0 has a total capacity of 79.19 GiB"

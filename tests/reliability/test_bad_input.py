@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from servingbench.results import cell_path, failure_path, requests_path
+from servingbench.runtime.results import cell_path, failure_path, requests_path
 from tests.reliability.conftest import MODEL, ROOT, tiny_config_dict
 from tests.resultsgen import make_config, write_results
 from tests.test_config import BAD, _mutate
@@ -475,8 +475,8 @@ def test_allow_stale_includes_them_marked(good_run, capsys):
     df = pd.read_csv(good_run.results / "summary.csv", keep_default_na=False)
     ok = df[df.status == "ok"]
     assert len(ok) and ok.reason.str.startswith("stale: generation.temperature: 0.7 in the file, 0.5 in the config").all()
-    from servingbench.config import load_config
-    from servingbench.report.render import build_context
+    from servingbench.host.config import load_config
+    from servingbench.host.report.render import build_context
 
     ctx = build_context(load_config(good_run.cfg), good_run.results, allow_stale=True)
     stale = [f for f in ctx["flags"] if f.what == "different config"]
@@ -491,8 +491,8 @@ def test_an_edit_that_leaves_a_cells_settings_alone_is_not_stale(good_run, capsy
         argv = [cmd, "--config", str(good_run.cfg), "--results", str(good_run.results)]
         rc, out = _cli(capsys, *argv + (["--out", str(good_run.report)] if cmd == "report" else []))
         assert rc == 0, out
-    from servingbench.config import load_config
-    from servingbench.report.render import build_context
+    from servingbench.host.config import load_config
+    from servingbench.host.report.render import build_context
 
     flags = build_context(load_config(good_run.cfg), good_run.results)["flags"]
     assert not [f for f in flags if f.what == "different config"]

@@ -13,12 +13,12 @@ import re
 
 import pytest
 
-from servingbench.cell import CellFailed, run_cell
-from servingbench.config import cell_spec, parse_config
-from servingbench.frameworks import get_adapter
-from servingbench.lifecycle import start_server
-from servingbench.providers import ServerHandle
-from servingbench.results import cell_path, failure_path
+from servingbench.runtime.cell import CellFailed, run_cell
+from servingbench.host.config import cell_spec, parse_config
+from servingbench.runtime.frameworks import get_adapter
+from servingbench.runtime.lifecycle import start_server
+from servingbench.runtime.providers import ServerHandle
+from servingbench.runtime.results import cell_path, failure_path
 from tests.reliability.conftest import MODEL, tiny_config_dict
 
 pytestmark = [pytest.mark.fault, pytest.mark.servers]

@@ -20,13 +20,13 @@ import json
 
 import pytest
 
-from servingbench.cell import CellFailed, run_cell
-from servingbench.client import LoadClient, WindowPlan
-from servingbench.frameworks import get_adapter, known_arms
-from servingbench.metrics import window_summary
-from servingbench.providers import external_server
-from servingbench.results import cell_path, failure_path, requests_path
-from servingbench.spec import GenerationParams, PromptItem, ServerSpec
+from servingbench.runtime.cell import CellFailed, run_cell
+from servingbench.runtime.client import LoadClient, WindowPlan
+from servingbench.runtime.frameworks import get_adapter, known_arms
+from servingbench.runtime.metrics import window_summary
+from servingbench.runtime.providers import external_server
+from servingbench.runtime.results import cell_path, failure_path, requests_path
+from servingbench.runtime.spec import GenerationParams, PromptItem, ServerSpec
 from tests.reliability.conftest import MODEL
 from tests.reliability.standins import RST, SSE_HEAD, FaultServer, http_json, sse_event
 from tests.scripted_server import ScriptedServer, sse

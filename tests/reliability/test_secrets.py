@@ -30,13 +30,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-import servingbench.cell as cell_mod
-from servingbench.cell import CellFailed, run_cell
-from servingbench.providers import fresh_server
-from servingbench.config import ConfigError, parse_config
-from servingbench.pool import ServerPool, pooled_server
-from servingbench.redaction import MASK, redact, redact_argv
-from servingbench.results import cell_path, failure_path
+import servingbench.runtime.cell as cell_mod
+from servingbench.runtime.cell import CellFailed, run_cell
+from servingbench.runtime.providers import fresh_server
+from servingbench.host.config import ConfigError, parse_config
+from servingbench.runtime.pool import ServerPool, pooled_server
+from servingbench.runtime.redaction import MASK, redact, redact_argv
+from servingbench.runtime.results import cell_path, failure_path
 from tests.reliability.conftest import MODEL, tiny_config_dict
 from tests.reliability.standins import EchoArgsAdapter, EchoEnvAdapter, StandinAdapter, find_sentinels
 

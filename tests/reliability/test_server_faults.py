@@ -24,14 +24,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-import servingbench.cell as cell_mod
-import servingbench.lifecycle as lifecycle
-from servingbench.aggregate import load_results
-from servingbench.cell import CellFailed, run_cell
-from servingbench.providers import fresh_server
-from servingbench.frameworks import get_adapter
-from servingbench.lifecycle import ServerStartError, start_server
-from servingbench.results import cell_path, failure_path, requests_path
+import servingbench.runtime.cell as cell_mod
+import servingbench.runtime.lifecycle as lifecycle
+from servingbench.host.aggregate import load_results
+from servingbench.runtime.cell import CellFailed, run_cell
+from servingbench.runtime.providers import fresh_server
+from servingbench.runtime.frameworks import get_adapter
+from servingbench.runtime.lifecycle import ServerStartError, start_server
+from servingbench.runtime.results import cell_path, failure_path, requests_path
 from tests.reliability.conftest import MODEL
 from tests.reliability.standins import StandinAdapter
 

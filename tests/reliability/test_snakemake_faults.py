@@ -35,7 +35,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from servingbench.results import failure_path
+from servingbench.runtime.results import failure_path
 from tests.reliability.conftest import MODEL, ROOT, tiny_config_dict
 from tests.reliability.standins import find_sentinels, wait_for
 
@@ -58,8 +58,8 @@ def sm_config() -> dict:
 
 @pytest.fixture(scope="module")
 def sm_workload(tmp_path_factory, sm_config, smollm2_dir) -> Path:
-    from servingbench.config import parse_config
-    from servingbench.build_workloads import build_workload
+    from servingbench.host.config import parse_config
+    from servingbench.host.build_workloads import build_workload
 
     out = tmp_path_factory.mktemp("sm-workload") / "chat.jsonl"
     build_workload(parse_config(sm_config, "tiny.yaml"), MODEL, "chat", smollm2_dir, out)

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.bad_config
 
 
 def _spec(tmp: Path, **changes) -> str:
-    from servingbench.config import cell_spec, parse_config
+    from servingbench.host.config import cell_spec, parse_config
 
     spec = json.loads(cell_spec(parse_config(tiny_config_dict()), "transformers-naive", "smollm2-135m", "chat",
                                 "sync").to_json())

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import pytest
 
-from servingbench.cell import CellFailed, run_cell
-from servingbench.providers import external_server
-from servingbench.results import NotWritable, cell_path, failure_path, requests_path
+from servingbench.runtime.cell import CellFailed, run_cell
+from servingbench.runtime.providers import external_server
+from servingbench.runtime.results import NotWritable, cell_path, failure_path, requests_path
 from tests.reliability.conftest import MODEL, ROOT
 from tests.reliability.standins import FaultServer
 from tests.reliability.test_request_faults import naive_ok

@@ -23,11 +23,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from servingbench.cell import CellFailed, run_cell  # noqa: E402
-from servingbench.errors import UserError  # noqa: E402
-from servingbench.providers import external_server  # noqa: E402
-from servingbench.results import cell_path  # noqa: E402
-from servingbench.spec import CellSpec  # noqa: E402
+from servingbench.runtime.cell import CellFailed, run_cell  # noqa: E402
+from servingbench.runtime.errors import UserError  # noqa: E402
+from servingbench.runtime.providers import external_server  # noqa: E402
+from servingbench.runtime.results import cell_path  # noqa: E402
+from servingbench.runtime.spec import CellSpec  # noqa: E402
 from tests.reliability.standins import FaultServer, http_json  # noqa: E402
 
 NAIVE_OK = {"text": "a b c d e", "generated_tokens": 5, "prompt_tokens": 3, "finish_reason": "length"}
