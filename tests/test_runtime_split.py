@@ -1,5 +1,8 @@
-"""The in-container runtime imports only the standard library, httpx, psutil and pynvml, and
-runs on Python 3.10 (seed-era images): checked statically on every module and, where a
+"""The package's folders are its import rule. ``servingbench/runtime/`` is what runs inside a
+framework container: every module there imports only the standard library, httpx, psutil and
+pynvml, nothing from ``servingbench/host/``, and runs on Python 3.10 (seed-era images).
+``servingbench/host/`` is the rest; ``servingbench/cli.py``, the one command of both, imports the
+host only inside its commands. Checked statically on every file of the folder and, where a
 Python 3.10 is on the machine, by importing the runtime there with everything else blocked."""
 
 from __future__ import annotations
@@ -14,56 +17,110 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PKG = ROOT / "servingbench"
-RUNTIME = ["runtime.spec", "runtime.sse", "runtime.client", "runtime.http1", "runtime.lifecycle", "runtime.monitor", "runtime.metrics", "runtime.cell", "runtime.pool", "runtime.providers", "runtime.provenance",
-           "runtime.arrivals", "runtime.conversations", "runtime.prefix_cache", "runtime.workload_metrics",
-           "runtime.results", "runtime.server_settings", "cli", "runtime.slo", "runtime.capacity", "runtime.records", "runtime.typed_json", "host.schema_gen", "runtime.frameworks", "runtime.frameworks.base",
-           "runtime.frameworks.openai_api", "runtime.frameworks.vllm",
-           "runtime.frameworks.transformers_serve", "runtime.frameworks.transformers_naive", "runtime.frameworks.tgi",
-           "runtime.frameworks.tgi_openai", "runtime.frameworks.sglang", "runtime.prometheus", "runtime.malformed", "runtime.redaction", "runtime.errors",
-           "runtime.frameworks.llamacpp"]
 ALLOWED_THIRD_PARTY = {"httpx", "psutil", "pynvml"}
+# Programs a framework's container runs as its server process (torch, transformers): adapters
+# start them with `python -m`, nothing in the runtime imports them (checked below).
+SERVERS = "servingbench.runtime.frameworks.servers"
 
 
-def _module_file(name: str) -> Path:
-    p = PKG.joinpath(*name.split("."))
-    return p / "__init__.py" if p.is_dir() else p.with_suffix(".py")
+def module_name(path: Path, pkg: Path = PKG) -> str:
+    parts = path.relative_to(pkg.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _top_level_imports(path: Path) -> set[str]:
-    """Modules imported at module level or inside functions (all of them count: a runtime
-    function that imports pandas would fail in a container just the same)."""
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+def runtime_files(pkg: Path = PKG) -> dict[str, Path]:
+    """Every module under runtime/ but the framework server programs."""
+    files = {module_name(p, pkg): p for p in sorted((pkg / "runtime").rglob("*.py"))}
+    return {m: p for m, p in files.items() if not (m == SERVERS or m.startswith(SERVERS + "."))}
+
+
+def imports(path: Path, pkg: Path = PKG, top_level_only: bool = False) -> set[str]:
+    """The modules ``path`` imports, relative imports resolved; ``from a import b`` counts as
+    ``a.b`` where b is a module of the package. Imports inside functions count too unless
+    ``top_level_only`` (a runtime function that imports pandas fails in a container just the same)."""
+    package = module_name(path, pkg) if path.name == "__init__.py" else module_name(path, pkg).rpartition(".")[0]
+    tree = ast.parse(path.read_text())
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    found = set()
+    for node in nodes:
         if isinstance(node, ast.Import):
-            names.update(a.name.split(".")[0] for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module.split(".")[0])
-    return names
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                up = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(up + ([base] if base else []))
+            for a in node.names:
+                sub = f"{base}.{a.name}"
+                is_module = pkg.parent.joinpath(*sub.split(".")).with_suffix(".py").is_file() \
+                    or pkg.parent.joinpath(*sub.split(".")).is_dir()
+                found.add(sub if is_module else base)
+    return found
 
 
-# Host-only commands of the CLI import host modules lazily, inside those commands.
-CLI_HOST_IMPORTS = {"servingbench"}
+def violations(path: Path, pkg: Path = PKG) -> list[str]:
+    """What ``path``, a runtime module, imports that the container does not have."""
+    bad = []
+    for mod in sorted(imports(path, pkg)):
+        top = mod.split(".")[0]
+        if top == pkg.name:
+            if mod != pkg.name and not mod.startswith(f"{pkg.name}.runtime"):
+                bad.append(f"{mod} (outside runtime/)")
+            elif mod == SERVERS or mod.startswith(SERVERS + "."):
+                bad.append(f"{mod} (a framework's server program: start it, do not import it)")
+        elif top not in sys.stdlib_module_names and top not in ALLOWED_THIRD_PARTY:
+            bad.append(f"{mod} (not in the container runtime)")
+    return bad
 
 
-@pytest.mark.parametrize("name", RUNTIME)
-def test_runtime_module_imports_only_allowed_packages(name):
-    imports = _top_level_imports(_module_file(name))
-    bad = {m for m in imports if m not in sys.stdlib_module_names and m not in ALLOWED_THIRD_PARTY
-           and m != "servingbench"}
-    assert not bad, f"servingbench.{name} imports {sorted(bad)}: not allowed in the container runtime"
+RUNTIME = runtime_files()
 
 
-def test_runtime_imports_no_host_module():
-    """Runtime modules may import servingbench modules only from the runtime set (the CLI's
-    host commands import lazily, and the test below proves the runtime still imports)."""
-    host = {"config", "aggregate", "report", "workloads", "models", "compare", "publish", "derived", "intervals"}
-    for name in RUNTIME:
-        if name == "cli":
-            continue
-        tree = ast.parse(_module_file(name).read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("servingbench."):
-                assert node.module.split(".")[1] not in host, f"{name} imports {node.module}"
+@pytest.mark.parametrize("name", sorted(RUNTIME))
+def test_runtime_module_imports_only_the_runtime(name):
+    bad = violations(RUNTIME[name])
+    assert not bad, f"{name} imports {bad}: a runtime module imports the standard library, " \
+                    f"{sorted(ALLOWED_THIRD_PARTY)} and servingbench.runtime only"
+
+
+def test_the_folder_rule_sees_what_it_forbids(tmp_path):
+    """The check itself: a pandas import, a host import (lazy, relative) and a server program
+    import are each caught; the standard library, httpx and runtime imports are not."""
+    pkg = tmp_path / "servingbench"
+    for folder in ("runtime/frameworks/servers", "host"):
+        (pkg / folder).mkdir(parents=True)
+    for init in ("", "runtime", "runtime/frameworks", "runtime/frameworks/servers", "host"):
+        (pkg / init / "__init__.py").write_text("")
+    (pkg / "host" / "config.py").write_text("")
+    (pkg / "runtime" / "frameworks" / "servers" / "naive.py").write_text("import torch\n")
+    (pkg / "runtime" / "spec.py").write_text("import json, httpx\n")
+    ok = pkg / "runtime" / "ok.py"
+    ok.write_text("import servingbench\nfrom servingbench.runtime import spec\nfrom . import spec\n")
+    bad = pkg / "runtime" / "bad.py"
+    bad.write_text("import pandas\ndef f():\n    from ..host import config\n"
+                   "from servingbench.runtime.frameworks.servers import naive\n")
+    assert violations(ok, pkg) == []
+    assert [v.split(" ")[0] for v in violations(bad, pkg)] == [
+        "pandas", "servingbench.host.config", "servingbench.runtime.frameworks.servers.naive"]
+    assert set(runtime_files(pkg)) == {"servingbench.runtime", "servingbench.runtime.frameworks",
+                                       "servingbench.runtime.spec", "servingbench.runtime.ok",
+                                       "servingbench.runtime.bad"}
+
+
+def test_the_cli_imports_the_host_only_inside_its_commands():
+    """`servingbench run-cell` runs in a container: cli.py's module-level imports are runtime ones."""
+    top = imports(PKG / "cli.py", top_level_only=True)
+    outside = sorted(m for m in top if m.startswith("servingbench.") and not m.startswith("servingbench.runtime"))
+    assert not outside, f"cli.py imports {outside} at module level: import them inside the command"
+    third = sorted(m for m in top if m.split(".")[0] not in sys.stdlib_module_names | ALLOWED_THIRD_PARTY
+                   and m.split(".")[0] != "servingbench")
+    assert not third, f"cli.py imports {third} at module level"
+
+
+def test_the_package_root_holds_only_the_two_folders_the_command_and_data():
+    """A new module goes to runtime/ or host/, so which side it is on shows in its path."""
+    code = sorted(p.name for p in PKG.iterdir() if p.suffix == ".py" or (p.is_dir() and p.name != "__pycache__"))
+    assert code == ["__init__.py", "cli.py", "data", "host", "runtime", "schemas"], code
 
 
 BLOCKER = r"""
@@ -75,13 +132,15 @@ ALLOWED |= {"httpcore", "anyio", "sniffio", "h11", "certifi", "idna", "h2", "hpa
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
         top = name.split(".")[0]
+        if name.startswith("servingbench.host"):
+            raise ImportError(f"blocked host import: {name}")
         if top in sys.stdlib_module_names or top in ALLOWED:
             return None
         raise ImportError(f"blocked non-runtime import: {name}")
 sys.meta_path.insert(0, Block())
 import importlib
 for m in sys.argv[1:]:
-    importlib.import_module("servingbench." + m)
+    importlib.import_module(m)
 from servingbench.cli import main
 assert sys.version_info[:2] == (3, 10), sys.version
 print("ok")
@@ -106,6 +165,6 @@ def test_runtime_imports_on_python_310_with_everything_else_blocked(tmp_path):
                          capture_output=True, text=True)
     if pip.returncode != 0:
         pytest.skip(f"cannot install the runtime deps for 3.10: {pip.stderr[-300:]}")
-    res = subprocess.run([str(venv / "bin/python"), "-c", BLOCKER, *RUNTIME], cwd=ROOT,
+    res = subprocess.run([str(venv / "bin/python"), "-c", BLOCKER, *sorted(RUNTIME), "servingbench.cli"], cwd=ROOT,
                          capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-3000:]
