@@ -1,6 +1,7 @@
-"""The result contract: schemas/ and the docs' field tables are generated from servingbench.runtime.records
-(a drift fails here), every example result file loads as typed records and validates, an older
-file's shape is migrated explicitly, and a file of another schema version is refused by name."""
+"""The result contract: schemas/ (and the package's copy) and the docs' field tables are
+generated from servingbench.runtime.records (a drift fails here), every example result file loads
+as typed records and validates, an older file's shape is migrated explicitly, and a file of another
+schema version is refused by name."""
 
 from __future__ import annotations
 
@@ -25,17 +26,37 @@ def test_committed_schemas_and_doc_tables_are_the_generated_ones():
 
 
 def test_a_drifted_schema_or_doc_is_found_and_rewritten(tmp_path, capsys):
+    package, schemas, doc = tmp_path / "pkg" / "schemas", tmp_path / "schemas", tmp_path / "results-format.md"
+    shutil.copytree(ROOT / "schemas", schemas)
+    shutil.copytree(ROOT / "servingbench" / "schemas", package)
+    shutil.copy(schema_gen.DOC, doc)
+    dirs = (package, schemas)
+    assert schema_gen.drifted(dirs, doc) == []
+    cell = schemas / "cell-v1.schema.json"
+    cell.write_text(cell.read_text().replace('"minItems": 1', '"minItems": 2'))
+    failure = package / "failure-v1.schema.json"
+    failure.write_text(failure.read_text().replace('"reason"\n  ]', '"reason",\n    "detail"\n  ]', 1))
+    doc.write_text(doc.read_text().replace("| `ttft_ms` | ms |", "| `ttft_ms` | s |"))
+    assert set(schema_gen.drifted(dirs, doc)) == {cell, failure, doc}
+    assert set(schema_gen.write(dirs, doc)) == {cell, failure, doc}
+    assert schema_gen.drifted(dirs, doc) == []
+    assert main(["schemas"]) == 0  # the repository's own files: in step
+
+
+def test_the_package_holds_real_schema_files_and_a_link_is_replaced(tmp_path):
+    """The package's schemas are files (a link to schemas/ breaks where links do not survive:
+    a Windows checkout, some archives); `--write` turns an old checkout's link into files."""
+    assert not (ROOT / "servingbench" / "schemas").is_symlink()
     schemas, doc = tmp_path / "schemas", tmp_path / "results-format.md"
     shutil.copytree(ROOT / "schemas", schemas)
     shutil.copy(schema_gen.DOC, doc)
-    assert schema_gen.drifted(schemas, doc) == []
-    cell = schemas / "cell-v1.schema.json"
-    cell.write_text(cell.read_text().replace('"minItems": 1', '"minItems": 2'))
-    doc.write_text(doc.read_text().replace("| `ttft_ms` | ms |", "| `ttft_ms` | s |"))
-    assert set(schema_gen.drifted(schemas, doc)) == {cell, doc}
-    assert set(schema_gen.write(schemas, doc)) == {cell, doc}
-    assert schema_gen.drifted(schemas, doc) == []
-    assert main(["schemas"]) == 0  # the repository's own files: in step
+    (tmp_path / "pkg").mkdir()
+    link = tmp_path / "pkg" / "schemas"
+    link.symlink_to(schemas)
+    dirs = (link, schemas)
+    assert set(schema_gen.drifted(dirs, doc)) == {link / name for name in schema_gen.schema_texts()}
+    schema_gen.write(dirs, doc)
+    assert not link.is_symlink() and schema_gen.drifted(dirs, doc) == []
 
 
 def test_every_field_is_in_the_schema_with_its_unit():

@@ -2,9 +2,11 @@
 (non-editable) servingbench finds them too: the result schemas (``schemas/``), the container
 image of each arm (``data/images.yaml``), prompt sources and shipped traces (``data/``).
 
-In the repository ``servingbench/schemas`` and ``servingbench/data/images.yaml`` are symbolic
-links to ``schemas/`` and ``containers/images.yaml``, where they are edited; a built wheel holds
-copies. Runtime module: standard library only.
+``servingbench/schemas/`` holds files, written beside the repository's ``schemas/`` by
+``servingbench schemas --write`` (a test fails when either differs from the types).
+``servingbench/data/images.yaml`` is a symbolic link to ``containers/images.yaml``, where it is
+edited and pinned (``git commit containers/images.yaml``); a built wheel holds a copy. Standard
+library only.
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
-"""``servingbench schemas``: the JSON Schemas in ``schemas/`` and the field tables of
-docs/results-format.md, generated from the types of servingbench.runtime.records.
+"""``servingbench schemas``: the JSON Schemas and the field tables of docs/results-format.md,
+generated from the types of servingbench.runtime.records. The schemas are written twice: into
+the package (``servingbench/schemas/``, what a result file is validated against, installed
+with the package) and into the repository's ``schemas/``, where readers and other tools find them.
 
 ``--write`` rewrites them; ``--check`` (and tests/test_schemas.py) fails when a committed file
 differs from what the types say, so the schema, the doc and the code cannot drift apart.
@@ -16,6 +18,8 @@ from servingbench.runtime.results import atomic_write_text
 from servingbench.runtime.typed_json import fields_of, first_line, record_schema
 
 ROOT = Path(__file__).resolve().parents[2]
+# The package's copy first: the one the kit reads (servingbench.host.result_files).
+SCHEMA_DIRS = (ROOT / "servingbench" / "schemas", ROOT / "schemas")
 DOC = ROOT / "docs" / "results-format.md"
 BEGIN = "<!-- BEGIN generated field tables: `servingbench schemas --write` rewrites this block -->"
 END = "<!-- END generated field tables -->"
@@ -91,23 +95,27 @@ def doc_text(current: str) -> str:
     return f"{head}{BEGIN}\n\n{field_tables()}\n{END}{tail}"
 
 
-def expected_files(schema_dir: Path = ROOT / "schemas", doc: Path = DOC) -> dict[Path, str]:
-    files = {schema_dir / name: text for name, text in schema_texts().items()}
+def expected_files(schema_dirs: tuple[Path, ...] = SCHEMA_DIRS, doc: Path = DOC) -> dict[Path, str]:
+    files = {d / name: text for d in schema_dirs for name, text in schema_texts().items()}
     files[doc] = doc_text(doc.read_text(encoding="utf-8"))
     return files
 
 
-def drifted(schema_dir: Path = ROOT / "schemas", doc: Path = DOC) -> list[Path]:
-    """The generated files whose committed text differs from the types'."""
-    return [p for p, text in expected_files(schema_dir, doc).items()
-            if not p.exists() or p.read_text(encoding="utf-8") != text]
+def drifted(schema_dirs: tuple[Path, ...] = SCHEMA_DIRS, doc: Path = DOC) -> list[Path]:
+    """The generated files whose committed text differs from the types' (a link counts as
+    differing: the package holds real files, so that every install and checkout has them)."""
+    return [p for p, text in expected_files(schema_dirs, doc).items()
+            if p.is_symlink() or p.parent.is_symlink() or not p.exists() or p.read_text(encoding="utf-8") != text]
 
 
-def write(schema_dir: Path = ROOT / "schemas", doc: Path = DOC) -> list[Path]:
+def write(schema_dirs: tuple[Path, ...] = SCHEMA_DIRS, doc: Path = DOC) -> list[Path]:
     """Rewrite the generated files that differ; returns them."""
-    changed = drifted(schema_dir, doc)
-    for path, text in expected_files(schema_dir, doc).items():
+    changed = drifted(schema_dirs, doc)
+    for path, text in expected_files(schema_dirs, doc).items():
         if path in changed:
+            if path.parent.is_symlink():  # a checkout from before the package held its own copy
+                path.parent.unlink()
+            path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(path, text)
     return changed
 
