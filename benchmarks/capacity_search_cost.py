@@ -64,39 +64,41 @@ def run_searches(config: Path) -> tuple[Path, float]:
     return work / "results", wall
 
 
-def job_wall_s(results: Path, doc: dict) -> float | None:
+def job_wall_s(result) -> float | None:
     """The measuring job's wall time, from the result's own start and finish stamps."""
     from datetime import datetime
 
-    prov = doc.get("provenance") or {}
+    prov = result.provenance
     try:
-        start = datetime.fromisoformat(prov["started_at"].replace("Z", "+00:00"))
-        end = datetime.fromisoformat(prov["finished_at"].replace("Z", "+00:00"))
-    except (KeyError, ValueError):
+        start = datetime.fromisoformat(prov.started_at.replace("Z", "+00:00"))
+        end = datetime.fromisoformat(prov.finished_at.replace("Z", "+00:00"))
+    except (AttributeError, ValueError):  # a stamp missing (None) or not ISO
         return None
     return (end - start).total_seconds()
 
 
 def report(results: Path) -> list[dict]:
     from servingbench.host.derived import capacity_interval
+    from servingbench.host.result_files import load_result
+    from servingbench.runtime.records import CELL_SCHEMA, RequestRecord, from_json
 
     rows = []
     for path in sorted((results / "sweeps").rglob("capacity-*.json")):
         if path.name.endswith(".failed.json"):
             continue
-        doc = json.loads(path.read_text())
-        req = path.with_name(path.stem + ".requests.jsonl")
-        records = [json.loads(x) for x in req.read_text().splitlines()] if req.exists() else []
-        cap = doc["capacity"]
-        search = [w for w in doc["windows"] if w.get("phase") == "search"]
-        row = {"search": f"{doc['cell']['arm']}/{doc['cell']['model']}/{path.stem}",
-               "windows": cap["search_windows"], "not_counted": sum(1 for w in search if not w["valid"]),
-               "search_wall_s": cap["wall_s"], "job_wall_s": job_wall_s(results, doc),
-               "service_time_s": cap["service_time_s"], "per": cap["per"], "slo": {}}
-        for name, res in cap["results"].items():
-            lo, hi = capacity_interval(doc, records, name)
-            row["slo"][name] = {"status": res["status"], "capacity_req_s": res["capacity_req_s"],
-                                "interval": [lo, hi]}
+        result = load_result(path, CELL_SCHEMA)
+        req = path.parent / (result.requests_file or "")
+        records = [from_json(RequestRecord, json.loads(x)) for x in req.read_text().splitlines() if x.strip()] \
+            if result.requests_file and req.exists() else []
+        cap = result.capacity
+        search = [w for w in result.windows if w.phase == "search"]
+        row = {"search": f"{result.cell.arm}/{result.cell.model}/{path.stem}",
+               "windows": cap.search_windows, "not_counted": sum(1 for w in search if not w.valid),
+               "search_wall_s": cap.wall_s, "job_wall_s": job_wall_s(result),
+               "service_time_s": cap.service_time_s, "per": cap.per, "slo": {}}
+        for name, res in cap.results.items():
+            lo, hi = capacity_interval(result, records, name)
+            row["slo"][name] = {"status": res.status, "capacity_req_s": res.capacity_req_s, "interval": [lo, hi]}
         rows.append(row)
     return rows
 

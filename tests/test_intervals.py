@@ -15,7 +15,9 @@ import pytest
 from servingbench.host import intervals
 from servingbench.host.aggregate import aggregate
 from servingbench.host.derived import capacity_interval
-from servingbench.runtime.records import RequestRecord
+from servingbench.runtime.metrics import window_summary
+from servingbench.runtime.records import (CapacityResult, CapacitySearch, CellKeys, CellResult, MemorySummary,
+                                          Provenance, RequestRecord, ServerInfo, SloVerdict, WindowSummary)
 from tests.resultsgen import make_config, write_results
 
 
@@ -109,12 +111,34 @@ def test_trials_give_a_figure_over_trials_with_a_t_interval(tmp_path: Path):
     assert trials.tolist() == [3.0]
 
 
-def _window(index: int, rate: float, ttfts: list[float | None]) -> tuple[dict, list[dict]]:
+SLOS = [{"name": "s", "percentile": 50, "ttft_ms": 100.0}]
+
+
+def _window(index: int, rate: float, ttfts: list[float | None], phase: str = "search",
+            window_met: bool | None = None) -> tuple[WindowSummary, list[RequestRecord]]:
+    """A capacity window summarised from its requests, with the verdict fields capacity_interval reads."""
     recs = [RequestRecord(prompt_id=f"p{i}", window=index, ttft_ms=t, e2e_ms=None if t is None else t + 100,
                           output_tokens=11, error=None if t is not None else "timeout") for i, t in enumerate(ttfts)]
-    w = {"window": index, "phase": "search", "valid": True, "offered_rate_req_s": rate,
-         "slo": {"s": {"bound_by": []}}}
+    verdict = SloVerdict(slo="s", percentile=50, limits={"ttft_ms": 100.0}, requests=len(recs), failed=0, met=0,
+                         met_share=None, goodput_req_s=None, goodput_output_tok_s=None, at_percentile_ms={},
+                         supported=True, window_met=window_met, bound_by=[])
+    w = dataclasses.replace(window_summary(recs, 1.0, 1, True), window=index, phase=phase, valid=True,
+                            offered_rate_req_s=rate, slo={"s": verdict})
     return w, recs
+
+
+def _search(windows: list[WindowSummary], capacity: float, lowest_failing: float | None, **answer) -> CellResult:
+    """A capacity search's result: ``windows`` and the answer for the one SLO set "s"."""
+    res = CapacityResult(slo="s", status=answer.pop("status", "found"), capacity_req_s=capacity,
+                         capacity_output_tok_s=None, highest_passing_req_s=capacity,
+                         lowest_failing_req_s=lowest_failing, capacity_window=None, failing_window=None, bound_by=[],
+                         reason="", **answer)
+    search = CapacitySearch(slos=SLOS, gpus_per_server=0, per="server", service_time_s=1.0, start_rate_req_s=1.0,
+                            search_windows=len(windows), wall_s=1.0, results={"s": res})
+    return CellResult(kind="sweep_capacity", cell=CellKeys(arm="a", framework="a", model="m", task="t", mode="stream"),
+                      weights="dummy", device="cpu", spec={}, windows=windows, requests_file=None, capacity=search,
+                      memory=MemorySummary(host_rss_peak_bytes=None, gpu=None), provenance=Provenance(),
+                      server=ServerInfo(reused=False, startup_s=None))
 
 
 def test_capacity_interval_brackets_the_answer_with_sure_verdicts():
@@ -128,23 +152,16 @@ def test_capacity_interval_brackets_the_answer_with_sure_verdicts():
         w, r = _window(i, rate, t)
         windows.append(w)
         records += r
-    doc = {"cell": {"arm": "a"}, "windows": windows,
-           "capacity": {"slos": [{"name": "s", "percentile": 50, "ttft_ms": 100.0}],
-                        "results": {"s": {"capacity_req_s": 4.0, "lowest_failing_req_s": 6.0}}}}
-    assert capacity_interval(doc, records, "s") == (2.0, 6.0)
+    assert capacity_interval(_search(windows, 4.0, 6.0), records, "s") == (2.0, 6.0)
     # No window broke it: no upper bound. Broken but never surely: the furthest failing rate.
-    doc["windows"] = windows[:3]
-    assert capacity_interval(doc, records, "s") == (2.0, None)
-    doc["windows"] = windows[:3] + [dict(_window(6, 5.0, edge())[0], slo={"s": {"bound_by": [], "window_met": False}}),
-                                    dict(_window(7, 7.0, edge())[0], slo={"s": {"bound_by": [], "window_met": False}})]
+    assert capacity_interval(_search(windows[:3], 4.0, 6.0), records, "s") == (2.0, None)
+    broken = [_window(6, 5.0, edge(), window_met=False)[0], _window(7, 7.0, edge(), window_met=False)[0]]
     records_edge = records + [dataclasses.replace(r, window=6) for r in records if r.window == 3] + \
         [dataclasses.replace(r, window=7) for r in records if r.window == 3]
-    assert capacity_interval(doc, records_edge, "s") == (2.0, 7.0)
+    assert capacity_interval(_search(windows[:3] + broken, 4.0, 6.0), records_edge, "s") == (2.0, 7.0)
     # Failed requests are misses, slower than any limit: half failed at p50 is a sure failure.
     w, r = _window(9, 3.0, [None] * 20 + [10.0] * 10)
-    doc["windows"] = windows[:2] + [w]
-    doc["capacity"]["results"]["s"] = {"capacity_req_s": 2.0, "lowest_failing_req_s": 3.0}
-    assert capacity_interval(doc, records + r, "s") == (2.0, 3.0)
+    assert capacity_interval(_search(windows[:2] + [w], 2.0, 3.0), records + r, "s") == (2.0, 3.0)
 
 
 def test_capacity_rows_in_the_summary_carry_the_interval(tmp_path: Path):
@@ -195,10 +212,8 @@ def test_a_capacity_settled_at_zero_load_is_surely_zero_only_when_the_probe_sure
     rng = random.Random(5)
     probe = [RequestRecord(prompt_id=f"p{i}", window=0, ttft_ms=rng.uniform(150, 300), e2e_ms=400.0, output_tokens=11)
              for i in range(20)]
-    doc = {"cell": {"arm": "a"}, "windows": [{"window": 0, "phase": "probe", "valid": True}],
-           "capacity": {"slos": [{"name": "s", "percentile": 50, "ttft_ms": 100.0}],
-                        "results": {"s": {"status": "not_met", "capacity_req_s": 0.0, "lowest_failing_req_s": None,
-                                          "settled_at_zero_load": True}}}}
-    assert capacity_interval(doc, probe, "s") == (0.0, 0.0)
+    search = _search([_window(0, 0.0, [r.ttft_ms for r in probe], phase="probe")[0]], 0.0, None, status="not_met",
+                     settled_at_zero_load=True)
+    assert capacity_interval(search, probe, "s") == (0.0, 0.0)
     close = [dataclasses.replace(r, ttft_ms=rng.uniform(60, 140)) for r in probe]  # p50 near the limit: not surely broken
-    assert capacity_interval(doc, close, "s") == (0.0, None)
+    assert capacity_interval(search, close, "s") == (0.0, None)

@@ -21,7 +21,7 @@ from servingbench.host import derived
 from servingbench.host.config import Config, arm_tasks, context_lengths, sweep_arms
 from servingbench.runtime.records import (
     CELL_SCHEMA, FAILURE_SCHEMA, GPU_PREFIX, CapacityResult, CapacitySearch, CellResult, DerivedFigures, FailureRecord, GpuSummary, MemorySummary, ServerInfo,
-    RequestRecord, SloVerdict, Stats, WindowSummary, capacity_metrics, from_json, summary_metrics, to_json,
+    RequestRecord, SloVerdict, Stats, WindowSummary, capacity_metrics, from_json, summary_metrics,
 )
 from servingbench.host.result_files import ResultFileError, current_window, load_result, read_json  # noqa: F401
 from servingbench.runtime.results import (atomic_write_bytes, atomic_write_text, capacity_path, cell_path, failure_path,
@@ -91,9 +91,8 @@ class Entry:
     path: Path  # where the result file is (or would be)
     status: str = "missing"  # ok | failed | missing
     reason: str = ""
-    doc: dict[str, Any] | None = None  # the validated result as plain data (status ok)
+    result: CellResult | None = None  # the validated result (status ok)
     failure: FailureRecord | None = None  # the validated failure record (status failed)
-    result: CellResult | None = None  # the same result, typed
     weights: str = ""
     device: str = ""
     stale: str = ""  # keys whose recorded setting differs from the config's (servingbench.host.staleness)
@@ -166,7 +165,7 @@ def load_entry(entry: Entry) -> Entry:
     if entry.path.exists():
         result = load_result(entry.path, CELL_SCHEMA)
         check_identity(entry.path, result.kind, result.cell, entry)
-        entry.status, entry.result, entry.doc = "ok", result, to_json(result)
+        entry.status, entry.result = "ok", result
         entry.weights, entry.device = result.weights, result.device
     elif fail.exists():
         record = load_result(fail, FAILURE_SCHEMA)
@@ -193,9 +192,9 @@ def load_results(cfg: Config, results_dir: str | Path, allow_stale: bool = False
 
 def read_requests(entry: Entry) -> list[RequestRecord]:
     """The per-request records of a finished entry ([] when it has none)."""
-    if entry.doc is None or not entry.doc.get("requests_file"):
+    if entry.result is None or not entry.result.requests_file:
         return []
-    path = entry.path.parent / entry.doc["requests_file"]
+    path = entry.path.parent / entry.result.requests_file
     if not path.exists():
         return []
     rows = []
@@ -252,7 +251,7 @@ def tidy(entries: list[Entry], results_dir: str | Path, cfg: Config | None = Non
         base = dict(framework=e.arm, model=e.model, task=e.task, mode=e.mode, kind=e.kind,
                     status=e.status, reason=reason, weights=e.weights, device=e.device,
                     source=e.source(results_dir), trial=None, slo=None, turn=None)
-        if e.doc is None:
+        if e.result is None:
             rows.append(dict(base, concurrency=None, prompt_tokens_target=None, turn=None, metric="",
                              statistic="", value=None, unit=""))
             continue
@@ -262,10 +261,10 @@ def tidy(entries: list[Entry], results_dir: str | Path, cfg: Config | None = Non
                              statistic=stat, value=None if value is None else float(value),
                              unit="count" if stat == "n" else unit_of(metric)))
         records = read_requests(e)
-        extra = list(derived.capacity_rows(e.doc, records))
-        extra += derived.interval_rows(e.kind, e.arm, e.model, e.task, e.mode, e.doc, records)
+        extra = list(derived.capacity_rows(e.result, records))
+        extra += derived.interval_rows(e.result, records, e.arm, e.model, e.task, e.mode)
         if cfg is not None:
-            extra += derived.goodput_rows(cfg, e.kind, e.task, e.doc, records)
+            extra += derived.goodput_rows(cfg, e.result, e.task, records)
         for row in extra:
             rows.append({**base, **row, "value": float(row["value"]), "unit": unit_of(row["metric"])})
     df = pd.DataFrame(rows, columns=COLUMNS)

@@ -10,8 +10,9 @@
 - Capacity: a capacity search's per-SLO-set answers, from its result file, with an interval
   (``capacity_interval``).
 
-Each row is a dict of tidy-table columns (concurrency, prompt_tokens_target, trial, slo,
-metric, statistic, value, and optionally reason); aggregate adds the entry's own columns.
+Each reads a result as its typed record (servingbench.runtime.records.CellResult) and yields
+rows, dicts of tidy-table columns (concurrency, prompt_tokens_target, trial, slo, metric,
+statistic, value, and optionally reason); aggregate adds the entry's own columns.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from typing import Any, Iterator
 from servingbench.host import intervals
 from servingbench.host.config import Config, slo_specs
 from servingbench.runtime.metrics import tpot_ms
-from servingbench.runtime.records import (CAPACITY as C, WINDOW as W, CapacitySearch, RequestRecord, SloVerdict,
-                                  capacity_metrics, summary_metrics)
+from servingbench.runtime.records import (CAPACITY as C, WINDOW as W, CapacitySearch, CellResult, RequestRecord,
+                                          SloVerdict, Stats, WindowSummary, capacity_metrics, summary_metrics, to_json)
 from servingbench.runtime.slo import request_figures, window_verdict
 from servingbench.runtime.spec import SLOSpec
 
@@ -56,32 +57,34 @@ def request_values(records: list[RequestRecord], metric: str) -> list[float]:
     return out
 
 
-def interval_rows(kind: str, arm: str, model: str, task: str, mode: str, doc: dict[str, Any],
-                  records: list[RequestRecord]) -> Iterator[Row]:
-    """Bootstrap intervals per window, and figures over trials with their t intervals."""
-    if kind == "sweep_capacity":
+def interval_rows(result: CellResult, records: list[RequestRecord], arm: str, model: str, task: str,
+                  mode: str) -> Iterator[Row]:
+    """Bootstrap intervals per window, and figures over trials with their t intervals. The
+    entry's names (``arm`` ... ``mode``, as the config has them) seed the bootstraps."""
+    if result.kind == "sweep_capacity":
         return
     per_window = by_window(records)
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for i, w in enumerate(doc["windows"]):
-        key = dict(concurrency=w["concurrency"], prompt_tokens_target=w.get("prompt_tokens_target"),
-                   trial=trial_of(doc, w), slo=None)
-        groups.setdefault((w["concurrency"], w.get("prompt_tokens_target")), []).append(w)
+    groups: dict[tuple, list[WindowSummary]] = {}
+    for i, w in enumerate(result.windows):
+        key = dict(concurrency=w.concurrency, prompt_tokens_target=w.prompt_tokens_target,
+                   trial=result.trial_of(w), slo=None)
+        groups.setdefault((w.concurrency, w.prompt_tokens_target), []).append(w)
         for metric in INTERVAL_METRICS:
             values = request_values(per_window.get(i, []), metric)
             for stat in intervals.STATS:
-                ci = intervals.bootstrap(values, stat, intervals.seed_for(kind, arm, model, task, mode, i, metric, stat))
+                seed = intervals.seed_for(result.kind, arm, model, task, mode, i, metric, stat)
+                ci = intervals.bootstrap(values, stat, seed)
                 if ci is not None:
                     yield dict(key, metric=metric, statistic=f"{stat}_ci95_low", value=ci[0])
                     yield dict(key, metric=metric, statistic=f"{stat}_ci95_high", value=ci[1])
     for (conc, target), ws in groups.items():
-        if len(ws) < 2 or trial_of(doc, ws[0]) is None:
+        if len(ws) < 2 or result.trial_of(ws[0]) is None:
             continue
         key = dict(concurrency=conc, prompt_tokens_target=target, trial=None, slo=None)
         yield from _pooled(key, ws)
 
 
-def _pooled(key: Row, windows: list[dict[str, Any]]) -> Iterator[Row]:
+def _pooled(key: Row, windows: list[WindowSummary]) -> Iterator[Row]:
     """One concurrency level's trials as one figure each: mean over trials, t interval."""
     def emit(metric: str, stat: str, values: list[float]) -> Iterator[Row]:
         vals = [v for v in values if v is not None and math.isfinite(v)]
@@ -94,23 +97,18 @@ def _pooled(key: Row, windows: list[dict[str, Any]]) -> Iterator[Row]:
             yield dict(key, metric=metric, statistic=f"{stat}_ci95_high", value=ci[1])
 
     for metric in POOLED_STATS:
-        stats = [w.get(metric) for w in windows]
-        if any(not isinstance(st, dict) for st in stats):
+        stats: list[Stats | None] = [getattr(w, metric) for w in windows]
+        if any(st is None for st in stats):
             continue
         for stat in intervals.STATS:
-            yield from emit(metric, stat, [st.get(stat) for st in stats])
+            yield from emit(metric, stat, [getattr(st, stat) for st in stats])
         # Each trial's percentile needs its own support: the smallest trial's count decides it.
-        yield dict(key, metric=metric, statistic="n", value=min(st["n"] for st in stats))
+        yield dict(key, metric=metric, statistic="n", value=min(st.n for st in stats))
     for metric in POOLED_MEANS:
-        yield from emit(metric, "value", [w.get(metric) for w in windows])
+        yield from emit(metric, "value", [getattr(w, metric) for w in windows])
     for metric in POOLED_SUMS:
-        yield dict(key, metric=metric, statistic="value", value=sum(w.get(metric) or 0 for w in windows))
+        yield dict(key, metric=metric, statistic="value", value=sum(getattr(w, metric) or 0 for w in windows))
     yield dict(key, metric="trials", statistic="value", value=len(windows))
-
-
-def trial_of(doc: dict[str, Any], window: dict[str, Any]) -> int | None:
-    """A window's trial number when its cell ran ``run.trials`` > 1, else None."""
-    return window.get("trial") if (doc.get("spec") or {}).get("trials", 1) > 1 else None
 
 
 def by_window(records: list[RequestRecord]) -> dict[int, list[RequestRecord]]:
@@ -121,22 +119,21 @@ def by_window(records: list[RequestRecord]) -> dict[int, list[RequestRecord]]:
     return out
 
 
-def goodput_rows(cfg: Config, kind: str, task: str, doc: dict[str, Any],
-                 records: list[RequestRecord]) -> Iterator[Row]:
-    """Goodput and the window verdict of every window, per SLO set."""
-    if kind == "sweep_capacity":
+def goodput_rows(cfg: Config, result: CellResult, task: str, records: list[RequestRecord]) -> Iterator[Row]:
+    """Goodput and the window verdict of every window, per SLO set (``task``'s, as the config
+    names it)."""
+    if result.kind == "sweep_capacity":
         return
     slos = slo_specs(cfg, task if task in cfg.tasks else "")
-    stream = doc["cell"]["mode"] == "stream"
+    stream = result.cell.mode == "stream"
     per_window = by_window(records)
-    for i, w in enumerate(doc["windows"]):
+    for i, w in enumerate(result.windows):
         recs = per_window.get(i, [])
-        if not recs or not w.get("window_s"):
+        if not recs or not w.window_s:
             continue
-        key = dict(concurrency=w["concurrency"], prompt_tokens_target=w.get("prompt_tokens_target"),
-                   trial=trial_of(doc, w))
+        key = dict(concurrency=w.concurrency, prompt_tokens_target=w.prompt_tokens_target, trial=result.trial_of(w))
         for s in slos:
-            v = window_verdict(recs, w["window_s"], s, stream)
+            v = window_verdict(recs, w.window_s, s, stream)
             if v is None:
                 continue
             for metric, name in GOODPUT.items():
@@ -165,7 +162,7 @@ def window_sureness(records: list[RequestRecord], slo: SLOSpec, seed: int) -> st
     return "pass" if all(v == "pass" for v in verdicts) else None
 
 
-def capacity_interval(doc: dict[str, Any], records: list[RequestRecord], name: str) -> tuple[float | None, float | None]:
+def capacity_interval(result: CellResult, records: list[RequestRecord], name: str) -> tuple[float | None, float | None]:
     """(low, high) of a capacity: low is the highest rate at or below the capacity whose window
     met the SLO set even at the pessimistic end of its 95% intervals (0 if none did), high the
     lowest rate at or above the lowest failing one whose window broke it even at the optimistic
@@ -173,73 +170,75 @@ def capacity_interval(doc: dict[str, Any], records: list[RequestRecord], name: s
     evidence the search has); None when no window broke it: no upper bound. It holds the
     search's resolution (the capacity lies between the highest passing and the lowest failing
     rate) and the sampling noise of each verdict."""
-    cap = doc["capacity"]
-    res = cap["results"][name]
-    if res["capacity_req_s"] is None:
+    cap = result.capacity
+    res = cap.results[name]
+    if res.capacity_req_s is None:
         return None, None
-    spec = next(s for s in cap["slos"] if s["name"] == name)
-    slo = SLOSpec(**spec)
+    slo = SLOSpec(**next(s for s in cap.slos if s["name"] == name))
+    # The cell's keys as the file spells them seed the bootstraps (str of the JSON object).
+    cell = to_json(result.cell)
     per_window = by_window(records)
     sure_pass, sure_fail, failed = [], [], []
-    for w in doc["windows"]:
-        if w.get("phase") != "search" or not w.get("valid"):
+    for w in result.windows:
+        if w.phase != "search" or not w.valid:
             continue
-        rate = w["offered_rate_req_s"]
-        if w["slo"][name].get("window_met") is False:
+        rate, verdict = w.offered_rate_req_s, w.slo[name]
+        if verdict.window_met is False:
             failed.append(rate)
-        if "max_in_flight" in w["slo"][name]["bound_by"]:
+        if "max_in_flight" in verdict.bound_by:
             sure_fail.append(rate)
             continue
-        verdict = window_sureness(per_window.get(w["window"], []), slo, intervals.seed_for(doc["cell"], w["window"]))
-        (sure_pass if verdict == "pass" else sure_fail if verdict == "fail" else []).append(rate)
-    capacity = res["capacity_req_s"]
-    floor = res["lowest_failing_req_s"] if res["lowest_failing_req_s"] is not None else capacity
+        sure = window_sureness(per_window.get(w.window, []), slo, intervals.seed_for(cell, w.window))
+        (sure_pass if sure == "pass" else sure_fail if sure == "fail" else []).append(rate)
+    capacity = res.capacity_req_s
+    floor = res.lowest_failing_req_s if res.lowest_failing_req_s is not None else capacity
     low = max((r for r in sure_pass if r <= capacity), default=0.0)
     high = min((r for r in sure_fail if r >= floor), default=None)
     if high is None:
         high = max((r for r in failed if r >= floor), default=None)
-    if res.get("settled_at_zero_load"):
+    if res.settled_at_zero_load:
         # Not met one request at a time, by the probe (servingbench.runtime.capacity): 0 is the upper end
         # too when the probe broke the set surely.
-        probe = window_sureness(per_window.get(0, []), slo, intervals.seed_for(doc["cell"], 0))
+        probe = window_sureness(per_window.get(0, []), slo, intervals.seed_for(cell, 0))
         high = 0.0 if probe == "fail" else high
     return low, high
 
 
-def _req_scale(metric: str, cap: dict[str, Any]) -> float | None:
+def _req_scale(metric: str, cap: CapacitySearch) -> float | None:
     """Scale from capacity_req_s to ``metric`` that needs no capacity window, or None."""
     if metric == C.capacity_req_s:
         return 1.0
-    if metric == C.capacity_req_s_per_gpu and cap.get("gpus_per_server"):
-        return 1.0 / cap["gpus_per_server"]
+    if metric == C.capacity_req_s_per_gpu and cap.gpus_per_server:
+        return 1.0 / cap.gpus_per_server
     return None
 
 
-def capacity_rows(doc: dict[str, Any], records: list[RequestRecord] | None = None) -> Iterator[Row]:
+def capacity_rows(result: CellResult, records: list[RequestRecord] | None = None) -> Iterator[Row]:
     """The answers of a capacity search, one group of rows per SLO set, with their intervals
     (from the per-request records, when given)."""
-    cap = doc.get("capacity")
-    if doc.get("kind") != "sweep_capacity" or not cap:
+    cap = result.capacity
+    if result.kind != "sweep_capacity" or not cap:
         return
     key = dict(concurrency=None, prompt_tokens_target=None, trial=None)
-    for name, res in cap["results"].items():
-        reason = f"{res['status']}: {res['reason']}"
-        bounds = capacity_interval(doc, records, name) if records is not None else (None, None)
-        rate = res["capacity_req_s"]
+    for name, res in cap.results.items():
+        reason = f"{res.status}: {res.reason}"
+        bounds = capacity_interval(result, records, name) if records is not None else (None, None)
+        rate = res.capacity_req_s
         for metric in CAPACITY_VALUES:
-            if res.get(metric) is None:
+            value = getattr(res, metric)
+            if value is None:
                 continue
-            yield dict(key, slo=name, metric=metric, statistic="value", value=res[metric], reason=reason)
+            yield dict(key, slo=name, metric=metric, statistic="value", value=value, reason=reason)
             # Rates scale to tokens/s and per GPU as the capacity itself does (tokens per request at
             # the capacity window; 1 / GPUs). Capacity 0 has no tokens per request, so only its req/s
             # bounds scale (1 / GPUs is known without a window): the others keep only a 0 bound.
-            scale = res[metric] / rate if rate else _req_scale(metric, cap)
+            scale = value / rate if rate else _req_scale(metric, cap)
             for stat, bound in (("value_ci95_low", bounds[0]), ("value_ci95_high", bounds[1])):
                 if bound is not None and (scale is not None or bound == 0):
                     yield dict(key, slo=name, metric=metric, statistic=stat, value=bound * (scale or 0.0),
                                reason=reason)
         for metric, field in CAPACITY_AT.items():
-            if res.get(field) is not None:
-                yield dict(key, slo=name, metric=metric, statistic="value", value=res[field], reason=reason)
+            if getattr(res, field) is not None:
+                yield dict(key, slo=name, metric=metric, statistic="value", value=getattr(res, field), reason=reason)
     for metric, name in capacity_metrics(CapacitySearch).items():  # the search's own totals
-        yield dict(key, slo=None, metric=metric, statistic="value", value=cap[name])
+        yield dict(key, slo=None, metric=metric, statistic="value", value=getattr(cap, name))
