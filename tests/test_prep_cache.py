@@ -108,3 +108,37 @@ def test_prepare_gguf_writes_once_then_copies(cache, smollm2_dir, tmp_path, monk
     assert sha256_file(first) == sha256_file(second) == want
     assert json.loads((tmp_path / "b" / "m.gguf.json").read_text())["sha256"] == {"m.gguf": want}
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["m.gguf", "m.gguf.json"]  # no leftovers
+
+
+def test_prepare_gguf_hashes_a_cached_copy_once_and_still_rejects_a_damaged_one(cache, smollm2_dir, tmp_path,
+                                                                                 monkeypatch):
+    """On a cache hit the ~270 MB GGUF is read once: the cache's check and the pinned-checksum check
+    share the digest. A damaged entry still fails that check and is rewritten (then hashed anew)."""
+    from servingbench.host import gguf_export
+
+    cfg = load_config(REPO / "configs" / "cpu.yaml")
+    want = gguf_export.SMOLLM2_GGUF_SHA256["bfloat16"]
+    gguf_export.prepare_gguf(cfg, "smollm2-135m", smollm2_dir, tmp_path / "a" / "m.gguf")
+    hashed: list[str] = []
+
+    def counting_sha256(path):
+        hashed.append(Path(path).name)
+        return sha256_file(path)
+
+    monkeypatch.setattr(gguf_export, "sha256_file", counting_sha256)
+    out = gguf_export.prepare_gguf(cfg, "smollm2-135m", smollm2_dir, tmp_path / "b" / "m.gguf")
+    assert hashed == ["model.gguf"] and sha256_file(out) == want
+    (entry,) = (cache / "gguf").iterdir()
+    with open(entry / "model.gguf", "r+b") as fh:  # one byte of the cached copy changed
+        fh.seek(-1, 2)
+        last = fh.read(1)
+        fh.seek(-1, 2)
+        fh.write(bytes([last[0] ^ 1]))
+    hashed.clear()
+    writes: list[int] = []
+    real_write = gguf_export.write_gguf
+    monkeypatch.setattr(gguf_export, "write_gguf", lambda *a: (writes.append(1), real_write(*a))[1])
+    out = gguf_export.prepare_gguf(cfg, "smollm2-135m", smollm2_dir, tmp_path / "c" / "m.gguf")
+    assert writes == [1] and len(hashed) == 2 and sha256_file(out) == want
+    assert sha256_file(entry / "model.gguf") == want  # the entry was replaced by the good file
+    assert json.loads((tmp_path / "c" / "m.gguf.json").read_text())["sha256"] == {"m.gguf": want}

