@@ -363,3 +363,28 @@ def test_a_percentile_its_window_cannot_support_is_not_printed(cpu_cfg, tmp_path
 
     df = ReportData.load(cpu_cfg, results).df
     assert ((df["metric"] == "e2e_ms") & (df["statistic"] == "p90") & df["value"].notna()).any()
+
+
+def _plot_rows(spec: dict) -> list[dict]:
+    return [row for rows in spec.get("datasets", {}).values() for row in rows]
+
+
+def test_plots_draw_a_percentile_only_where_its_window_supports_it(tmp_path: Path) -> None:
+    """Like the tables: cells of 3 requests get a p50 mark (needs 2), no p90 (10) or p99 (100), in
+    the distribution plot and the tokens/s tooltip; a context sweep of 3 requests a length has its
+    p50 and no p90/p99; with one request a length its p50 is unsupported and the plot is empty."""
+    from servingbench.runtime.records import WINDOW as W
+    from servingbench.host.report import plots
+    from servingbench.host.report.data import ReportData
+
+    cfg = make_config(device="cpu", arms=("transformers-naive", "vllm"), requests=3)
+    data = ReportData.load(cfg, write_results(cfg, tmp_path / "three"))
+    marks = {r["what"] for r in _plot_rows(plots.distribution(data, W.e2e_ms, "E2E", ("sync", "stream")))}
+    assert marks == {"request", "p50"}
+    tps = _plot_rows(plots.output_tokens_per_s(data))
+    assert tps and all(r["p90"] is None and r["n"] == 3 for r in tps)
+    context = _plot_rows(plots.latency_vs_prompt(data))
+    assert context and all(r["n"] == 3 and r["p90"] is None and r["p99"] is None for r in context)
+    one = cfg.model_copy(update={"sweeps": cfg.sweeps.model_copy(
+        update={"context": cfg.sweeps.context.model_copy(update={"requests_per_length": 1})})})
+    assert plots.latency_vs_prompt(ReportData.load(one, write_results(one, tmp_path / "one"))) is None

@@ -2,7 +2,8 @@
 
 Each function returns a plain dict that the page embeds inline; vega-embed draws it offline.
 Per-request points come from ``*.requests.jsonl``; the black marks are the file's own
-p50/p90/p99, so a plot can be checked against the tables.
+p50/p90/p99, so a plot can be checked against the tables. Like the tables, a plot shows a
+percentile only where its window's sample supports it (servingbench.host.intervals.shown).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 import altair as alt
 import pandas as pd
 
+from servingbench.host import intervals
 from servingbench.runtime.records import WINDOW as W
 from servingbench.host.report.data import ReportData
 from servingbench.runtime.slo import LIMIT
@@ -46,6 +48,12 @@ def _finish(chart: alt.TopLevelMixin) -> dict[str, Any]:
         return chart.to_dict()
 
 
+def _supported(stats: Any, stat: str) -> float | None:
+    """A window's statistic, or None where its sample cannot support it (p90 of 3 requests)."""
+    value = getattr(stats, stat)
+    return value if value is not None and intervals.shown(stats.n, stat) else None
+
+
 def _low(data: ReportData) -> int:
     return min(data.cfg.run.cell_concurrency)
 
@@ -65,8 +73,8 @@ def distribution(data: ReportData, metric: str, label: str, modes: tuple[str, ..
         for w in data.windows(e):
             stats = getattr(w, metric)
             if w.concurrency == low and stats is not None:
-                rows += [{**base, "value": getattr(stats, s), "what": s, "source": data.source(e)}
-                         for s in STAT_SHAPES if getattr(stats, s) is not None]
+                rows += [{**base, "value": _supported(stats, s), "what": s, "source": data.source(e)}
+                         for s in STAT_SHAPES if _supported(stats, s) is not None]
     if not rows:
         return None
     df = pd.DataFrame(rows)
@@ -128,9 +136,9 @@ def latency_vs_prompt(data: ReportData) -> dict[str, Any] | None:
         for w in data.windows(e):
             for measure, key in (("E2E p50 (ms)", W.e2e_ms), ("TTFT p50 (ms)", W.ttft_ms)):
                 s = getattr(w, key)
-                if s is not None and s.p50 is not None:
+                if s is not None and _supported(s, "p50") is not None:
                     rows.append({"model": e.model, "arm": e.arm, "measure": measure, "value": s.p50,
-                                 "p90": s.p90, "p99": s.p99, "n": s.n,
+                                 "p90": _supported(s, "p90"), "p99": _supported(s, "p99"), "n": s.n,
                                  "prompt_tokens": w.prompt_tokens_target, "source": data.source(e)})
     if not rows:
         return None
@@ -187,9 +195,9 @@ def output_tokens_per_s(data: ReportData) -> dict[str, Any] | None:
             continue
         for w in data.windows(e):
             s = w.output_tok_s
-            if w.concurrency == low and s is not None and s.p50 is not None:
+            if w.concurrency == low and s is not None and _supported(s, "p50") is not None:
                 rows.append({"arm": e.arm, "model": e.model, "task": e.task, "value": s.p50,
-                             "p90": s.p90, "mean": s.mean, "n": s.n, "source": data.source(e)})
+                             "p90": _supported(s, "p90"), "mean": s.mean, "n": s.n, "source": data.source(e)})
     if not rows:
         return None
     chart = alt.Chart(pd.DataFrame(rows)).mark_bar(height={"band": 0.7}).encode(
@@ -295,7 +303,7 @@ def all_plots(data: ReportData) -> list[dict[str, Any]]:
                     "measured window (failed requests are not counted; see Flags).",
          "spec": throughput_vs_concurrency(data), "empty": "no concurrency sweep finished"},
         {"id": "plot-context", "title": "Latency and TTFT against prompt length",
-         "caption": "Context sweep: p50 at each prompt length (hover for p90, p99 and n).",
+         "caption": "Context sweep: p50 at each prompt length (hover for n, and p90 and p99 where n supports them).",
          "spec": latency_vs_prompt(data), "empty": "no context sweep finished"},
         {"id": "plot-memory", "title": "Memory per arm",
          "caption": "Highest figure over every cell and sweep of the arm. Host: summed RSS of the server's "
