@@ -125,10 +125,11 @@ def test_run_cell_measures_a_cell_through_the_new_adapter(tree: Path) -> None:
     assert result["status"] == "ok" and result["cell"]["arm"] == "echo" and result["cell"]["framework"] == "echo"
     assert result["provenance"]["framework_version"] == "echo 1.0 (stand-in)"
     window = result["windows"][0]
-    assert window["completed"] == window["requests"] == 3 and window["failed"] == 0
+    n = yaml.safe_load((REPO / "configs" / "cpu.yaml").read_text())["run"]["requests_per_cell"]
+    assert window["completed"] == window["requests"] == n and window["failed"] == 0
     # The stand-in's own /metrics, read through the adapter's histogram names.
     assert window["server_ttft_ms_mean"] > 0 and window["server_timing_source"] == "echo /metrics"
     rows = [json.loads(x) for x in (tree / CELL).with_name("stream.requests.jsonl").read_text().splitlines()]
-    assert len(rows) == 3
+    assert len(rows) == n
     for r in rows:  # forced length through the adapter's ignore_eos: exactly the tokens asked for
         assert r["output_tokens"] == r["output_tokens_requested"] and r["output_tokens_source"] == "server"

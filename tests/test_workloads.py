@@ -118,11 +118,11 @@ def test_workload_size_rule():
     # chat is also searched for capacity: 3 warm-up + 5 probe + 4 x 200 (min_requests) beats the sweep.
     assert sum(max(3, c) + 64 for c in (1, 2, 4, 8, 16, 32, 64)) < 3 + 5 + 4 * 200
     assert workload_size(GPU, "chat") == 3 + 5 + 4 * 200
-    # configs/cpu.yaml: chat has the cells' (1 + 3) only; qa's capacity search, 1 warm-up + 10 probe
-    # + 4 x 10 (min_requests), beats qa's concurrency sweep, (1 + 4) + (4 + 4)
-    assert workload_size(CPU, "chat") == 1 + 3
+    # configs/cpu.yaml: qa has the cells' (1 + 2) only; chat's capacity search, 1 warm-up + 10 probe
+    # + 4 x 10 (min_requests), beats chat's concurrency sweep, (1 + 4) + (4 + 4)
+    assert workload_size(CPU, "qa") == 1 + 2
     assert (1 + 4) + (4 + 4) < 1 + 10 + 4 * 10
-    assert workload_size(CPU, "qa") == 1 + 10 + 4 * 10
+    assert workload_size(CPU, "chat") == 1 + 10 + 4 * 10
 
 
 def test_unknown_task(smollm2_dir, tmp_path):
