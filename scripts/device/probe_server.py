@@ -40,9 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv[:cut])
     a.model_args = argv[cut + 1:]
     cfg = load_config(a.config)
-    base = server_spec(cfg, a.arm, a.model)
-    arm_args = base.server_args[:len(base.server_args) - len(base.model_server_args)]
-    spec = dataclasses.replace(base, server_args=arm_args + tuple(a.model_args), model_server_args=tuple(a.model_args))
+    # As server_spec builds them: the arm's arguments, then the model's (here, the ones to try).
+    model_args = tuple(a.model_args)
+    spec = dataclasses.replace(server_spec(cfg, a.arm, a.model), model_server_args=model_args,
+                               server_args=tuple(cfg.frameworks[a.arm].server_args) + model_args)
     log = Path(a.log or f"probe-{a.arm}-{a.model}.log")
     t0 = time.monotonic()
     out: dict[str, object] = {"arm": a.arm, "model": a.model, "model_server_args": list(a.model_args)}
