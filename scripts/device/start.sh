@@ -22,8 +22,8 @@ CONFIG=${CONFIG:-configs/h200-dummy.yaml}
 done_dir=$(pwd)/${DONE:-examples/h200-dummy/results}
 SB=/tmp/sb${LANE:+-lane$LANE}
 [ -d /tmp/site-kit ] || { echo "start: /tmp/site-kit missing: run scripts/device/install.sh first" >&2; exit 2; }
-rm -rf "$SB" && mkdir -p "$SB" && # schemas/ and containers/: servingbench/schemas and data/images.yaml are links into them.
-cp -r Snakefile rules configs config.yaml servingbench schemas containers benchmarks scripts "$SB"/
+rm -rf "$SB" && mkdir -p "$SB" && # containers/: servingbench/data/images.yaml is a link into it.
+cp -r Snakefile rules configs config.yaml servingbench containers benchmarks scripts "$SB"/
 mkdir -p /tmp/bin && printf '#!/bin/sh\nexec python3 -m servingbench.cli "$@"\n' > /tmp/bin/servingbench && chmod +x /tmp/bin/servingbench
 cat > "$SB"/env.sh <<ENV
 export PYTHONPATH=$SB:/tmp/site:/tmp/site-kit
@@ -76,7 +76,9 @@ for t, i in out.items():
     if t in picks or not (done / t.removeprefix("results/")).exists():
         print(i, t)
 PY
-[ -s picks.txt ] || echo "0 results/summary.csv" > picks.txt
+# Nothing left to measure: say so. (results/summary.csv as a target would pull in every cell of
+# the config, the new workloads' too, and start measuring them all.)
+[ -s picks.txt ] || { echo "start: every target asked for is already in $done_dir: nothing to run"; exit 0; }
 cut -d' ' -f2 picks.txt > targets.txt
 # The models and workloads those targets need (rules/sweeps.smk: concurrency uses chat's;
 # capacity-TASK uses TASK's).
@@ -103,7 +105,7 @@ cat >> run.sh <<'RUN'
 sm="python3 -m snakemake --configfile $CONFIG --keep-going --rerun-incomplete"
 echo "== prepare $(date -u +%T)"
 $sm --cores 8 $(cat prep.txt)
-if [ -s before.sh ]; then echo "== before $(date -u +%T): $(cat before.sh)"; bash before.sh || echo "== before failed: $?"; fi
+if grep -q '[^[:space:]]' before.sh; then echo "== before $(date -u +%T): $(cat before.sh)"; bash before.sh || echo "== before failed: $?"; fi
 for i in $(cut -d' ' -f1 picks.txt | uniq); do
   echo "== measure $i $(date -u +%T)"
   $sm --cores 1 $(awk -v i="$i" '$1 == i {print $2}' picks.txt)
