@@ -21,8 +21,11 @@ if [ -f "$T/sg/install-on-device.sh" ]; then
   env -u PYTHONPATH SG="$T/sg" SITE=/tmp/sgsite SMOKE="${SG_SMOKE:-1}" bash "$T/sg/install-on-device.sh"
 else echo "[install] no SGLang wheelhouse carried: the sglang arms cannot run"; fi
 (cd "$T/gwk" && sha256sum -c --quiet SHA256SUMS) || { echo "install: kit wheel sha256 mismatch" >&2; exit 3; }
+# py-spy when carried (scripts/device/profile_arm.py): its binary lands in /tmp/site-kit/bin, on
+# start.sh's PATH. In the same pip call: a second --target install would skip the existing bin/.
+spy=(); ls "$T/gwk"/py_spy-*.whl >/dev/null 2>&1 && spy=(py-spy)
 env -u PYTHONPATH python3 -m pip install -q --disable-pip-version-check --no-index --find-links "$T/gwk" \
-  --target /tmp/site-kit snakemake pyyaml pydantic httpx psutil nvidia-ml-py 2>&1 | tail -2 || true
+  --target /tmp/site-kit snakemake pyyaml pydantic httpx psutil nvidia-ml-py "${spy[@]}" 2>&1 | tail -2 || true
 python3 -c "import sys; sys.path[:0] = ['/tmp/site-kit']; import snakemake, yaml, pydantic" ||
   { echo "install: the kit's wheels did not install into /tmp/site-kit" >&2; exit 3; }
 if [ -f "$T/sg/tvm_ffi_cache.tar.gz" ] && [ ! -d "$HOME/.cache/tvm-ffi" ]; then

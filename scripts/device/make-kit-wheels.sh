@@ -8,5 +8,7 @@ PY312=${PY312:-$(ls ~/.pyenv/versions/3.12.*/bin/python3.12 2>/dev/null | head -
 rm -rf .gwk && mkdir -p .gwk
 "$PY312" -m venv /tmp/sb-py312 && /tmp/sb-py312/bin/pip install -q -U pip
 /tmp/sb-py312/bin/pip wheel -q -w .gwk snakemake==9.27.1 pyyaml "pydantic==2.13.4" httpx psutil nvidia-ml-py
+# py-spy: a static binary in a wheel, for scripts/device/profile_arm.py (issue 17).
+/tmp/sb-py312/bin/pip download -q --only-binary :all: --no-deps -d .gwk py-spy==0.4.2
 grep -qx '/.gwk/' .git/info/exclude 2>/dev/null || echo '/.gwk/' >> .git/info/exclude
 du -sh .gwk
