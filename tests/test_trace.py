@@ -136,6 +136,29 @@ def test_trace_prompts_have_the_traces_lengths_and_share_what_it_shares(smollm2_
     assert "prefix_group" not in alone and len({r["prompt"] for r in records}) == len(records)
 
 
+def test_a_block_that_recurs_as_a_partial_block_is_a_prefix_of_its_full_text(smollm2_dir, tmp_path):
+    """Mooncake's last block of a prompt may be partial, and its id may recur as a full block
+    elsewhere (the shipped sample's line 5: block 0, 344 tokens, after lines that hold all 512 of
+    it): the partial one is the first tokens of the same text, not the full block's 512 again."""
+    trace = tmp_path / "t.jsonl"
+    trace.write_text("\n".join(json.dumps(r) for r in [
+        {"offset_ms": 0, "input_tokens": 838, "output_tokens": 20, "hash_ids": [0, 1], "block_tokens": 512},
+        {"offset_ms": 10, "input_tokens": 344, "output_tokens": 20, "hash_ids": [0], "block_tokens": 512},
+    ]) + "\n")
+    records = build_workload(_trace_cfg(trace), "smollm2-135m", "t", smollm2_dir, tmp_path / "w.jsonl")
+    full, partial = records[2:]
+    assert abs(partial["prompt_tokens"] - 344) <= 5 and abs(full["prompt_tokens"] - 838) <= 6
+    assert full["prompt"].startswith(partial["prompt"])  # the shared block's first tokens, reusable by a cache
+
+
+def test_the_shipped_mooncake_sample_builds_to_its_lengths(smollm2_dir, tmp_path):
+    cfg = _trace_cfg(TRACES / "mooncake-sample.jsonl", format="mooncake", output_tokens=[1, 128])
+    cfg.generation["smollm2-135m"]["t"] = cfg.generation["smollm2-135m"]["t"].model_copy(update={"max_tokens": 128})
+    records = build_workload(cfg, "smollm2-135m", "t", smollm2_dir, tmp_path / "w.jsonl")
+    rows = [json.loads(x) for x in (TRACES / "mooncake-sample.jsonl").read_text().splitlines()]
+    assert [r["input_tokens_trace"] for r in records[2:]] == [r["input_length"] for r in rows]
+
+
 def test_a_trace_length_outside_the_tasks_bounds_fails_naming_the_line(smollm2_dir, tmp_path):
     trace = tmp_path / "t.jsonl"
     trace.write_text('{"offset_ms": 0, "input_tokens": 50, "output_tokens": 5}\n'

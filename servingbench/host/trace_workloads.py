@@ -17,12 +17,13 @@ from servingbench.host.workloads import WorkloadError, _corpus_words, _largest_f
 
 
 class _Texts:
-    """Text of a given token length per prefix key (the same wherever the key recurs)."""
+    """Text of a given token length per prefix key (the same wherever the key recurs; a shorter
+    length of the same key, e.g. a trace's partial last block, is a prefix of the longer text)."""
 
     def __init__(self, tok: Any, seed: int) -> None:
         self.tok, self.seed = tok, seed
         self.words = [w for w in _corpus_words() if w != "\n\n"]
-        self.cache: dict[str, str] = {}
+        self.cache: dict[tuple[str, int], str] = {}
 
     def count(self, text: str, special: bool = False) -> int:
         return len(self.tok(text, add_special_tokens=special, verbose=False)["input_ids"])
@@ -39,9 +40,11 @@ class _Texts:
         return min((" ".join(words[:j]) for j in (k, k + 1)), key=lambda t: abs(count(t) - tokens))
 
     def text(self, key: str, tokens: int) -> str:
-        if key not in self.cache:
-            self.cache[key] = self.fit(self.stream(key), self.count, tokens)
-        return self.cache[key]
+        # Keyed by length too: a block id that recurs as a partial block (Mooncake's last block)
+        # wants fewer tokens of the same word stream, so its text is a prefix of the full one's.
+        if (key, tokens) not in self.cache:
+            self.cache[key, tokens] = self.fit(self.stream(key), self.count, tokens)
+        return self.cache[key, tokens]
 
 
 def trace_prompt(texts: _Texts, rec: TraceRecord, own_key: str) -> str:
