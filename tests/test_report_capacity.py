@@ -11,6 +11,7 @@ import pytest
 from markupsafe import escape
 
 from servingbench.host.report import render_report
+from servingbench.host.report.headline import Ranking
 from servingbench.host.report.render import SECTIONS, build_context
 from tests.resultsgen import make_config, write_results
 
@@ -178,6 +179,11 @@ def test_unsupported_percentiles_are_greyed_with_the_reason_and_thin_cells_flagg
     ttft = ctx["headline"]["smollm2-135m"][0]
     assert ttft.tie is None and set(ttft.thin) == {"tgi", "vllm"}
     assert "no interval" in _section(html, "headline")
+    # Without intervals the row names no best arm: it says the order is unranked.
+    assert ttft.verdict == "unranked"
+    row = _headline_row(html, "TTFT p50")
+    assert 'data-verdict="unranked"' in row and "too thin to order" in row
+    assert 'class="win' not in row and "best" not in row.lower()
 
 
 def test_headline_carries_intervals_and_says_tie_or_not(tmp_path: Path):
@@ -188,10 +194,47 @@ def test_headline_carries_intervals_and_says_tie_or_not(tmp_path: Path):
     for arm, value in ttft.ranked:
         lo, hi = ttft.intervals[arm]
         assert lo <= value <= hi
+    # Resolved: the first arm is shown as the winner, with its margin.
+    assert ttft.verdict == "best" and ttft.tied == ["vllm"]
+    row = _headline_row(_render(cfg, far), "TTFT p50")
+    assert re.search(r'<td class="win id"[^>]*><span class="dot"[^>]*></span>vllm</td>', row)
+    assert 'class="n margin"' in row and ">tie<" not in row
     near = write_results(cfg, tmp_path / "near", speed={"tgi": 1.0})
     ttft = build_context(cfg, near)["headline"]["smollm2-135m"][0]
     assert ttft.tie is True
     assert ">tie<" in _section(_render(cfg, near), "headline")
+    # A tie names both arms and paints neither as the winner.
+    assert ttft.verdict == "tie" and ttft.tied == [ttft.winner[0], ttft.runner_up[0]]
+    row = _headline_row(_render(cfg, near), "TTFT p50")
+    verdict = re.search(r'<td class="id"><span class="badge tie"[^>]*>tie</span>(.*?)</td>', row).group(1)
+    assert "vllm" in verdict and "tgi" in verdict
+    assert 'class="win' not in row and 'class="n margin"' not in row
+
+
+def _ranking(better: str, **cis) -> Ranking:
+    r = Ranking("TTFT p50", "ms", better, "synthetic")
+    for arm, (point, ci) in cis.items():
+        r.ranked.append((arm, point))
+        r.intervals[arm] = ci
+    return r
+
+
+def test_headline_verdict_names_a_best_arm_only_when_it_is_clear_of_every_other():
+    # a is clear of b, but c's wide interval reaches over a's: a is not surely best.
+    r = _ranking("lower", a=(10, (9, 11)), b=(14, (13, 15)), c=(16, (8, 30)))
+    assert r.tie is False and r.verdict == "tie" and r.tied == ["a", "c"]
+    r = _ranking("higher", a=(20, (19, 21)), b=(14, (13, 15)), c=(10, (8, 12)))
+    assert r.verdict == "best" and r.tied == ["a"]
+    # The first two are clear of each other, but the third has no interval: no order is sure.
+    r = _ranking("lower", a=(10, (9, 11)), b=(14, (13, 15)), c=(16, None))
+    assert r.tie is False and r.verdict == "unranked" and r.tied == []
+    assert _ranking("lower", a=(10, (9, 11))).verdict == "only"
+    assert _ranking("lower").verdict == "none"
+
+
+def _headline_row(html: str, label: str) -> str:
+    rows = re.findall(r"<tr\b.*?</tr>", _section(html, "headline"), re.S)
+    return next(r for r in rows if f"<b>{label}</b>" in r)
 
 
 def test_headline_with_trials_uses_a_t_interval_over_trials(tmp_path: Path):

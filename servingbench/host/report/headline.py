@@ -1,7 +1,8 @@
-"""Per model: which arm wins on TTFT, TPOT and throughput, by how much over the next best, and
+"""Per model: which arm is ahead on TTFT, TPOT and throughput, by how much over the next, and
 whether that margin is more than noise: each arm's figure has a 95% interval (a bootstrap over
 the requests of its windows, or a t interval over run.trials windows), and two arms whose
-intervals overlap are a tie."""
+intervals overlap are a tie. An arm is called best only where its interval is clear of every
+other's (``Ranking.verdict``); without every interval the order is unranked."""
 
 from __future__ import annotations
 
@@ -38,7 +39,31 @@ class Ranking:
         return intervals.overlap(self.intervals.get(self.ranked[0][0]), self.intervals.get(self.ranked[1][0]))
 
     @property
+    def verdict(self) -> str:
+        """What the measurement can say about the order, the rule of the capacity ranking:
+        "best" only where the first arm's 95% interval is clear of every other ranked arm's;
+        "tie" where another arm's overlaps it (``tied`` lists them); "unranked" where some ranked
+        arm has no interval, so no order is sure; "only" for a single arm; "none" for no arm."""
+        if not self.ranked:
+            return "none"
+        if len(self.ranked) == 1:
+            return "only"
+        if any(self.intervals.get(arm) is None for arm, _ in self.ranked):
+            return "unranked"
+        return "best" if len(self.tied) == 1 else "tie"
+
+    @property
+    def tied(self) -> list[str]:
+        """The first arm and every ranked arm not surely behind it (empty without every interval)."""
+        bounds = [self.intervals.get(arm) for arm, _ in self.ranked]
+        if not bounds or any(b is None for b in bounds):
+            return []
+        return [self.ranked[0][0]] + [arm for (arm, _), b in zip(self.ranked[1:], bounds[1:])
+                                      if intervals.ranks([bounds[0], b], self.better)[1] == 1]
+
+    @property
     def winner(self) -> tuple[str, float] | None:
+        """The first arm by point figure (best only where ``verdict`` says "best")."""
         return self.ranked[0] if self.ranked else None
 
     @property
