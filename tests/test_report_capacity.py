@@ -211,6 +211,34 @@ def test_headline_carries_intervals_and_says_tie_or_not(tmp_path: Path):
     assert 'class="win' not in row and 'class="n margin"' not in row
 
 
+def test_headline_leaves_out_a_task_no_arm_has_and_unranks_an_arm_that_skips_one(tmp_path: Path):
+    """A task nobody measured yet cannot favour anyone: it is left out (and said); a task one arm
+    has and another lacks still unranks the one that lacks it. A -prefix-cache twin (a task list)
+    is not ranked here."""
+    cfg = make_config(device="cpu", arms=("tgi", "vllm"), tasks=("chat", "qa"), requests=30, sweeps=False)
+    results = write_results(cfg, tmp_path / "r", speed={"tgi": 3.0})
+    for arm in ("tgi", "vllm"):
+        for f in (results / "cells" / arm / "smollm2-135m" / "qa").glob("stream*"):
+            f.unlink()
+    ttft = build_context(cfg, results)["headline"]["smollm2-135m"][0]
+    assert [a for a, _ in ttft.ranked] == ["vllm", "tgi"] and not ttft.unranked
+    assert "over the tasks (chat)" in ttft.basis and "left out, no arm has a figure yet: qa" in ttft.basis
+    for f in (results / "cells" / "tgi" / "smollm2-135m" / "chat").glob("stream*"):
+        f.unlink()  # now chat: vllm has it, tgi does not
+    ttft = build_context(cfg, results)["headline"]["smollm2-135m"][0]
+    assert [a for a, _ in ttft.ranked] == ["vllm"] and ttft.unranked[0][0] == "tgi"
+    assert "chat/stream" in ttft.unranked[0][1]
+
+
+def test_headline_does_not_rank_an_arm_restricted_to_a_task_list(tmp_path: Path):
+    cfg = make_config(device="cpu", arms=("tgi", "vllm"), tasks=("chat", "qa"), requests=30, sweeps=False)
+    results = write_results(cfg, tmp_path / "r")
+    cfg.frameworks["vllm"] = cfg.frameworks["vllm"].model_copy(update={"tasks": ["qa"]})
+    for row in build_context(cfg, results)["headline"]["smollm2-135m"]:
+        assert "vllm" not in [a for a, _ in row.ranked]
+        assert ("vllm", "runs only qa: compared with its twin under Conversations and prefix caching") in row.unranked
+
+
 def _ranking(better: str, **cis) -> Ranking:
     r = Ranking("TTFT p50", "ms", better, "synthetic")
     for arm, (point, ci) in cis.items():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from servingbench.host import intervals
 from servingbench.host.derived import by_window, request_values
@@ -136,19 +137,43 @@ def _rank(r: Ranking) -> Ranking:
     return r
 
 
+def _ranked_arms(data: ReportData, r: Ranking) -> list[str]:
+    """The arms that run every task; an arm restricted to a task list (a ``-prefix-cache`` twin)
+    is not ranked here but beside its twin under "Conversations and prefix caching"."""
+    arms = []
+    for arm in data.arms:
+        spec = data.cfg.frameworks.get(arm)
+        if spec is not None and spec.tasks is not None:
+            r.unranked.append((arm, f"runs only {', '.join(spec.tasks)}: compared with its twin under "
+                                    "Conversations and prefix caching"))
+        else:
+            arms.append(arm)
+    return arms
+
+
 def _per_task(data: ReportData, model: str, metric: str, stat: str, mode: str, concurrency: int,
               label: str, unit: str, better: str, what: str) -> Ranking:
-    """Geometric mean over every task of one statistic of the cells of ``mode`` at ``concurrency``."""
-    tasks = list(data.cfg.tasks)
-    r = Ranking(label, unit, better,
-                f"geometric mean over the tasks ({', '.join(tasks)}) of each {mode} cell's {what} "
-                f"at concurrency {concurrency}")
+    """Geometric mean over the tasks of one statistic of the cells of ``mode`` at ``concurrency``.
+
+    A task that no ranked arm has a figure for yet (none measured) is left out and said so; an
+    arm that lacks a task another arm has is not ranked, so none wins by skipping the hard part."""
+    r = Ranking(label, unit, better, "")
+    arms = _ranked_arms(data, r)
+
+    def figure(arm: str, task: str) -> tuple[Any, float | None]:
+        e = data.entry("cell", arm, model, task, mode)
+        return e, (data.value(e, metric, stat, concurrency) if e and e.status == "ok" else None)
+
+    tasks = [t for t in data.cfg.tasks if any(figure(arm, t)[1] is not None for arm in arms)]
+    left_out = [t for t in data.cfg.tasks if t not in tasks]
+    r.basis = (f"geometric mean over the tasks ({', '.join(tasks) or 'none'}) of each {mode} cell's {what} "
+               f"at concurrency {concurrency}" + (f"; left out, no arm has a figure yet: {', '.join(left_out)}"
+                                                  if left_out else ""))
     r.interval_basis = _basis(data, "request")
-    for arm in data.arms:
+    for arm in arms if tasks else ():
         values, srcs, missing, windows, entries = [], [], [], [], []
         for task in tasks:
-            e = data.entry("cell", arm, model, task, mode)
-            v = data.value(e, metric, stat, concurrency) if e and e.status == "ok" else None
+            e, v = figure(arm, task)
             if v is None:
                 missing.append(f"{task}/{mode}" + (f" ({e.status})" if e and e.status != "ok" else ""))
             else:
@@ -190,7 +215,8 @@ def _throughput(data: ReportData, model: str, metric: str, label: str, unit: str
         level = max(sweep.levels)
         r = Ranking(label, unit, "higher",
                     f"concurrency sweep ({sweep.task}, {sweep.mode}) at its highest level, concurrency {level}")
-        for arm, e in sweeps.items():
+        for arm in _ranked_arms(data, r):
+            e = sweeps[arm]
             v = data.value(e, metric, "value", level) if e and e.status == "ok" else None
             if v is None:
                 why = f"sweep {e.status}" if e and e.status != "ok" else f"no window at concurrency {level}"
