@@ -205,7 +205,11 @@ def main() -> int:
                               "gen": vars(g) if hasattr(g, "__dict__") else str(g), "phases": []}
 
     t = time.monotonic()
-    bare = tf.run_bare(mdir, prompt, args, gen)
+    loop = tf.BareLoop(mdir, prompt, args, gen)
+    try:
+        bare = loop.run(a.requests, args.warmup)
+    finally:
+        loop.close()
     report["bare"] = tf.arm_summary(bare)
     report["bare"]["seconds"] = round(time.monotonic() - t, 1)
     print("bare", json.dumps(report["bare"]), flush=True)
@@ -214,7 +218,7 @@ def main() -> int:
     steplog.unlink(missing_ok=True)
     env = (("PYTHONPATH", f"{HERE / 'diag_site'}:{REPO}:{os.environ.get('PYTHONPATH', '')}"),
            ("H17_STEPLOG", str(steplog)))
-    spec = tf.cell_spec("transformers-naive", a.model, mdir, "", 2048, gen, args, env=env)
+    spec = tf.cell_spec("transformers-naive", a.model, mdir, "", 2048, gen, args, a.requests, env=env)
     pool = ServerPool(work / "pool", idle_timeout_s=300)
     provider = pooled_server(pool)
     real_gpu, real_tree = cell.GPU, monitor.tree_rss_bytes
