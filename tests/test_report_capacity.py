@@ -182,7 +182,7 @@ def test_unsupported_percentiles_are_greyed_with_the_reason_and_thin_cells_flagg
     # Without intervals the row names no best arm: it says the order is unranked.
     assert ttft.verdict == "unranked"
     row = _headline_row(html, "TTFT p50")
-    assert 'data-verdict="unranked"' in row and "too thin to order" in row
+    assert 'data-verdict="unranked"' in row and "no interval to order them" in row
     assert 'class="win' not in row and "best" not in row.lower()
 
 
