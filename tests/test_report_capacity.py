@@ -211,23 +211,32 @@ def test_headline_carries_intervals_and_says_tie_or_not(tmp_path: Path):
     assert 'class="win' not in row and 'class="n margin"' not in row
 
 
-def test_headline_leaves_out_a_task_no_arm_has_and_unranks_an_arm_that_skips_one(tmp_path: Path):
-    """A task nobody measured yet cannot favour anyone: it is left out (and said); a task one arm
-    has and another lacks still unranks the one that lacks it. A -prefix-cache twin (a task list)
-    is not ranked here."""
-    cfg = make_config(device="cpu", arms=("tgi", "vllm"), tasks=("chat", "qa"), requests=30, sweeps=False)
-    results = write_results(cfg, tmp_path / "r", speed={"tgi": 3.0})
-    for arm in ("tgi", "vllm"):
-        for f in (results / "cells" / arm / "smollm2-135m" / "qa").glob("stream*"):
-            f.unlink()
-    ttft = build_context(cfg, results)["headline"]["smollm2-135m"][0]
-    assert [a for a, _ in ttft.ranked] == ["vllm", "tgi"] and not ttft.unranked
-    assert "over the tasks (chat)" in ttft.basis and "left out, no arm has a figure yet: qa" in ttft.basis
-    for f in (results / "cells" / "tgi" / "smollm2-135m" / "chat").glob("stream*"):
-        f.unlink()  # now chat: vllm has it, tgi does not
-    ttft = build_context(cfg, results)["headline"]["smollm2-135m"][0]
-    assert [a for a, _ in ttft.ranked] == ["vllm"] and ttft.unranked[0][0] == "tgi"
-    assert "chat/stream" in ttft.unranked[0][1]
+def test_headline_compares_arms_on_the_tasks_all_of_them_ran(tmp_path: Path):
+    """A task nobody ran yet cannot favour anyone: it is left out (and said). An arm that ran fewer
+    tasks than the others is not ranked rather than shrinking everyone's comparison to its tasks,
+    and one arm that ran more tasks does not unrank the others: the comparison keeps the most
+    arm x task figures. So no arm wins by skipping the hard part."""
+    cfg = make_config(device="cpu", arms=("transformers-naive", "tgi", "vllm"), tasks=("chat", "qa"), requests=30,
+                      sweeps=False)
+
+    def ttft_after(name: str, drops: list[tuple[str, str]]):
+        results = write_results(cfg, tmp_path / name, speed={"tgi": 3.0, "transformers-naive": 5.0})
+        for arm, task in drops:
+            for f in (results / "cells" / arm / "smollm2-135m" / task).glob("stream*"):
+                f.unlink()
+        return build_context(cfg, results)["headline"]["smollm2-135m"][0]
+
+    # One arm ran fewer tasks: the other two keep both, it is not ranked.
+    ttft = ttft_after("fewer", [("transformers-naive", "qa")])
+    assert [a for a, _ in ttft.ranked] == ["vllm", "tgi"] and "over the tasks (chat, qa)" in ttft.basis
+    assert ttft.unranked == [("transformers-naive", "no figure for qa/stream (missing)")]
+    # One arm ran more tasks: the others are not unranked for it, qa is left out and said.
+    ttft = ttft_after("more", [("transformers-naive", "qa"), ("tgi", "qa")])
+    assert [a for a, _ in ttft.ranked] == ["vllm", "tgi", "transformers-naive"] and not ttft.unranked
+    assert "over the tasks (chat)" in ttft.basis and "left out, not run by every arm compared: qa" in ttft.basis
+    # A task nobody ran: left out the same way.
+    ttft = ttft_after("none", [(arm, "qa") for arm in ("transformers-naive", "tgi", "vllm")])
+    assert len(ttft.ranked) == 3 and "left out, not run by every arm compared: qa" in ttft.basis
 
 
 def test_headline_does_not_rank_an_arm_restricted_to_a_task_list(tmp_path: Path):

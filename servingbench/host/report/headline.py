@@ -6,6 +6,7 @@ other's (``Ranking.verdict``); without every interval the order is unranked."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -151,12 +152,29 @@ def _ranked_arms(data: ReportData, r: Ranking) -> list[str]:
     return arms
 
 
+def _common_tasks(ran: dict[str, set[str]], order: list[str]) -> list[str]:
+    """The tasks to compare arms on: of every set of arms, the one whose tasks run by all of its
+    arms give the most arm x task figures (ties: more tasks), so that an arm run on few tasks, or
+    a task run by few arms, leaves the others' comparison whole instead of shrinking it. An arm
+    outside the set lacks one of its tasks (the set is maximal) and is reported unranked."""
+    best: tuple[int, int, list[str]] = (0, 0, [])
+    names = sorted(ran)
+    for k in range(1, len(names) + 1):
+        for group in itertools.combinations(names, k):
+            common = set.intersection(*(ran[a] for a in group))
+            key = (k * len(common), len(common))
+            if key > best[:2]:
+                best = (*key, [t for t in order if t in common])
+    return best[2]
+
+
 def _per_task(data: ReportData, model: str, metric: str, stat: str, mode: str, concurrency: int,
               label: str, unit: str, better: str, what: str) -> Ranking:
     """Geometric mean over the tasks of one statistic of the cells of ``mode`` at ``concurrency``.
 
-    A task that no ranked arm has a figure for yet (none measured) is left out and said so; an
-    arm that lacks a task another arm has is not ranked, so none wins by skipping the hard part."""
+    Arms are compared on the tasks all of them have run (``_common_tasks``); tasks left out are
+    said. An arm that lacks one of those tasks, or whose cell failed, is not ranked, so that none
+    wins by skipping the hard part."""
     r = Ranking(label, unit, better, "")
     arms = _ranked_arms(data, r)
 
@@ -164,10 +182,12 @@ def _per_task(data: ReportData, model: str, metric: str, stat: str, mode: str, c
         e = data.entry("cell", arm, model, task, mode)
         return e, (data.value(e, metric, stat, concurrency) if e and e.status == "ok" else None)
 
-    tasks = [t for t in data.cfg.tasks if any(figure(arm, t)[1] is not None for arm in arms)]
+    ran = {arm: {t for t in data.cfg.tasks if (e := figure(arm, t)[0]) is not None and e.status != "missing"}
+           for arm in arms}
+    tasks = _common_tasks(ran, list(data.cfg.tasks))
     left_out = [t for t in data.cfg.tasks if t not in tasks]
     r.basis = (f"geometric mean over the tasks ({', '.join(tasks) or 'none'}) of each {mode} cell's {what} "
-               f"at concurrency {concurrency}" + (f"; left out, no arm has a figure yet: {', '.join(left_out)}"
+               f"at concurrency {concurrency}" + (f"; left out, not run by every arm compared: {', '.join(left_out)}"
                                                   if left_out else ""))
     r.interval_basis = _basis(data, "request")
     for arm in arms if tasks else ():
