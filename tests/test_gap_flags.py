@@ -7,7 +7,7 @@ import random
 from pathlib import Path
 
 from servingbench.runtime.records import RequestRecord
-from servingbench.host.report.gaps import GAP_RATIO_MAX, check_windows
+from servingbench.host.report.gaps import GAP_RATIO_MAX, check_windows, describe
 from servingbench.host.report.render import build_context
 from servingbench.runtime.results import requests_path
 from tests.resultsgen import make_config, write_results
@@ -42,6 +42,20 @@ def test_slow_stretches_are_flagged_with_their_numbers() -> None:
     assert c.uneven and c.bimodal
     assert c.ratio > GAP_RATIO_MAX
     assert 0.2 <= c.slow_share <= 0.3
+
+
+def test_requests_steady_each_at_their_own_speed_are_said_to_differ_between_requests() -> None:
+    # The H200 shape: each request steady, but at 20 or 40 ms per token (the vCPU's speed).
+    rng = random.Random(5)
+    recs = [_record(_steady(rng, 40, ms=40.0 if i % 3 == 0 else 20.0)) for i in range(6)]
+    (c,) = check_windows(recs)
+    assert c.uneven and c.ratio > GAP_RATIO_MAX
+    assert c.request_ratio is not None and c.request_ratio < 1.1
+    assert "even within requests, uneven between them" in describe([c])
+    # A slow stretch inside every request is uneven within requests too, and not said to be even.
+    recs = [_record(_steady(rng, 30) + [rng.uniform(50, 80) for _ in range(10)]) for _ in range(3)]
+    (c,) = check_windows(recs)
+    assert c.request_ratio > GAP_RATIO_MAX and "even within requests" not in describe([c])
 
 
 def test_a_slow_majority_is_bimodal_even_when_p90_is_close_to_p50() -> None:

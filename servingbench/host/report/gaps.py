@@ -11,7 +11,10 @@ an incomplete character). A request whose events carry several tokens each has n
 gaps and is left out. A window is flagged when its pooled gaps have p90/p50 above
 ``GAP_RATIO_MAX``, or are bimodal: at least ``SECOND_MODE_SHARE`` of them more than twice
 the median (a slow stretch) or less than half of it (a fast one). Windows with fewer than
-``MIN_GAPS`` gaps are not judged.
+``MIN_GAPS`` gaps are not judged. Each check also carries the median over requests of each
+request's own p90/p50: pooled gaps mix requests that ran at different speeds (on the H200 the
+vCPU's speed changed between requests, docs/transformers-fidelity.md), so the sentence says
+whether the unevenness lies within requests or between them.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from servingbench.runtime.records import RequestRecord
 GAP_RATIO_MAX = 1.5  # p90/p50 of per-token gaps at concurrency 1 (issue 17's done-when)
 SECOND_MODE_SHARE = 0.10
 MIN_GAPS = 20
+MIN_REQUEST_GAPS = 10  # a request's own p90/p50 needs this many gaps
 
 
 @dataclass
@@ -39,6 +43,7 @@ class GapCheck:
     p90: float
     slow_share: float  # share of gaps > 2 x p50
     fast_share: float  # share of gaps < p50 / 2
+    request_ratio: float | None = None  # median over requests of each one's own p90/p50
 
     @property
     def ratio(self) -> float:
@@ -76,10 +81,13 @@ def check_windows(records: Iterable[RequestRecord]) -> list[GapCheck]:
         if len(gaps) < MIN_GAPS:
             continue
         p50 = percentile(gaps, 50)
+        own = sorted(percentile(sorted(g), 90) / percentile(sorted(g), 50) for g in used
+                     if len(g) >= MIN_REQUEST_GAPS and percentile(sorted(g), 50) > 0)
         out.append(GapCheck(window=window, requests=len(used), left_out=len(per_request) - len(used), n=len(gaps),
                             p50=p50, p90=percentile(gaps, 90),
                             slow_share=sum(x > 2 * p50 for x in gaps) / len(gaps),
-                            fast_share=sum(x < p50 / 2 for x in gaps) / len(gaps)))
+                            fast_share=sum(x < p50 / 2 for x in gaps) / len(gaps),
+                            request_ratio=percentile(own, 50) if own else None))
     return out
 
 
@@ -95,6 +103,10 @@ def describe(checks: list[GapCheck]) -> str:
         if c.fast_share >= SECOND_MODE_SHARE:
             what.append(f"{100 * c.fast_share:.0f}% of gaps under half the median")
         where = f"window {c.window}" if len(checks) > 1 else "concurrency 1"
+        within = ""
+        if c.request_ratio is not None:
+            within = (f"; within a request p90/p50 {c.request_ratio:.2f} (median over requests)" +
+                      (": even within requests, uneven between them" if c.request_ratio <= GAP_RATIO_MAX else ""))
         parts.append(f"{where}: per-token gaps p50 {c.p50:.1f} ms, p90 {c.p90:.1f} ms ({', '.join(what)}; "
-                     f"{c.n} gaps from {c.requests} requests)")
+                     f"{c.n} gaps from {c.requests} requests{within})")
     return "; ".join(parts)
