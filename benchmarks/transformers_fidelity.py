@@ -103,9 +103,11 @@ def arm_summary(reqs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def gap_ratio(gaps: list[float]) -> float | None:
-    """p90/p50 of one request's own gaps; None for fewer than two gaps or a zero median."""
-    p50 = pct(gaps, 50) if len(gaps) >= 2 else None
-    return pct(gaps, 90) / p50 if p50 else None
+    """p90/p50 of one request's own gaps (the report's per-request figure); None for fewer than
+    two gaps or a zero median."""
+    from servingbench.host.report.gaps import request_ratio
+
+    return request_ratio(gaps, min_gaps=2)
 
 
 def block_sizes(requests: int, blocks: int) -> list[int]:

@@ -67,6 +67,15 @@ def token_gaps(rec: RequestRecord) -> list[float] | None:
     return [b - a for a, b in zip(offsets, offsets[1:])]
 
 
+def request_ratio(gaps: list[float], min_gaps: int = MIN_REQUEST_GAPS) -> float | None:
+    """p90/p50 of one request's own gaps; None for fewer than ``min_gaps`` gaps or a zero median."""
+    if len(gaps) < min_gaps:
+        return None
+    ordered = sorted(gaps)
+    p50 = percentile(ordered, 50)
+    return percentile(ordered, 90) / p50 if p50 > 0 else None
+
+
 def check_windows(records: Iterable[RequestRecord]) -> list[GapCheck]:
     """One check per concurrency-1 window that has enough per-token gaps."""
     by_window: dict[int, list[RequestRecord]] = {}
@@ -81,8 +90,7 @@ def check_windows(records: Iterable[RequestRecord]) -> list[GapCheck]:
         if len(gaps) < MIN_GAPS:
             continue
         p50 = percentile(gaps, 50)
-        own = sorted(percentile(sorted(g), 90) / percentile(sorted(g), 50) for g in used
-                     if len(g) >= MIN_REQUEST_GAPS and percentile(sorted(g), 50) > 0)
+        own = sorted(q for g in used if (q := request_ratio(g)) is not None)
         out.append(GapCheck(window=window, requests=len(used), left_out=len(per_request) - len(used), n=len(gaps),
                             p50=p50, p90=percentile(gaps, 90),
                             slow_share=sum(x > 2 * p50 for x in gaps) / len(gaps),

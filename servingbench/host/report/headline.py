@@ -182,8 +182,8 @@ def _per_task(data: ReportData, model: str, metric: str, stat: str, mode: str, c
         e = data.entry("cell", arm, model, task, mode)
         return e, (data.value(e, metric, stat, concurrency) if e and e.status == "ok" else None)
 
-    ran = {arm: {t for t in data.cfg.tasks if (e := figure(arm, t)[0]) is not None and e.status != "missing"}
-           for arm in arms}
+    ran = {arm: {t for t in data.cfg.tasks if (e := data.entry("cell", arm, model, t, mode)) is not None
+                 and e.status != "missing"} for arm in arms}
     tasks = _common_tasks(ran, list(data.cfg.tasks))
     left_out = [t for t in data.cfg.tasks if t not in tasks]
     r.basis = (f"geometric mean over the tasks ({', '.join(tasks) or 'none'}) of each {mode} cell's {what} "
