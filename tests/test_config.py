@@ -153,6 +153,7 @@ BAD = [
     ("capacity negative burstiness", "sweeps.capacity.burstiness", -1, "sweeps.capacity.burstiness"),
     ("capacity precision 0", "sweeps.capacity.precision", 0, "sweeps.capacity.precision"),
     ("capacity growth 1", "sweeps.capacity.growth", 1, "sweeps.capacity.growth"),
+    ("capacity stall_s 0", "sweeps.capacity.stall_s", 0, "sweeps.capacity.stall_s"),
 ]
 
 
@@ -282,6 +283,23 @@ def test_slo_sets_default_to_mlperf_and_tasks_override_them(seed_yaml):
     summ, = slo_specs(cfg, "summarization")
     chat, = slo_specs(cfg, "chat")
     assert (summ.ttft_ms, summ.tpot_ms, chat.ttft_ms) == (1500, 30, 500)
+
+
+def test_stall_s_enters_the_capacity_spec_only_when_set(seed_yaml):
+    """A capacity spec written before stall_s existed stays byte-identical at its default (Snakemake
+    compares it as a param: no finished search reruns for it); another value is in the spec and
+    read back from it."""
+    from servingbench.host.config import capacity_sweep_spec
+    from servingbench.runtime.spec import CellSpec
+
+    base = capacity_sweep_spec(parse_config(seed_yaml, "config.yaml"), "vllm", "gpt2", "chat")
+    assert base.capacity.stall_s == 2.0 and "stall_s" not in base.to_json()
+    changed = copy.deepcopy(seed_yaml)
+    changed["sweeps"]["capacity"]["stall_s"] = 0.5
+    other = capacity_sweep_spec(parse_config(changed, "config.yaml"), "vllm", "gpt2", "chat")
+    assert '"stall_s":0.5' in other.to_json()
+    assert CellSpec.from_dict(json.loads(other.to_json())).capacity.stall_s == 0.5
+    assert CellSpec.from_dict(json.loads(base.to_json())).capacity.stall_s == 2.0
 
 
 def test_slo_and_capacity_settings_do_not_change_the_cells_hash(seed_yaml):

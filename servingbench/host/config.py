@@ -261,6 +261,7 @@ class CapacitySweep(_Strict):
     max_search_s: float = Field(default=1800, gt=0)
     max_in_flight: int = Field(default=1024, ge=1)
     rate_tolerance: float = Field(default=0.05, gt=0, lt=1)
+    stall_s: float = Field(default=2.0, gt=0)  # a failing window whose server went silent longer is run again
 
     @model_validator(mode="after")
     def _burstiness(self) -> "CapacitySweep":

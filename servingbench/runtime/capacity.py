@@ -17,6 +17,8 @@ How one search runs (one arm x model x task, stream mode):
    client could not deliver is run once more; if it fails again the search stops there and
    the capacity is reported as a lower bound limited by the client, never as a low capacity.
    A window that hit ``max_in_flight`` fails every SLO set: the server let requests pile up.
+   A window that failed a set while the server went silent (``longest_stall``) for longer than
+   ``stall_s`` is not counted either and is run once more; the repeat counts, stall or not.
 4. **Search.** Per SLO set, in config order, from every valid window so far: the lowest
    failing rate (hi) and the highest passing rate below it (lo). No window yet: the start
    rate; no failure yet: grow (lo x ``growth``); no pass yet: shrink (hi / ``growth``, at most
@@ -59,6 +61,8 @@ NOT_BROKEN = "not_broken"  # never failed within the budget: capacity >= lo
 IMPRECISE = "imprecise"  # budget ran out while bisecting: capacity = lo, the true one below hi
 CLIENT_LIMITED = "client_limited"  # the client could not offer more: capacity >= lo
 NO_DATA = "no_data"  # no valid window
+
+STALLED = "server stalled"  # how the invalid_reason of a window not counted for a stall begins
 
 
 def window_arrivals(rate: float, cap: CapacitySpec, seed: int) -> list[float]:
@@ -126,9 +130,12 @@ class SearchState:
         return len(self.windows)
 
 
-async def search(state: SearchState, run_window: Callable[[float], Awaitable[WindowSummary]],
+async def search(state: SearchState, run_window: Callable[..., Awaitable[WindowSummary]],
                  expected_s: Callable[[float], float]) -> dict[str, CapacityResult]:
-    """Run windows until every SLO set has its answer or a bound is hit; returns per-set results."""
+    """Run windows until every SLO set has its answer or a bound is hit; returns per-set results.
+
+    ``run_window(rate)`` measures one window; ``run_window(rate, repeat=True)`` measures the same
+    rate again after a window not counted for a server stall, and its verdict counts, stall or not."""
     cap = state.cap
     statuses: dict[str, str] = {s.name: NOT_MET for s in cap.slos
                                 if s.name in state.zero_load and state.zero_load[s.name].window_met is False}
@@ -152,6 +159,8 @@ async def search(state: SearchState, run_window: Callable[[float], Awaitable[Win
                                      f"spent, the next window, at {rate:.3g} req/s, needs ~{need:.0f} s)")
                 break
             w = await run_window(rate)
+            if not w.valid and w.invalid_reason.startswith(STALLED) and state.search_windows() < cap.max_windows:
+                w = await run_window(rate, repeat=True)  # once: a stall that recurs is the server's
             if not w.valid and w.invalid_reason.startswith("client"):
                 w = await run_window(rate) if state.search_windows() < cap.max_windows else w
                 if not w.valid:
@@ -233,6 +242,65 @@ def _cycle(items: list[PromptItem]) -> Iterator[PromptItem]:
         i += 1
 
 
+@dataclass(frozen=True)
+class Stall:
+    """The longest output silence of a window (``longest_stall``)."""
+
+    seconds: float = 0.0
+    in_flight: int = 0  # requests in flight as it began (arrivals during it not counted)
+    start_s: float = 0.0  # from the window's first dispatch
+
+
+def _in_flight(r: RequestRecord) -> tuple[float, float, list[float]] | None:
+    """(start, end, event times) of one request in seconds of perf_counter, or None when its end is unknown."""
+    if not r.dispatch_ns:
+        return None  # never dispatched
+    t0 = r.dispatch_ns / 1e9
+    events = [t0 + off / 1000.0 for off in r.event_offsets_ms]
+    end_ms = r.e2e_ms if r.e2e_ms is not None else (r.event_offsets_ms[-1] if r.event_offsets_ms else None)
+    if end_ms is None:
+        return None  # failed before any answer, with no recorded end (a transport error or timeout)
+    return t0, t0 + end_ms / 1000.0, events
+
+
+def longest_stall(records: list[RequestRecord]) -> Stall:
+    """The longest interval during which at least one request was in flight and no request
+    received an output event, and how many requests were in flight as it began.
+
+    A request is in flight from its dispatch (``dispatch_ns``) to its end (dispatch + ``e2e_ms``,
+    or its last event when a failed request has no ``e2e_ms``; a request with neither is left out:
+    its end is unknown). Its output events are at dispatch + each ``event_offsets_ms``. The union
+    of the in-flight intervals splits into busy periods; within each, the silences are the gaps
+    between successive points of: the period's start, every event, the period's end. So a wait for
+    a first token counts (a request alone on the server: its TTFT), and time with nothing in flight
+    never does. The count leaves out requests dispatched during the silence: it is the load the
+    server held when it went quiet, not the queue the silence built. A stream window's figure:
+    sync requests have no events, so their whole busy periods count. Zero when no request has a
+    known interval.
+    """
+    spans = sorted(s for s in map(_in_flight, records) if s is not None)
+    if not spans:
+        return Stall()
+    origin = spans[0][0]
+    best = (0.0, 0.0, 0.0)  # (length, start, end) of the longest silence
+    i = 0
+    while i < len(spans):  # one busy period per pass: spans that overlap or touch, in dispatch order
+        start, end, points = spans[i][0], spans[i][1], list(spans[i][2])
+        i += 1
+        while i < len(spans) and spans[i][0] <= end:
+            end = max(end, spans[i][1])
+            points += spans[i][2]
+            i += 1
+        marks = [start] + sorted(t for t in points if start <= t <= end) + [end]
+        for a, b in zip(marks, marks[1:]):
+            if b - a > best[0]:
+                best = (b - a, a, b)
+    length, a, _ = best
+    if length <= 0:
+        return Stall()
+    return Stall(seconds=length, in_flight=sum(1 for s, e, _ in spans if s <= a < e), start_s=a - origin)
+
+
 def delivery(records: list[RequestRecord], offsets: list[float]) -> dict[str, Any]:
     """Scheduled against achieved dispatch rate of one open-loop window."""
     n = len(offsets)
@@ -245,9 +313,16 @@ def delivery(records: list[RequestRecord], offsets: list[float]) -> dict[str, An
             "arrival_span_s": span}
 
 
+def stall_text(w: WindowSummary, cap: CapacitySpec) -> str:
+    return (f"{STALLED} {w.stall_s:.1f} s with {w.stall_in_flight} requests in flight "
+            f"(stall_s {cap.stall_s:g})")
+
+
 def judge(summary: WindowSummary, records: list[RequestRecord], cap: CapacitySpec, window_s: float,
-          peak_in_flight: int) -> None:
-    """Add validity and the verdict of every SLO set to a window summary (in place)."""
+          peak_in_flight: int, repeat: bool = False) -> None:
+    """Add validity, the longest stall and the verdict of every SLO set to a window summary (in
+    place). A window that failed a set while the server stalled longer than ``stall_s`` is not
+    counted, unless it is the ``repeat`` of such a window."""
     scheduled, achieved = summary.scheduled_rate_req_s, summary.achieved_rate_req_s
     reason = None
     if summary.dispatched < summary.requests:
@@ -268,6 +343,13 @@ def judge(summary: WindowSummary, records: list[RequestRecord], cap: CapacitySpe
             v.window_met = False
             v.bound_by = v.bound_by + ["max_in_flight"]
         summary.slo[s.name] = v
+    stall = longest_stall(records)
+    summary.stall_s, summary.stall_in_flight = stall.seconds, stall.in_flight
+    failed = any(v.window_met is False for v in summary.slo.values())
+    if summary.valid and failed and stall.seconds > cap.stall_s and not repeat:
+        # One silence of the server (a compile on a batch shape first seen, a GC pause) is not
+        # its capacity: a server at its limit still emits tokens while its queue grows.
+        summary.valid, summary.invalid_reason = False, stall_text(summary, cap)
 
 
 def progress_line(cell_id: str, w: WindowSummary, cap: CapacitySpec, elapsed_s: float) -> str:
@@ -279,7 +361,10 @@ def progress_line(cell_id: str, w: WindowSummary, cap: CapacitySpec, elapsed_s: 
             f"{ach:.4g} delivered" if ach else f"[{cell_id}] window {w.window}/{cap.max_windows}: "
             f"{w.offered_rate_req_s:.4g} req/s offered")
     body = f", {w.completed}/{w.requests} completed in {w.window_s:.1f} s: "
-    body += verdicts if w.valid else f"not counted ({w.invalid_reason})"
+    again = (w.invalid_reason or "").startswith(STALLED) and (w.window or 0) < cap.max_windows
+    body += verdicts if w.valid else f"not counted ({w.invalid_reason})" + ("; measuring it again" if again else "")
+    if w.valid and w.stall_s is not None and w.stall_s > cap.stall_s:
+        body += f"; {stall_text(w, cap)}, counted"
     return head + body + f"; {elapsed_s:.0f} s elapsed"
 
 
@@ -306,6 +391,8 @@ async def measure_capacity(spec: CellSpec, client: LoadClient, items: list[Promp
     recs, probe_s = await client.run_window(WindowPlan(probe_items, 1, True, window=0))
     probe = window_summary(recs, probe_s, 1, True)
     probe.window, probe.phase, probe.valid = 0, "probe", True
+    stall = longest_stall(recs)
+    probe.stall_s, probe.stall_in_flight = stall.seconds, stall.in_flight
     records += recs
     all_windows.append(probe)
     await check_server(probe)
@@ -331,7 +418,7 @@ async def measure_capacity(spec: CellSpec, client: LoadClient, items: list[Promp
         offsets = window_arrivals(rate, cap, spec.seed)
         return offsets[-1] + service_s
 
-    async def run_window(rate: float) -> WindowSummary:
+    async def run_window(rate: float, repeat: bool = False) -> WindowSummary:
         index = len(all_windows)
         wave = min(MAX_WARM_WAVE, cap.max_in_flight, math.ceil(rate * service_s))
         if wave > warmed[0]:  # a new batch shape: warm it up outside the measurement
@@ -349,7 +436,7 @@ async def measure_capacity(spec: CellSpec, client: LoadClient, items: list[Promp
         w.update(dict(window=index, phase="search", offered_rate_req_s=rate, arrival=cap.arrival,
                       burstiness=cap.burstiness, peak_in_flight=client.peak_in_flight,
                       distinct_prompts=len({it.id for it in plan.items}), **delivery(recs, offsets)))
-        judge(w, recs, cap, window_s, client.peak_in_flight)
+        judge(w, recs, cap, window_s, client.peak_in_flight, repeat)
         w.memory = monitor.summary(None, None, w.output_tokens_actual_total)
         w.elapsed_s = time.monotonic() - t_start
         records.extend(recs)

@@ -299,9 +299,16 @@ class WindowSummary:
     peak_in_flight: int | None = F("requests", "most requests in flight at once; reaching max_in_flight fails "
                                    "every SLO set", default=None, omit=True)
     in_flight_cap_reached: bool | None = F("bool", "peak_in_flight reached max_in_flight", default=None, omit=True)
+    stall_s: float | None = F("s", "the longest time in which requests were in flight and none received an output "
+                              "event (servingbench.runtime.capacity.longest_stall)", default=None, omit=True,
+                              schema=NONNEG)
+    stall_in_flight: int | None = F("requests", "requests in flight as that stall began", default=None, omit=True,
+                                    schema=NONNEG)
     distinct_prompts: int | None = F("prompts", "distinct prompts sent in the window", default=None, omit=True)
     valid: bool | None = F("bool", "the client delivered the schedule (achieved >= (1 - rate_tolerance) x "
-                           "scheduled) and the window met min_requests and min_duration_s", default=None, omit=True)
+                           "scheduled), the window met min_requests and min_duration_s, and, where it failed an "
+                           "SLO set, the server did not stall longer than stall_s (a repeat counts regardless)",
+                           default=None, omit=True)
     invalid_reason: str | None = F("", "why the window was not counted", default=None, omit=True)
     slo: dict[str, SloVerdict] | None = F("", "capacity windows: the verdict of every SLO set", default=None,
                                           omit=True)

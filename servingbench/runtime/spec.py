@@ -100,6 +100,7 @@ class CapacitySpec:
     max_in_flight: int = 1024
     rate_tolerance: float = 0.05  # the client must deliver >= (1 - this) x the scheduled rate
     gpus_per_server: int = 0  # 0: a CPU run, figures are per server
+    stall_s: float = 2.0  # a failing window whose server went silent longer than this is measured again
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "CapacitySpec":
@@ -156,6 +157,8 @@ class CellSpec:
                 del data[key]
         if not data["server"]["adapter"]:
             del data["server"]["adapter"]
+        if data.get("capacity") and data["capacity"]["stall_s"] == CapacitySpec.stall_s:
+            del data["capacity"]["stall_s"]
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     @classmethod
