@@ -13,6 +13,15 @@ request's last token was due. So TTFT = wait for a slot + prefill_ms and TPOT = 
 short discrete-event simulation (tests/test_capacity.py) gives the exact TTFT of every request
 of a window from its arrival times.
 
+Optionally it stalls (``--stall-at L --stall-ms S``): when a request arrives and brings the
+requests in the server (waiting or served) to L, it sends nothing for S ms: every token due in
+that time, and every deadline after it of the requests it holds, moves S ms later (what vLLM did
+on the H200 for a batch shape it had not compiled: tokens stopped with requests in flight, then
+resumed). Once by default; with ``--stall-every``, each time an arrival brings the count to L
+after the previous stall ended (a server that stalls at that load every time). Without the stall
+the service above is exact, so the capacity a search should find despite a one-off stall is
+known.
+
 Run: ``python -m tests.standin_server --slots 2 --prefill-ms 15 --token-ms 3``; it prints its
 port on stdout and serves on 127.0.0.1 until killed.
 """
@@ -49,6 +58,24 @@ class Slots:
             self.free += 1
 
 
+class Stall:
+    """The optional silence: ``shift`` is the stall time so far (a request's deadlines move by the
+    part of it after its slot started), ``resume_at`` the end of the current one."""
+
+    def __init__(self, at: int, seconds: float, every: bool) -> None:
+        self.at, self.seconds, self.every = at, seconds, every
+        self.armed = at > 0
+        self.in_server = 0
+        self.shift = 0.0
+        self.resume_at = 0.0
+
+    def arrive(self, now: float) -> None:
+        self.in_server += 1
+        if self.armed and self.in_server >= self.at and now >= self.resume_at:
+            self.resume_at, self.shift = now + self.seconds, self.shift + self.seconds
+            self.armed = self.every
+
+
 def _chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
@@ -63,21 +90,29 @@ async def _sleep_until(loop: asyncio.AbstractEventLoop, t: float) -> None:
         await asyncio.sleep(delay)
 
 
-async def serve_one(writer: asyncio.StreamWriter, body: dict, slots: Slots, prefill_s: float, token_s: float) -> None:
+async def serve_one(writer: asyncio.StreamWriter, body: dict, slots: Slots, prefill_s: float, token_s: float,
+                    stall: Stall) -> None:
     loop = asyncio.get_running_loop()
     n = int(body.get("max_tokens") or 16)
+    stall.arrive(loop.time())
     start = await slots.acquire(loop.time())
+    shift0 = stall.shift  # stalls before the slot started are in its wait already
+
+    def due(i: int) -> float:
+        return start + prefill_s + i * token_s + stall.shift - shift0
+
     writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
-    end = start + prefill_s + (n - 1) * token_s
     try:
         for i in range(n):
-            await _sleep_until(loop, start + prefill_s + i * token_s)
+            while loop.time() < max(due(i), stall.resume_at):  # a stall may begin while this one sleeps
+                await _sleep_until(loop, max(due(i), stall.resume_at))
             chunk = {"id": "x", "object": "text_completion", "model": body.get("model"),
                      "choices": [{"index": 0, "text": " tok", "finish_reason": "length" if i == n - 1 else None}]}
             writer.write(_event(chunk))
             await writer.drain()
     finally:
-        slots.release(end)  # the next request's slot starts when this one's last token was due
+        stall.in_server -= 1
+        slots.release(due(n - 1))  # the next request's slot starts when this one's last token was due
     writer.write(_event({"id": "x", "choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": n,
                                                            "total_tokens": n + 1}}))
     writer.write(_event(b"[DONE]") + _chunk(b""))
@@ -85,7 +120,7 @@ async def serve_one(writer: asyncio.StreamWriter, body: dict, slots: Slots, pref
 
 
 async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, slots: Slots,
-                 prefill_s: float, token_s: float) -> None:
+                 prefill_s: float, token_s: float, stall: Stall) -> None:
     try:
         while True:
             head = await reader.readuntil(b"\r\n\r\n")
@@ -96,7 +131,7 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, slo
             if method == "POST" and path.endswith("/completions"):
                 body = json.loads(raw or b"{}")
                 if body.get("stream"):
-                    await serve_one(writer, body, slots, prefill_s, token_s)
+                    await serve_one(writer, body, slots, prefill_s, token_s, stall)
                     continue
             status, payload = (b"200 OK", b"{}") if path in ("/health", "/v1/models") else (b"404 Not Found", b"{}")
             writer.write(b"HTTP/1.1 %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
@@ -108,9 +143,9 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, slo
         writer.close()
 
 
-async def main_async(k: int, prefill_ms: float, token_ms: float) -> None:
+async def main_async(k: int, prefill_ms: float, token_ms: float, stall: Stall) -> None:
     slots = Slots(k)
-    server = await asyncio.start_server(lambda r, w: handle(r, w, slots, prefill_ms / 1000, token_ms / 1000),
+    server = await asyncio.start_server(lambda r, w: handle(r, w, slots, prefill_ms / 1000, token_ms / 1000, stall),
                                         "127.0.0.1", 0, backlog=1024)
     print(server.sockets[0].getsockname()[1], flush=True)
     async with server:
@@ -122,8 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--slots", type=int, required=True)
     ap.add_argument("--prefill-ms", type=float, required=True)
     ap.add_argument("--token-ms", type=float, required=True)
+    ap.add_argument("--stall-at", type=int, default=0, help="requests in the server that start a stall (0: never)")
+    ap.add_argument("--stall-ms", type=float, default=0.0)
+    ap.add_argument("--stall-every", action="store_true", help="stall every time, not once")
     a = ap.parse_args(argv)
-    asyncio.run(main_async(a.slots, a.prefill_ms, a.token_ms))
+    asyncio.run(main_async(a.slots, a.prefill_ms, a.token_ms, Stall(a.stall_at, a.stall_ms / 1000, a.stall_every)))
     return 0
 
 

@@ -314,15 +314,25 @@ def delivery(records: list[RequestRecord], offsets: list[float]) -> dict[str, An
 
 
 def stall_text(w: WindowSummary, cap: CapacitySpec) -> str:
-    return (f"{STALLED} {w.stall_s:.1f} s with {w.stall_in_flight} requests in flight "
-            f"(stall_s {cap.stall_s:g})")
+    n = w.stall_in_flight
+    return f"{STALLED} {w.stall_s:.1f} s with {n} request{'' if n == 1 else 's'} in flight (stall_s {cap.stall_s:g})"
+
+
+def apply_stall_rule(summary: WindowSummary, stall: Stall, cap: CapacitySpec, repeat: bool = False) -> None:
+    """Record a judged window's longest stall; a counted window that failed some SLO set while the
+    server stalled longer than ``stall_s`` is not counted, unless it is the ``repeat`` of one."""
+    summary.stall_s, summary.stall_in_flight = stall.seconds, stall.in_flight
+    failed = any(v.window_met is False for v in (summary.slo or {}).values())
+    if summary.valid and failed and stall.seconds > cap.stall_s and not repeat:
+        # One silence of the server (a compile on a batch shape first seen, a GC pause) is not
+        # its capacity: a server at its limit still emits tokens while its queue grows.
+        summary.valid, summary.invalid_reason = False, stall_text(summary, cap)
 
 
 def judge(summary: WindowSummary, records: list[RequestRecord], cap: CapacitySpec, window_s: float,
           peak_in_flight: int, repeat: bool = False) -> None:
-    """Add validity, the longest stall and the verdict of every SLO set to a window summary (in
-    place). A window that failed a set while the server stalled longer than ``stall_s`` is not
-    counted, unless it is the ``repeat`` of such a window."""
+    """Add validity, the verdict of every SLO set and the longest stall (``apply_stall_rule``) to a
+    window summary (in place)."""
     scheduled, achieved = summary.scheduled_rate_req_s, summary.achieved_rate_req_s
     reason = None
     if summary.dispatched < summary.requests:
@@ -343,13 +353,7 @@ def judge(summary: WindowSummary, records: list[RequestRecord], cap: CapacitySpe
             v.window_met = False
             v.bound_by = v.bound_by + ["max_in_flight"]
         summary.slo[s.name] = v
-    stall = longest_stall(records)
-    summary.stall_s, summary.stall_in_flight = stall.seconds, stall.in_flight
-    failed = any(v.window_met is False for v in summary.slo.values())
-    if summary.valid and failed and stall.seconds > cap.stall_s and not repeat:
-        # One silence of the server (a compile on a batch shape first seen, a GC pause) is not
-        # its capacity: a server at its limit still emits tokens while its queue grows.
-        summary.valid, summary.invalid_reason = False, stall_text(summary, cap)
+    apply_stall_rule(summary, longest_stall(records), cap, repeat)
 
 
 def progress_line(cell_id: str, w: WindowSummary, cap: CapacitySpec, elapsed_s: float) -> str:
