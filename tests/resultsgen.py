@@ -24,7 +24,7 @@ from servingbench.host.config import (
     Config, capacity_sweep_spec, cell_spec, concurrency_sweep_spec, config_hash, context_lengths, context_sweep_spec,
     parse_config,
 )
-from servingbench.runtime.records import MemorySummary, WindowSummary, from_json, to_json
+from servingbench.runtime.records import MemorySummary, RequestRecord, WindowSummary, from_json, to_json
 from servingbench.runtime.results import (
     CELL_SCHEMA, FAILURE_SCHEMA, atomic_write_json, atomic_write_jsonl, capacity_path, cell_path, failure_path,
     requests_path, sweep_path,
@@ -329,7 +329,7 @@ class Generator:
         service_s = sum(r["e2e_ms"] for r in probe) / len(probe) / 1000
         state = capmod.SearchState(cap=cap, start_rate=cap.start_rate_factor / service_s)
 
-        async def run_window(rate: float) -> WindowSummary:
+        async def run_window(rate: float, repeat: bool = False) -> WindowSummary:
             index = len(windows)
             offsets = capmod.window_arrivals(rate, cap, spec.seed)
             free = [0.0] * ARM_SLOTS[arm]
@@ -358,7 +358,7 @@ class Generator:
                      scheduled_rate_req_s=(len(rows) - 1) / span, achieved_rate_req_s=(len(rows) - 1) / span,
                      dispatched=len(rows), arrival_span_s=span)
             w = from_json(WindowSummary, w)  # the search reads typed windows, as the runtime's
-            capmod.judge(w, rows, cap, w.window_s, ARM_SLOTS[arm])
+            capmod.judge(w, [from_json(RequestRecord, r) for r in rows], cap, w.window_s, ARM_SLOTS[arm], repeat)
             w.memory = from_json(MemorySummary, self._memory(arm, model, w.output_tokens_actual_total))
             w.elapsed_s = float(index)
             windows.append(w)

@@ -296,3 +296,19 @@ def test_a_capacity_searched_at_another_slo_is_flagged(gpu_cfg, tmp_path: Path):
     flags = build_context(stricter, results)["flags"]
     stale = [f for f in flags if f.what == "capacity at another SLO"]
     assert len(stale) == 3 and "rerun the search" in stale[0].detail
+
+
+def test_a_window_not_counted_for_a_stall_is_listed_with_its_reason(gpu_cfg, tmp_path: Path):
+    """A capacity window the search did not count because the server stalled (docs/capacity.md)
+    shows in the report's flags with the search's reason."""
+    results = write_results(gpu_cfg, tmp_path / "results")
+    path = results / "sweeps" / "vllm" / "gpt2" / "capacity-chat.json"
+    doc = json.loads(path.read_text())
+    used = {i for r in doc["capacity"]["results"].values() for i in (r["capacity_window"], r["failing_window"])}
+    w = next(w for w in doc["windows"][1:] if w["window"] not in used)
+    reason = "server stalled 6.7 s with 10 requests in flight (stall_s 2)"
+    w.update(valid=False, invalid_reason=reason, stall_s=6.7, stall_in_flight=10)
+    path.write_text(json.dumps(doc))
+    html = _render(gpu_cfg, results)
+    assert re.search(rf"capacity windows not counted.*?window {w['window']} at [0-9.]+ req/s: "
+                     + re.escape(str(escape(reason))), html, re.S)
