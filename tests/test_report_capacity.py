@@ -312,3 +312,39 @@ def test_a_window_not_counted_for_a_stall_is_listed_with_its_reason(gpu_cfg, tmp
     html = _render(gpu_cfg, results)
     assert re.search(rf"capacity windows not counted.*?window {w['window']} at [0-9.]+ req/s: "
                      + re.escape(str(escape(reason))), html, re.S)
+
+
+def _before_the_stall_rule(results: Path, arm: str = "vllm") -> tuple[Path, dict, int]:
+    """A capacity result as the kit wrote it before the stall rule: no stall figures on its windows."""
+    path = results / "sweeps" / arm / "gpt2" / "capacity-chat.json"
+    doc = json.loads(path.read_text())
+    for w in doc["windows"]:
+        w.pop("stall_s", None), w.pop("stall_in_flight", None)
+    path.write_text(json.dumps(doc))
+    return path, doc, next(iter(doc["capacity"]["results"].values()))["failing_window"]
+
+
+def test_a_counted_window_that_failed_during_a_stall_is_found_in_its_requests(gpu_cfg, tmp_path: Path):
+    """Results measured before the stall rule carry no stall figures: the report finds the stall in
+    the failing window's request records, and says the capacity may rest on it (a warning); the
+    same results without a silence in their records get no such flag."""
+    results = write_results(gpu_cfg, tmp_path / "results")
+    path, doc, failing = _before_the_stall_rule(results)
+    flags = build_context(gpu_cfg, results)["flags"]
+    assert not [f for f in flags if f.what == "capacity window with a server stall"]
+
+    requests = path.with_name(Path(doc["requests_file"]).name)
+    rows = [json.loads(line) for line in requests.read_text().splitlines()]
+    silent = [r for r in rows if r.get("window") == failing and not r.get("warmup")]
+    base = silent[0]["dispatch_ns"]
+    for i, r in enumerate(silent):  # all in flight together, every one silent from 30 ms to 5.03 s
+        r.update(dispatch_ns=base + i * 1_000_000, event_offsets_ms=[10.0, 20.0, 30.0, 5030.0, 5040.0],
+                 ttft_ms=10.0, e2e_ms=5040.0)
+    requests.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    flags = build_context(gpu_cfg, results)["flags"]
+    stall = [f for f in flags if f.what == "capacity window with a server stall"]
+    assert len(stall) == 1 and stall[0].severity == "warn" and stall[0].cells == ["vllm/gpt2/capacity-chat"]
+    silence_s = (5030.0 - (30.0 + (len(silent) - 1))) / 1000  # the last dispatched one's 30 ms to the first's 5.03 s
+    assert re.search(rf"window {failing} at [0-9.]+ req/s failed while the server sent no token for {silence_s:.1f} s "
+                     rf"with {len(silent)} requests in flight; it was measured before the stall rule",
+                     stall[0].detail), stall[0].detail

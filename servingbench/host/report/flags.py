@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from servingbench.host import intervals
+from servingbench.runtime.capacity import longest_stall
 from servingbench.runtime.records import WINDOW as W
+from servingbench.runtime.spec import CapacitySpec
 from servingbench.host.report.bandwidth import FloorRow
 from servingbench.host.report.capacity import stale_capacity
 from servingbench.host.report.data import ReportData
@@ -177,7 +179,42 @@ def _capacity(data: ReportData) -> list[Flag]:
             out.append(Flag("info", "capacity windows not counted", [e.label],
                             "; ".join(f"window {w.window} at {num(w.offered_rate_req_s)} req/s: "
                                       f"{w.invalid_reason}" for w in late) + ".", [data.source(e)]))
+        out += _stalls_counted(data, e)
     return out
+
+
+def _stalls_counted(data: ReportData, e) -> list[Flag]:
+    """A counted search window that failed a set while the server stalled longer than ``stall_s``.
+
+    Measured before the stall rule (no ``stall_s`` on its windows), the stall is found in the
+    window's request records and the window was counted: its rate may bound the capacity on the
+    strength of one silence. Measured under the rule, such a window is the repeat of a stalled one:
+    the stall recurred and counts as the server's."""
+    limit = ((e.result.spec or {}).get("capacity") or {}).get("stall_s", CapacitySpec.stall_s)  # omitted at its default
+    found = []
+    for w in data.windows(e):
+        failed = any(v.window_met is False for v in (w.slo or {}).values())
+        if w.phase != "search" or not w.valid or not failed:
+            continue
+        before_rule = w.stall_s is None
+        if before_rule:
+            stall = longest_stall([r for r in data.requests(e) if r.window == w.window and not r.warmup])
+            seconds, in_flight = stall.seconds, stall.in_flight
+        else:
+            seconds, in_flight = w.stall_s, w.stall_in_flight
+        if seconds > limit:
+            found.append((w, seconds, in_flight, before_rule))
+    if not found:
+        return []
+    parts = [f"window {w.window} at {num(w.offered_rate_req_s)} req/s failed while the server sent no token for "
+             f"{seconds:.1f} s with {in_flight} request{'' if in_flight == 1 else 's'} in flight" +
+             ("; it was measured before the stall rule and counted: a one-off stall may have set the bracket, "
+              "so read the capacity as a lower bound and measure it again" if before_rule else
+              "; it was the repeat of a stalled window and stalled again: counted as the server's")
+             for w, seconds, in_flight, before_rule in found]
+    severity = "warn" if any(f[3] for f in found) else "info"
+    return [Flag(severity, "capacity window with a server stall", [e.label],
+                 "; ".join(parts) + f" (stall_s {limit:g}, docs/capacity.md).", [data.source(e)])]
 
 
 def flag_counts(items: list[Flag]) -> list[tuple[str, str, int]]:
