@@ -16,8 +16,8 @@ of a window from its arrival times.
 Optionally it stalls (``--stall-at L --stall-ms S``): when a request arrives and brings the
 requests in the server (waiting or served) to L, it sends nothing for S ms: every token due in
 that time, and every deadline after it of the requests it holds, moves S ms later (what vLLM did
-on the H200 for a batch shape it had not compiled: tokens stopped with requests in flight, then
-resumed). Once by default; with ``--stall-every``, each time an arrival brings the count to L
+in two capacity searches on the H200, examples/h200-dummy: tokens stopped for 3.5-6.7 s with
+requests in flight, then resumed; its log names no cause). Once by default; with ``--stall-every``, each time an arrival brings the count to L
 after the previous stall ended (a server that stalls at that load every time). Without the stall
 the service above is exact, so the capacity a search should find despite a one-off stall is
 known.

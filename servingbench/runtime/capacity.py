@@ -324,8 +324,8 @@ def apply_stall_rule(summary: WindowSummary, stall: Stall, cap: CapacitySpec, re
     summary.stall_s, summary.stall_in_flight = stall.seconds, stall.in_flight
     failed = any(v.window_met is False for v in (summary.slo or {}).values())
     if summary.valid and failed and stall.seconds > cap.stall_s and not repeat:
-        # One silence of the server (a compile on a batch shape first seen, a GC pause) is not
-        # its capacity: a server at its limit still emits tokens while its queue grows.
+        # One silence of the server, whatever its cause, is not its capacity: a server at its
+        # limit still emits tokens while its queue grows.
         summary.valid, summary.invalid_reason = False, stall_text(summary, cap)
 
 
