@@ -318,9 +318,9 @@ def run_kit(spec: CellSpec, workload: Path, work: Path, provider: Any = None) ->
 
 # -- the arms, alternating -------------------------------------------------------------------
 def measure_model(model: str, cfg: Any, mdir: str, prompt: str, workload: Path, gen: GenerationParams,
-                  args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Every arm of one model, taking turns block by block (``block_plan``: request by request
-    with ``--interleave``).
+                  args: argparse.Namespace, work: Path, plan: list[tuple[int, int]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every arm of one model, taking turns block by block as ``plan`` says (``block_plan``:
+    request by request with ``--interleave``).
 
     Each arm's process starts once and stays (the bare loop's own process; each server in a pool
     of its own, as the kit's pool keeps servers between cells), and the arms take turns block by
@@ -356,7 +356,6 @@ def measure_model(model: str, cfg: Any, mdir: str, prompt: str, workload: Path, 
                              env, warmup)
         return run_kit(spec, workload, work, provider=pooled_server(pools[arm]))
 
-    plan = block_plan(args.requests, args.blocks, args.warmup, args.interleave)
     try:
         for bi, (n, warmup) in enumerate(plan):
             for arm in arm_order(list(args.arms), bi):
@@ -555,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
         mdir = model_dir_for(cfg, model, work / "models", with_weights=False)
         prompt, n_prompt = make_prompt(mdir, args.prompt_tokens)
         workload = write_workload(work / f"{model}.jsonl", prompt, n_prompt, args.tokens, max(n + w for n, w in plan))
-        arms, raw = measure_model(model, cfg, mdir, prompt, workload, gen, args, work)
+        arms, raw = measure_model(model, cfg, mdir, prompt, workload, gen, args, work, plan)
         add_ratios(model, arms)
         results["models"][model] = arms
         results["raw"][model] = raw

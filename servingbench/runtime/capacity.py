@@ -318,12 +318,16 @@ def stall_text(w: WindowSummary, cap: CapacitySpec) -> str:
     return f"{STALLED} {w.stall_s:.1f} s with {n} request{'' if n == 1 else 's'} in flight (stall_s {cap.stall_s:g})"
 
 
+def failed_a_set(summary: WindowSummary) -> bool:
+    """The window failed at least one SLO set."""
+    return any(v.window_met is False for v in (summary.slo or {}).values())
+
+
 def apply_stall_rule(summary: WindowSummary, stall: Stall, cap: CapacitySpec, repeat: bool = False) -> None:
     """Record a judged window's longest stall; a counted window that failed some SLO set while the
     server stalled longer than ``stall_s`` is not counted, unless it is the ``repeat`` of one."""
     summary.stall_s, summary.stall_in_flight = stall.seconds, stall.in_flight
-    failed = any(v.window_met is False for v in (summary.slo or {}).values())
-    if summary.valid and failed and stall.seconds > cap.stall_s and not repeat:
+    if summary.valid and failed_a_set(summary) and stall.seconds > cap.stall_s and not repeat:
         # One silence of the server, whatever its cause, is not its capacity: a server at its
         # limit still emits tokens while its queue grows.
         summary.valid, summary.invalid_reason = False, stall_text(summary, cap)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from servingbench.host import intervals
-from servingbench.runtime.capacity import longest_stall
+from servingbench.runtime.capacity import failed_a_set, longest_stall
 from servingbench.runtime.records import WINDOW as W
 from servingbench.runtime.spec import CapacitySpec
 from servingbench.host.report.bandwidth import FloorRow
@@ -190,11 +190,10 @@ def _stalls_counted(data: ReportData, e) -> list[Flag]:
     window's request records and the window was counted: its rate may bound the capacity on the
     strength of one silence. Measured under the rule, such a window is the repeat of a stalled one:
     the stall recurred and counts as the server's."""
-    limit = ((e.result.spec or {}).get("capacity") or {}).get("stall_s", CapacitySpec.stall_s)  # omitted at its default
+    limit = CapacitySpec.from_dict(e.result.spec["capacity"]).stall_s  # the spec omits it at its default
     found = []
     for w in data.windows(e):
-        failed = any(v.window_met is False for v in (w.slo or {}).values())
-        if w.phase != "search" or not w.valid or not failed:
+        if w.phase != "search" or not w.valid or not failed_a_set(w):
             continue
         before_rule = w.stall_s is None
         if before_rule:
