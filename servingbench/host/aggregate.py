@@ -9,6 +9,7 @@ stops the run with an error naming the file; outputs are written only when all f
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 from dataclasses import dataclass
@@ -191,14 +192,26 @@ def load_results(cfg: Config, results_dir: str | Path, allow_stale: bool = False
 
 
 def read_requests(entry: Entry) -> list[RequestRecord]:
-    """The per-request records of a finished entry ([] when it has none)."""
+    """The per-request records of a finished entry ([] when it has none). The file named by the
+    result, or the same name with ``.gz`` added: a published example may store it gzipped (a
+    capacity search's records run to 10-20 MB)."""
     if entry.result is None or not entry.result.requests_file:
         return []
     path = entry.path.parent / entry.result.requests_file
     if not path.exists():
-        return []
+        path = path.with_name(path.name + ".gz")
+        if not path.exists():
+            return []
+    try:
+        return _request_rows(path)
+    except (EOFError, gzip.BadGzipFile, UnicodeDecodeError) as exc:  # a truncated or foreign .gz
+        raise ResultFileError(f"{path}: unreadable request records ({exc})") from None
+
+
+def _request_rows(path: Path) -> list[RequestRecord]:
     rows = []
-    with path.open(encoding="utf-8") as fh:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
