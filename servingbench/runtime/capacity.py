@@ -16,7 +16,9 @@ How one search runs (one arm x model x task, stream mode):
    dispatch rate is at least (1 - ``rate_tolerance``) of the scheduled one. A window that the
    client could not deliver is run once more; if it fails again the search stops there and
    the capacity is reported as a lower bound limited by the client, never as a low capacity.
-   A window that hit ``max_in_flight`` fails every SLO set: the server let requests pile up.
+   A counted window that hit ``max_in_flight`` fails every SLO set: requests piled up. (Full
+   slots that also held the client below its rate make a client limit: the pile-up can be
+   the client's.)
    A window that failed a set while the server went silent (``longest_stall``) for longer than
    ``stall_s`` is not counted either and is run once more; the repeat counts, stall or not.
 4. **Search.** Per SLO set, in config order, from every valid window so far: the lowest
