@@ -119,6 +119,24 @@ def test_a_call_that_would_not_fit_beside_the_tree_is_refused(repo: dict) -> Non
     assert res.returncode == 3 and "exceed the device limit" in res.stderr
 
 
+def test_folders_fill_what_the_tree_leaves_with_spare(repo: dict) -> None:
+    """Without MAX_MIB a folder holds what a call leaves beside the tree, 4 MiB kept spare: the
+    device tool refused a call of 63.1 MiB as counted here (H200 lease 6)."""
+    root = repo["repo"]
+    (root / "big.bin").write_bytes(b"\0" * (58 * 2**20 + 12345))  # the tree: 58 MiB and a bit
+    res = pack(root, MAX_BYTES="")
+    assert res.returncode == 0, res.stderr
+    assert "(at most 1.0 MiB each)" in res.stdout  # 64 - 4 spare - 58.0x MiB, in whole MiB
+    assert all(sum(f.stat().st_size for f in d.rglob("*") if f.is_file()) <= 2**20 for d in root.glob(".t[0-9]*"))
+    assert "of 60 MiB (64 MiB, less 4 spare)" in res.stdout
+    (root / "big.bin").write_bytes(b"\0" * (59 * 2**20 + 12345))  # less than 1 MiB left
+    res = pack(root, MAX_BYTES="")
+    assert res.returncode == 3 and "leaves less than 1 MiB" in res.stderr
+    (root / "big.bin").write_bytes(b"\0" * (int(59.9 * 2**20)))  # + a folder of ~0.3 MiB: over 60
+    res = pack(root, MAX_BYTES="", MAX_MIB="1")  # a size given by hand is checked against 60 MiB too
+    assert res.returncode == 3 and "exceed the device limit" in res.stderr
+
+
 def test_missing_downloads_are_named(repo: dict) -> None:
     (repo["repo"] / ".sg-dl" / "SHA256SUMS").unlink()
     res = pack(repo["repo"])

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Repack both wheelhouses and the kit's wheels into transport folders .t1, .t2, ... (git-ignored)
-# of at most MAX_MIB (default 48) MiB each, and print the exact device calls. Run from the repo
+# of at most MAX_MIB MiB each (default: what a call leaves beside the tree, 4 MiB spare, at most
+# 48), and print the exact device calls. Run from the repo
 # root, after
 #     bash ../shared/tools/gpu-wheelhouse/make-wheelhouse.sh      # .gw-dl/ (vLLM, transformers serve)
 #     bash ../shared/tools/sglang-wheelhouse/make-wheelhouse.sh   # .sg-dl/ (SGLang 0.5.16)
@@ -12,7 +13,7 @@
 # every folder. On the device, scripts/device/receive.sh puts a folder's files in /tmp/gw, /tmp/sg
 # and /tmp/gwk, and scripts/device/install.sh calls the wheelhouses' own install-on-device.sh:
 # vLLM + transformers serve into /tmp/site, SGLang into /tmp/sgsite.
-#   MAX_MIB=48  SHARED_TOOLS=../shared/tools  HOUSES=gw,sg  KIT=1  START_ARGS="vllm sglang ..."
+#   MAX_MIB=24  SHARED_TOOLS=../shared/tools  HOUSES=gw,sg  KIT=1  START_ARGS="vllm sglang ..."
 set -euo pipefail
 ROOT=$(pwd)
 git rev-parse --show-toplevel >/dev/null 2>&1 || { echo "pack-transport: run this from a git repo root" >&2; exit 2; }
@@ -25,7 +26,8 @@ EXCL=$(git rev-parse --git-path info/exclude)
 mkdir -p "$(dirname "$EXCL")"
 for pat in '/.t[0-9]*/' '/.t-parts/'; do grep -qxF "$pat" "$EXCL" 2>/dev/null || echo "$pat" >> "$EXCL"; done
 TREE=$(git ls-files -co --exclude-standard -z | du -cb --files0-from=- 2>/dev/null | tail -1 | cut -f1)
-args=(--root "$ROOT" --max-bytes $(( ${MAX_MIB:-48} * 1024 * 1024 )) --houses "${HOUSES:-gw,sg}" --tree-bytes "$TREE")
+args=(--root "$ROOT" --houses "${HOUSES:-gw,sg}" --tree-bytes "$TREE")
+[ -n "${MAX_MIB:-}" ] && args+=(--max-bytes $(( MAX_MIB * 1024 * 1024 )))
 [ -n "${SHARED_TOOLS:-}" ] && args+=(--shared-tools "$SHARED_TOOLS")
 [ "${KIT:-1}" = "1" ] || args+=(--no-kit)
 [ -n "${MAX_BYTES:-}" ] && args+=(--max-bytes "$MAX_BYTES")  # tests: folders smaller than a MiB

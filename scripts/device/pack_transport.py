@@ -193,13 +193,18 @@ def folder_bytes(folder: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--root", default=".", help="repository root holding .gw-dl, .sg-dl, .gwk")
-    ap.add_argument("--max-bytes", type=int, default=48 << 20, help="per transport folder (default 48 MiB)")
+    ap.add_argument("--max-bytes", type=int, default=None,
+                    help="per transport folder (default: what a call leaves beside the tree, at most 48 MiB)")
     ap.add_argument("--shared-tools", default=os.environ.get("SHARED_TOOLS"),
                     help="the shared tools folder (gpu-wheelhouse/, sglang-wheelhouse/), for the install scripts")
     ap.add_argument("--houses", default="gw,sg", help="wheelhouses to carry (gw, sg)")
     ap.add_argument("--no-kit", action="store_true", help="leave out the kit wheels (.gwk)")
     ap.add_argument("--tree-bytes", type=int, default=0, help="what every call carries besides (the tree)")
     ap.add_argument("--limit-bytes", type=int, default=64 << 20, help="one device call's limit")
+    # The device tool counts a call's size its own way: it refused a call of 63.1 MiB as counted
+    # here (the tracked files' bytes plus the folder's; H200 lease 6) and took 59.1 MiB.
+    ap.add_argument("--spare-bytes", type=int, default=4 << 20,
+                    help="kept free below the limit, since the tool's count differs from ours")
     ap.add_argument("--start-args", default="vllm sglang transformers-serve transformers-naive",
                     help="arguments of scripts/device/start.sh in the last call")
     args = ap.parse_args(argv)
@@ -210,6 +215,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pack-transport: unknown wheelhouse {bad[0]!r}; allowed: {', '.join(HOUSES)}", file=sys.stderr)
         return 2
     shared = Path(args.shared_tools) if args.shared_tools else None
+    room = args.limit_bytes - args.spare_bytes  # what one call may carry, as counted here
+    if args.max_bytes is None:
+        args.max_bytes = min(48 << 20, (room - args.tree_bytes) >> 20 << 20)  # whole MiB
+        if args.max_bytes < 1 << 20:
+            print(f"pack-transport: the tree ({args.tree_bytes / 2**20:.1f} MiB) leaves less than 1 MiB of a "
+                  f"call's {room / 2**20:.0f} MiB: make it smaller (ignore what the device does not need)",
+                  file=sys.stderr)
+            return 3
     try:
         folders = pack(root, args.max_bytes, shared, houses, not args.no_kit)
     except PackError as exc:
@@ -226,8 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.tree_bytes:
         total = args.tree_bytes + worst
         print(f"[pack] every call also carries the tree: {args.tree_bytes / 2**20:.1f} MiB; largest call "
-              f"{total / 2**20:.1f} MiB of {args.limit_bytes / 2**20:.0f} MiB")
-        if total > args.limit_bytes:
+              f"{total / 2**20:.1f} MiB of {room / 2**20:.0f} MiB ({args.limit_bytes / 2**20:.0f} MiB, "
+              f"less {args.spare_bytes / 2**20:.0f} spare)")
+        if total > room:
             print("pack-transport: a call would exceed the device limit: lower --max-bytes (MAX_MIB)", file=sys.stderr)
             return 3
     print("\nDevice calls, back to back (the machine keeps /tmp only while warm, ~30 s after a call):")
