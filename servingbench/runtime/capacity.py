@@ -161,7 +161,7 @@ async def search(state: SearchState, run_window: Callable[..., Awaitable[WindowS
                                      f"spent, the next window, at {rate:.3g} req/s, needs ~{need:.0f} s)")
                 break
             w = await run_window(rate)
-            if not w.valid and w.invalid_reason.startswith(STALLED) and state.search_windows() < cap.max_windows:
+            if stalled(w) and state.search_windows() < cap.max_windows:
                 w = await run_window(rate, repeat=True)  # once: a stall that recurs is the server's
             if not w.valid and w.invalid_reason.startswith("client"):
                 w = await run_window(rate) if state.search_windows() < cap.max_windows else w
@@ -320,6 +320,11 @@ def stall_text(w: WindowSummary, cap: CapacitySpec) -> str:
     return f"{STALLED} {w.stall_s:.1f} s with {n} request{'' if n == 1 else 's'} in flight (stall_s {cap.stall_s:g})"
 
 
+def stalled(summary: WindowSummary) -> bool:
+    """The window was not counted for a server stall (``apply_stall_rule``)."""
+    return not summary.valid and (summary.invalid_reason or "").startswith(STALLED)
+
+
 def failed_a_set(summary: WindowSummary) -> bool:
     """The window failed at least one SLO set."""
     return any(v.window_met is False for v in (summary.slo or {}).values())
@@ -371,7 +376,7 @@ def progress_line(cell_id: str, w: WindowSummary, cap: CapacitySpec, elapsed_s: 
             f"{ach:.4g} delivered" if ach else f"[{cell_id}] window {w.window}/{cap.max_windows}: "
             f"{w.offered_rate_req_s:.4g} req/s offered")
     body = f", {w.completed}/{w.requests} completed in {w.window_s:.1f} s: "
-    again = (w.invalid_reason or "").startswith(STALLED) and (w.window or 0) < cap.max_windows
+    again = stalled(w) and (w.window or 0) < cap.max_windows
     body += verdicts if w.valid else f"not counted ({w.invalid_reason})" + ("; measuring it again" if again else "")
     if w.valid and w.stall_s is not None and w.stall_s > cap.stall_s:
         body += f"; {stall_text(w, cap)}, counted"
