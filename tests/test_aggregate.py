@@ -204,15 +204,18 @@ def test_schema_accepts_what_the_runtime_writes(cfg, tmp_path: Path) -> None:
     assert len(read_requests(entry)) == 5
 
 
-def test_gzipped_request_records_read_as_the_plain_file(cfg, tmp_path: Path) -> None:
-    """A published example stores ``*.requests.jsonl`` gzipped: the same records, and the same
-    summary table; a truncated ``.gz`` is an error that names the file, not a short list."""
+@pytest.mark.parametrize("suffix", [".xz", ".gz"])
+def test_compressed_request_records_read_as_the_plain_file(cfg, tmp_path: Path, suffix: str) -> None:
+    """A published example stores ``*.requests.jsonl`` compressed (xz or gzip): the same records,
+    and the same summary table; a truncated file is an error that names it, not a short list."""
     import gzip
+    import lzma
     import shutil
 
     from servingbench.host.aggregate import load_results, read_requests
     from servingbench.runtime.results import requests_path
 
+    compress = {".xz": lzma.compress, ".gz": gzip.compress}[suffix]
     results = write_results(cfg, tmp_path / "results")
     before = aggregate(cfg, results)
     entry = next(e for e in load_results(cfg, results) if e.status == "ok" and e.kind == "cell")
@@ -221,12 +224,12 @@ def test_gzipped_request_records_read_as_the_plain_file(cfg, tmp_path: Path) -> 
     zipped = results.parent / "zipped"
     shutil.copytree(results, zipped)
     for f in zipped.rglob("*.requests.jsonl"):
-        f.with_name(f.name + ".gz").write_bytes(gzip.compress(f.read_bytes()))
+        f.with_name(f.name + suffix).write_bytes(compress(f.read_bytes()))
         f.unlink()
     pd.testing.assert_frame_equal(aggregate(cfg, zipped).drop(columns="source"), before.drop(columns="source"))
-    gz_entry = next(e for e in load_results(cfg, zipped) if e.label == entry.label and e.kind == "cell")
-    assert read_requests(gz_entry) == plain
-    gz = requests_path(gz_entry.path).with_name(requests_path(gz_entry.path).name + ".gz")
-    gz.write_bytes(gz.read_bytes()[:60])
+    packed_entry = next(e for e in load_results(cfg, zipped) if e.label == entry.label and e.kind == "cell")
+    assert read_requests(packed_entry) == plain
+    packed = requests_path(packed_entry.path).with_name(requests_path(packed_entry.path).name + suffix)
+    packed.write_bytes(packed.read_bytes()[:60])
     with pytest.raises(ResultFileError, match="unreadable request records"):
-        read_requests(gz_entry)
+        read_requests(packed_entry)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import lzma
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,26 +192,30 @@ def load_results(cfg: Config, results_dir: str | Path, allow_stale: bool = False
     return entries
 
 
+# A published example may store request records compressed (a capacity search's run to 10-35 MB
+# plain): xz where size matters most (every device call carries the tree), gzip as well.
+_COMPRESSED = {".xz": lzma.open, ".gz": gzip.open}
+
+
 def read_requests(entry: Entry) -> list[RequestRecord]:
     """The per-request records of a finished entry ([] when it has none). The file named by the
-    result, or the same name with ``.gz`` added: a published example may store it gzipped (a
-    capacity search's records run to 10-20 MB)."""
+    result, or the same name with ``.xz`` or ``.gz`` added (compressed by a published example)."""
     if entry.result is None or not entry.result.requests_file:
         return []
-    path = entry.path.parent / entry.result.requests_file
-    if not path.exists():
-        path = path.with_name(path.name + ".gz")
-        if not path.exists():
-            return []
+    plain = entry.path.parent / entry.result.requests_file
+    path = next((p for p in (plain, *(plain.with_name(plain.name + s) for s in _COMPRESSED))
+                 if p.exists()), None)
+    if path is None:
+        return []
     try:
         return _request_rows(path)
-    except (EOFError, gzip.BadGzipFile, UnicodeDecodeError) as exc:  # a truncated or foreign .gz
+    except (EOFError, gzip.BadGzipFile, lzma.LZMAError, UnicodeDecodeError) as exc:  # truncated or foreign
         raise ResultFileError(f"{path}: unreadable request records ({exc})") from None
 
 
 def _request_rows(path: Path) -> list[RequestRecord]:
     rows = []
-    opener = gzip.open if path.suffix == ".gz" else open
+    opener = _COMPRESSED.get(path.suffix, open)
     with opener(path, "rt", encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
