@@ -348,3 +348,28 @@ def test_a_counted_window_that_failed_during_a_stall_is_found_in_its_requests(gp
     assert re.search(rf"window {failing} at [0-9.]+ req/s failed while the server sent no token for {silence_s:.1f} s "
                      rf"with {len(silent)} requests in flight; it was measured before the stall rule",
                      stall[0].detail), stall[0].detail
+
+
+def test_a_capacity_below_every_rate_tried_reads_below_the_lowest_rate_that_broke_it(gpu_cfg, tmp_path: Path):
+    """"<" is below the lowest rate tried (the section's definition), per GPU like the other
+    figures, even where that window did not break the set surely and the interval reaches higher
+    (lease 7 on the H200: `transformers serve` on gpt2 read "< 0.963", the interval's end, though
+    0.482 req/s had broken the set)."""
+    from servingbench.host.report import fmt
+
+    results = write_results(gpu_cfg, tmp_path / "results", speed={"tgi": 2.0})
+    path = results / "sweeps" / "transformers-naive" / "gpt2" / "capacity-chat.json"
+    doc = json.loads(path.read_text())
+    res = doc["capacity"]["results"]["interactive"]
+    lowest = res["capacity_req_s"] * 0.75  # any rate other than the interval's ends
+    res.update(status="below_lowest", capacity_req_s=0.0, highest_passing_req_s=None,
+               lowest_failing_req_s=lowest, capacity_window=None, capacity_output_tok_s=None,
+               reason=f"not met at {lowest:.4g} req/s, the lowest rate tried before the search stopped")
+    path.write_text(json.dumps(doc))
+    ranking = next(r for r in build_context(gpu_cfg, results)["capacity"] if r.slo == "interactive")
+    naive = next(a for a in ranking.ranked if a.arm == "transformers-naive")
+    assert naive.upper_bound_only and naive.lowest_failing == pytest.approx(lowest / 2)  # two GPUs per server
+    assert naive.high != pytest.approx(naive.lowest_failing)  # the premise: the interval ends elsewhere
+    row = re.search(r'<tr[^>]*data-arm="transformers-naive"[^>]*>.*?</tr>', _section(_render(gpu_cfg, results),
+                    "capacity"), re.S).group(0)
+    assert f"&lt; {fmt.num(lowest / 2)}<" in row and f"&lt; {fmt.num(naive.high)}<" not in row

@@ -36,6 +36,7 @@ class ArmCapacity:
     req_s: float | None = None
     low: float | None = None  # interval of req_s (per GPU, or per server on CPU)
     high: float | None = None  # None: no upper bound
+    lowest_failing: float | None = None  # the lowest rate that broke the set (per GPU, or per server on CPU)
     tok_s: float | None = None
     tok_low: float | None = None
     tok_high: float | None = None
@@ -122,6 +123,13 @@ def _capacity_words(a: ArmCapacity, per: str) -> str:
     return f"{at_least}{fmt.num(a.req_s)} req/s per {per} [{fmt.num(a.low)} – {high}]"
 
 
+def _per(req_s: float | None, search: Any, per: str) -> float | None:
+    """A rate of the search per GPU (on a GPU) or per server, as the summary's capacity rows are."""
+    if req_s is None or per != "GPU":
+        return req_s
+    return req_s / max(search.gpus_per_server, 1)
+
+
 def _hardware(data: ReportData, entries: list) -> str:
     """What the searches ran on, from their provenance: the GPU model, or the CPU model and count."""
     provs = [e.result.provenance for e in entries if e is not None and e.status == "ok"]
@@ -177,7 +185,8 @@ def capacity_rankings(data: ReportData) -> list[CapacityRanking]:
                                     gpu_peak_bytes=data.value(e, C.gpu_used_peak_bytes, slo=name),
                                     gpu_util_pct=data.value(e, C.gpu_utilization_mean_pct, slo=name),
                                     bound_by=list(res.bound_by), windows=search.search_windows,
-                                    settled_alone=bool(res.settled_at_zero_load))
+                                    settled_alone=bool(res.settled_at_zero_load),
+                                    lowest_failing=_per(res.lowest_failing_req_s, search, per))
                     (r.ranked if a.req_s is not None else r.unranked).append(a)
                 for a, rank in zip(r.ranked, intervals.ranks([a.bounds for a in r.ranked])):
                     a.rank = rank
