@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # On the GPU machine: wait up to $1 seconds for the background Snakemake, show progress, and
 # pack results (cells, sweeps, logs, workloads' sizes) into $OUT/results.tar.gz either way
-# (SGLang's JIT cache too, unless it was carried).
+# (SGLang's JIT cache too, unless it was carried). The device tool brings back files of 16 MiB at
+# most (lease 7 lost a 17.6 MB one): a larger archive comes back cut into results.tar.gz.part-aa,
+# -ab, ... of 15 MiB; here: cat results.tar.gz.part-* | tar xzf -
 set -uo pipefail
 # LANES="0 1": the lanes of start.sh (LANE=N) to wait for, each packed into $OUT/results-laneN.tar.gz.
 dirs=(); for l in ${LANES:-}; do dirs+=("/tmp/sb-lane$l"); done
@@ -22,6 +24,9 @@ for d in "${dirs[@]}"; do
   . "$d/env.sh"
   name=results${d#/tmp/sb}  # results, or results-laneN
   tar czf "$OUT/$name.tar.gz" --exclude='results/servers' results gpu.txt snakemake.log before.sh "$CONFIG" 2>/dev/null
+  if [ "$(stat -c %s "$OUT/$name.tar.gz")" -gt $((15 * 1024 * 1024)) ]; then
+    split -b 15M "$OUT/$name.tar.gz" "$OUT/$name.tar.gz.part-" && rm "$OUT/$name.tar.gz"
+  fi
 done
 # SGLang's JIT kernels (built with nvcc at its first start): carry them back into .sg-dl/ to skip
 # the ~55 s build on the next fresh machine (sglang-wheelhouse README, "Start-up").
