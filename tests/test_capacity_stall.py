@@ -108,7 +108,9 @@ def test_a_one_off_stall_is_measured_again_and_the_capacity_is_the_stall_free_on
     state, res, calls = _search(cap, stall_at_4)
     assert res["a"].capacity_req_s == clean["a"].capacity_req_s and res["a"].status == "found"
     stalled = [w for w in state.windows if not w.valid]
-    assert len(stalled) == 1 and stalled[0].invalid_reason == "server stalled 6.7 s with 1 request in flight (stall_s 2)"
+    assert len(stalled) == 1 and stalled[0].invalid_reason == \
+        "server stalled 6.7 s with 1 request in flight, 0.1 s into the window (stall_s 2)"
+    assert stalled[0].stall_start_s == pytest.approx(0.05)  # the second request's dispatch
     i = state.windows.index(stalled[0])
     assert state.windows[i + 1].offered_rate_req_s == stalled[0].offered_rate_req_s and state.windows[i + 1].valid
     assert calls[i + 1] == (stalled[0].offered_rate_req_s, True)
@@ -179,7 +181,9 @@ def test_a_server_that_stalls_once_has_the_capacity_it_has_without_the_stall(tmp
     stalled, again = pairs[0]
     # The silence begins at the last token before the 4th arrival: 3 or more in flight then.
     assert stalled["stall_s"] >= STALL_MS / 1000 * 0.95 and stalled["stall_in_flight"] >= STALL_AT - 1
-    assert f"with {stalled['stall_in_flight']} requests in flight (stall_s 0.5)" in stalled["invalid_reason"]
+    assert f"with {stalled['stall_in_flight']} requests in flight, " \
+        f"{stalled['stall_start_s']:.1f} s into the window (stall_s 0.5)" in stalled["invalid_reason"]
+    assert 0 <= stalled["stall_start_s"] <= stalled["window_s"] - stalled["stall_s"] + 0.5
     assert again["offered_rate_req_s"] == stalled["offered_rate_req_s"] and again["valid"]
     assert again["stall_s"] < 0.5  # once only
     assert all(w["stall_s"] is not None for w in windows)

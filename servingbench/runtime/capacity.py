@@ -317,7 +317,8 @@ def delivery(records: list[RequestRecord], offsets: list[float]) -> dict[str, An
 
 def stall_text(w: WindowSummary, cap: CapacitySpec) -> str:
     n = w.stall_in_flight
-    return f"{STALLED} {w.stall_s:.1f} s with {n} request{'' if n == 1 else 's'} in flight (stall_s {cap.stall_s:g})"
+    return (f"{STALLED} {w.stall_s:.1f} s with {n} request{'' if n == 1 else 's'} in flight, "
+            f"{w.stall_start_s or 0.0:.1f} s into the window (stall_s {cap.stall_s:g})")
 
 
 def stalled(summary: WindowSummary) -> bool:
@@ -333,7 +334,7 @@ def failed_a_set(summary: WindowSummary) -> bool:
 def apply_stall_rule(summary: WindowSummary, stall: Stall, cap: CapacitySpec, repeat: bool = False) -> None:
     """Record a judged window's longest stall; a counted window that failed some SLO set while the
     server stalled longer than ``stall_s`` is not counted, unless it is the ``repeat`` of one."""
-    summary.stall_s, summary.stall_in_flight = stall.seconds, stall.in_flight
+    summary.stall_s, summary.stall_in_flight, summary.stall_start_s = stall.seconds, stall.in_flight, stall.start_s
     if summary.valid and failed_a_set(summary) and stall.seconds > cap.stall_s and not repeat:
         # One silence of the server, whatever its cause, is not its capacity: a server at its
         # limit still emits tokens while its queue grows.
@@ -407,7 +408,7 @@ async def measure_capacity(spec: CellSpec, client: LoadClient, items: list[Promp
     probe = window_summary(recs, probe_s, 1, True)
     probe.window, probe.phase, probe.valid = 0, "probe", True
     stall = longest_stall(recs)
-    probe.stall_s, probe.stall_in_flight = stall.seconds, stall.in_flight
+    probe.stall_s, probe.stall_in_flight, probe.stall_start_s = stall.seconds, stall.in_flight, stall.start_s
     records += recs
     all_windows.append(probe)
     await check_server(probe)

@@ -304,6 +304,8 @@ class WindowSummary:
                               schema=NONNEG)
     stall_in_flight: int | None = F("requests", "requests in flight as that stall began", default=None, omit=True,
                                     schema=NONNEG)
+    stall_start_s: float | None = F("s", "when that stall began, from the window's first dispatch", default=None,
+                                    omit=True, schema=NONNEG)
     distinct_prompts: int | None = F("prompts", "distinct prompts sent in the window", default=None, omit=True)
     valid: bool | None = F("bool", "the client delivered the schedule (achieved >= (1 - rate_tolerance) x "
                            "scheduled), the window met min_requests and min_duration_s, and, where it failed an "
