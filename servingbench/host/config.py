@@ -208,6 +208,9 @@ class Run(_Strict):
     server_reuse: bool = True  # keep one server up across the cells that share it (server pool)
     server_idle_timeout_s: float = Field(default=600, gt=0, le=MAX_TIMEOUT_S)  # a pooled server stops itself after this
     trials: int = Field(default=1, ge=1, le=100)  # measured windows per concurrency level
+    # CPUs kept for the kit's client (the last N of those the measuring job may use); the server
+    # runs on the rest (servingbench.runtime.cpu_split). 0: client and server share them all.
+    client_cpus: int = Field(default=0, ge=0, le=4096)
 
     @field_validator("cell_concurrency")
     @classmethod
@@ -636,6 +639,7 @@ def server_spec(cfg: Config, arm: str, model: str) -> ServerSpec:
         prefix_caching=cfg.run.prefix_caching if a.prefix_caching is None else a.prefix_caching,
         max_batch_tokens=a.max_batch_tokens,
         adapter=a.adapter or "",
+        client_cpus=cfg.run.client_cpus,
     )
 
 

@@ -21,6 +21,7 @@ import httpx
 
 from servingbench.runtime import arrivals, conversations, prefix_cache, provenance
 from servingbench.runtime.client import LoadClient, WindowPlan
+from servingbench.runtime.cpu_split import affinity_text, client_affinity, split
 from servingbench.runtime.errors import UserError
 from servingbench.runtime.frameworks import get_adapter
 from servingbench.runtime.frameworks.base import Adapter
@@ -392,6 +393,7 @@ def run_cell(spec: CellSpec, workload: str | Path, out_path: str | Path, results
     check_writable(out_path, log_path, need_bytes=records_bytes(spec))
     failure_path(out_path).unlink(missing_ok=True)
     adapter = get_adapter(spec.server.adapter_name)
+    cpus = split(spec.server.client_cpus)  # an impossible split never starts a server
     gpu = GPU() if spec.server.device == "cuda" else None
     started_at = provenance.now_iso()
     handle: ServerHandle | None = None
@@ -401,16 +403,19 @@ def run_cell(spec: CellSpec, workload: str | Path, out_path: str | Path, results
         after_load = gpu.used_bytes() if gpu and gpu.available else None
         settings = _checked_settings(adapter, spec, handle.proc)
         cache_emptied = _empty_reused_cache(adapter, spec, handle)
-        monitor = Monitor(lambda: handle.proc.pid, gpu, spec.monitor_interval_s).start()
         capacity = None
-        try:
-            if spec.kind == "sweep_capacity":
-                windows, records, capacity = asyncio.run(_measure_capacity(spec, adapter, handle, items, gpu,
-                                                                           progress_stream))
-            else:
-                windows, records = _measure_windows(spec, adapter, handle, items, progress_stream)
-        finally:
-            monitor.stop()
+        # The client (this thread, and the monitor it starts) on its CPUs once the server has its own.
+        with client_affinity(cpus.client if cpus else None):
+            placement = {"client_cpus": affinity_text(0), "server_cpus": affinity_text(handle.proc.pid)}
+            monitor = Monitor(lambda: handle.proc.pid, gpu, spec.monitor_interval_s).start()
+            try:
+                if spec.kind == "sweep_capacity":
+                    windows, records, capacity = asyncio.run(_measure_capacity(spec, adapter, handle, items, gpu,
+                                                                               progress_stream))
+                else:
+                    windows, records = _measure_windows(spec, adapter, handle, items, progress_stream)
+            finally:
+                monitor.stop()
         if not any(w.completed for w in windows):
             counts = request_counts(windows)
             raise CellFailed(spec.cell_id(), "requests_failed", f"no request completed; {_counts_text(counts)}",
@@ -435,7 +440,7 @@ def run_cell(spec: CellSpec, workload: str | Path, out_path: str | Path, results
             provenance=from_json(Provenance, {
                 **provenance.collect(adapter, gpu.info if gpu else None, spec.config_hash,
                                      spec.server.image, spec.server.profile, dict(spec.server.env)),
-                "weights": provenance.weights_info(adapter.served_weights(spec.server)),
+                "weights": provenance.weights_info(adapter.served_weights(spec.server)), **placement,
                 "started_at": started_at, "finished_at": provenance.now_iso()}),
             requests_file=requests_path(out_path).name,
             capacity=capacity,

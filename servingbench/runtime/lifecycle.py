@@ -21,6 +21,7 @@ from typing import IO, Mapping
 import httpx
 import psutil
 
+from servingbench.runtime.cpu_split import split
 from servingbench.runtime.frameworks.base import Adapter, Launch
 from servingbench.runtime.redaction import redact_argv, redact_bytes, secret_values
 from servingbench.runtime.spec import ServerSpec
@@ -126,12 +127,14 @@ class ServerProcess:
         log.write(f"# servingbench: starting {self.server.arm} on port {self.port}: "
                   f"{' '.join(self.command())}\n".encode())
         log.flush()
+        cpus = split(self.server.client_cpus)
+        pin = None if cpus is None else (lambda: os.sched_setaffinity(0, cpus.server))  # inherited by its children
         self.started_wall = time.time()
         self._t0 = time.perf_counter()
         # start_new_session: its own process group, so stop() reaches every descendant.
         self.proc = subprocess.Popen(self.launch.argv, env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=pin)
         self._copier = threading.Thread(target=_copy_redacted, args=(self.proc.stdout, log,
                                                                           secret_values(env, self.launch.argv)),
                                         daemon=True, name=f"log-{self.server.arm}")

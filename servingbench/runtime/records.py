@@ -373,6 +373,10 @@ class Provenance:
     host: str | None = F("", "host name", default=None)
     cpu: str | None = F("", "CPU model", default=None)
     cpu_count: int | None = F("cores", "logical CPUs", default=None)
+    client_cpus: str | None = F("", "the CPUs the kit's client could run on while it measured (run.client_cpus "
+                                "keeps some for it alone)", default=None, omit=True)
+    server_cpus: str | None = F("", "the CPUs the server's main process could run on (None: an external "
+                                "server, or one gone)", default=None, omit=True)
     device_name: str | None = F("", "GPU model", default=None)
     device: str | None = F("", "the GPU measured, as NVML names it: its index, or its UUID "
                            "(the first of CUDA_VISIBLE_DEVICES)", default=None)

@@ -52,6 +52,9 @@ class ServerSpec:
     # set up unlike its arm's other models, which results record and the report shows.
     model_server_args: tuple[str, ...] = ()
     adapter: str = ""  # the adapter module when it is not the arm's name (e.g. arm vllm-prefix-cache)
+    # CPUs kept for the kit's client, the last of the job's; the server gets the rest (cpu_split).
+    # 0: they share them. Part of the server's identity: a pooled server is pinned to its share.
+    client_cpus: int = 0
 
     @property
     def adapter_name(self) -> str:
