@@ -204,7 +204,7 @@ def capacity_interval(result: CellResult, records: list[RequestRecord], name: st
     return low, high
 
 
-def _req_scale(metric: str, cap: CapacitySearch) -> float | None:
+def req_scale(metric: str, cap: CapacitySearch) -> float | None:
     """Scale from capacity_req_s to ``metric`` that needs no capacity window, or None."""
     if metric == C.capacity_req_s:
         return 1.0
@@ -232,7 +232,7 @@ def capacity_rows(result: CellResult, records: list[RequestRecord] | None = None
             # Rates scale to tokens/s and per GPU as the capacity itself does (tokens per request at
             # the capacity window; 1 / GPUs). Capacity 0 has no tokens per request, so only its req/s
             # bounds scale (1 / GPUs is known without a window): the others keep only a 0 bound.
-            scale = value / rate if rate else _req_scale(metric, cap)
+            scale = value / rate if rate else req_scale(metric, cap)
             for stat, bound in (("value_ci95_low", bounds[0]), ("value_ci95_high", bounds[1])):
                 if bound is not None and (scale is not None or bound == 0):
                     yield dict(key, slo=name, metric=metric, statistic=stat, value=bound * (scale or 0.0),

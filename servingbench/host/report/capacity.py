@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from servingbench.host import intervals
+from servingbench.host import derived, intervals
 from servingbench.runtime.records import CAPACITY as C
 from servingbench.host.report import fmt
 from servingbench.host.report.data import ReportData
@@ -123,13 +123,6 @@ def _capacity_words(a: ArmCapacity, per: str) -> str:
     return f"{at_least}{fmt.num(a.req_s)} req/s per {per} [{fmt.num(a.low)} – {high}]"
 
 
-def _per(req_s: float | None, search: Any, per: str) -> float | None:
-    """A rate of the search per GPU (on a GPU) or per server, as the summary's capacity rows are."""
-    if req_s is None or per != "GPU":
-        return req_s
-    return req_s / max(search.gpus_per_server, 1)
-
-
 def _hardware(data: ReportData, entries: list) -> str:
     """What the searches ran on, from their provenance: the GPU model, or the CPU model and count."""
     provs = [e.result.provenance for e in entries if e is not None and e.status == "ok"]
@@ -175,6 +168,8 @@ def capacity_rankings(data: ReportData) -> list[CapacityRanking]:
                         continue
                     r.definition = r.definition or slo_words(spec)
                     v = lambda metric, stat="value": data.value(e, metric + suffix, stat, slo=name)  # noqa: E731
+                    # Per GPU (or per server) as the summary's capacity rows are (derived.capacity_rows).
+                    lowest, scale = res.lowest_failing_req_s, derived.req_scale(C.capacity_req_s + suffix, search)
                     a = ArmCapacity(arm, data.source(e), res.status, res.reason,
                                     req_s=v(C.capacity_req_s), low=v(C.capacity_req_s, "value_ci95_low"),
                                     high=v(C.capacity_req_s, "value_ci95_high"),
@@ -186,7 +181,7 @@ def capacity_rankings(data: ReportData) -> list[CapacityRanking]:
                                     gpu_util_pct=data.value(e, C.gpu_utilization_mean_pct, slo=name),
                                     bound_by=list(res.bound_by), windows=search.search_windows,
                                     settled_alone=bool(res.settled_at_zero_load),
-                                    lowest_failing=_per(res.lowest_failing_req_s, search, per))
+                                    lowest_failing=None if lowest is None or scale is None else lowest * scale)
                     (r.ranked if a.req_s is not None else r.unranked).append(a)
                 for a, rank in zip(r.ranked, intervals.ranks([a.bounds for a in r.ranked])):
                     a.rank = rank
