@@ -316,3 +316,18 @@ def test_slo_and_capacity_settings_do_not_change_the_cells_hash(seed_yaml):
         cell_spec(other, "vllm", "gpt2", "chat", "stream").to_json()
     a, b = capacity_sweep_spec(base, "vllm", "gpt2", "chat"), capacity_sweep_spec(other, "vllm", "gpt2", "chat")
     assert a.to_json() != b.to_json() and b.capacity.slos[0].ttft_ms == 400
+
+
+def test_run_settings_added_since_leave_older_results_config_hash_at_their_defaults():
+    """examples/h200-dummy's lease-7 results were written before run.client_cpus existed: with
+    every setting added since at its default (NEW_RUN_DEFAULTS) the example's config still hashes
+    as they recorded, so a kit upgrade flags no cell "config edited since"; any other value does."""
+    from servingbench.host.config import NEW_RUN_DEFAULTS, config_hash
+
+    root = ROOT / "examples" / "h200-dummy"
+    recorded = json.loads((root / "results/sweeps/vllm/gpt2/capacity-chat.json").read_text())
+    cfg = load_config(root / "config.yaml")
+    assert config_hash(cfg) == recorded["provenance"]["config_hash"]
+    for key, default in NEW_RUN_DEFAULTS.items():
+        other = cfg.model_copy(update={"run": cfg.run.model_copy(update={key: default + 1})})
+        assert config_hash(other) != config_hash(cfg), key

@@ -574,17 +574,23 @@ def load_config(path: str | Path) -> Config:
     return parse_config(read_yaml(path), str(path))
 
 
+# Run settings added after results existed, with the value that means "as before": at it they
+# leave the config's hash as it was (config_hash), so a kit upgrade reruns nothing.
+NEW_RUN_DEFAULTS = {"trials": 1, "client_cpus": 0}
+
+
 def config_hash(cfg: Config) -> str:
     """Hash of what defines the measurements of cells and sweeps. Left out: server reuse
     (switching the pool on or off must not rerun finished cells); the SLO sets, the capacity
     search and the arms' GPU counts, which no cell's measurement depends on (a capacity search
-    carries its own settings in its spec); and run.trials at its default, so that results
-    written before it existed keep their hash."""
+    carries its own settings in its spec); and the run settings added since results were first
+    written, at their defaults (NEW_RUN_DEFAULTS), so that those results keep their hash."""
     data = cfg.model_dump(mode="json")
     for key in ("server_reuse", "server_idle_timeout_s"):
         data["run"].pop(key, None)
-    if data["run"].get("trials") == 1:
-        data["run"].pop("trials")
+    for key, default in NEW_RUN_DEFAULTS.items():
+        if data["run"].get(key) == default:
+            data["run"].pop(key)
     data.pop("slo", None)
     data["sweeps"].pop("capacity", None)
     for arm in data["frameworks"].values():
